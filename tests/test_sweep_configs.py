@@ -1,0 +1,82 @@
+"""Every table's sweep composes, at both scales, into the runs the paper's table needs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from experiments.run_config import build_run_config
+from experiments.sweep import TABLES, describe_jobs, expand
+from xsample.train.provenance import config_hash
+
+REPO = Path(__file__).resolve().parents[1]
+
+EXPECTED_JOBS = {"1": 6, "2": 5, "3": 4, "4": 4, "finetune": 2, "compute": 1, "fig3": 9, "fig5": 2}
+
+
+def test_every_table_has_a_config():
+    assert sorted(EXPECTED_JOBS) == TABLES
+
+
+@pytest.mark.parametrize("scale", ["tiny", "paper"])
+@pytest.mark.parametrize("table", sorted(EXPECTED_JOBS))
+def test_table_sweep_expands(table, scale):
+    jobs = describe_jobs(expand([f"table='{table}'" if table.isdigit() else f"table={table}", f"scale={scale}"]))
+    assert len(jobs) == EXPECTED_JOBS[table]
+    run_dirs = [job["run_dir"] for job in jobs]
+    assert len(set(run_dirs)) == len(run_dirs), "two jobs of one sweep share a run directory"
+    assert {job["experiment"]["scale"] for job in jobs} == {scale}
+    assert {job["experiment"]["table"] for job in jobs} == {table}
+    assert len({job["sweep_dir"] for job in jobs}) == 1
+
+
+def test_command_line_sweeps_compose_with_the_table_grid():
+    jobs = expand(["table='1'", "seed=0,1,2"])
+    assert len(jobs) == 9
+
+
+def test_tiny_scale_maps_paper_datasets_onto_analogs():
+    jobs = {tuple(j["experiment"][k] for k in ("method", "dataset")): j
+            for j in describe_jobs(expand(["table='3'", "scale=tiny"]))}
+    assert jobs[("xclr", "cc3m")]["experiment"]["dataset_used"] == "shapes"
+    jobs2 = describe_jobs(expand(["table='2'", "scale=tiny"]))
+    assert {j["experiment"]["dataset_used"] for j in jobs2} == {"fashion_mnist"}
+    assert {j["experiment"]["setting"] for j in jobs2} == {"random", "augmentation", "true_class", "bag_of_words", "minilm"}
+
+
+def _composed(overrides):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        return OmegaConf.to_container(compose(config_name="reproduce", overrides=overrides), resolve=True)
+
+
+def test_config_hash_ignores_runtime_but_not_hyperparameters():
+    base = build_run_config(_composed(["table='1'", "method=xclr"]))
+    faster = build_run_config(_composed(["table='1'", "method=xclr", "runtime.num_workers=4"]))
+    other = build_run_config(_composed(["table='1'", "method=xclr", "method.temperature=0.2"]))
+    assert config_hash(base) == config_hash(faster)
+    assert config_hash(base) != config_hash(other)
+
+
+def test_unknown_table_is_a_one_line_error():
+    out = subprocess.run([sys.executable, "experiments/reproduce.py", "-m", "table=9"], cwd=REPO,
+                         capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "unknown table 9; choose one of: 1, 2, 3, 4" in out.stderr
+
+
+def test_plan_mode_prints_jobs_and_gpu_hours_and_writes_nothing(tmp_path):
+    out = subprocess.run([sys.executable, "experiments/reproduce.py", "-m", "table=1", "scale=paper", "launcher=plan",
+                          f"paths.sweeps={tmp_path}"], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    first = out.stdout.splitlines()[0]
+    assert first.startswith("xsample: launcher=plan") and str(tmp_path) in first
+    assert "6 jobs, estimated total 1200.0 GPU-hours" in out.stdout
+    assert list(tmp_path.iterdir()) == []

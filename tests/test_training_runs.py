@@ -1,0 +1,123 @@
+"""End-to-end tiny runs through the library: result.json contract, resume, NaN, distributed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch.multiprocessing as mp
+
+from tests.engine_helpers import REPO, small_run_config
+from xsample.train import run_experiment
+from xsample.train.checkpoint import ConfigMismatchError
+from xsample.train.distributed import free_port
+
+REQUIRED_KEYS = {"status", "experiment", "metrics", "config", "config_hash", "git_commit", "git_dirty", "versions",
+                 "hardware", "data", "timing", "resumed_from", "seed"}
+
+pytestmark = pytest.mark.slow
+
+
+def _read(run_dir: Path) -> dict:
+    return json.loads((run_dir / "result.json").read_text())
+
+
+def test_tiny_xclr_on_fashion_mnist_writes_a_complete_result(tmp_path):
+    config = small_run_config("table='2'", "row=minilm", cache_dir=tmp_path / "cache")
+    record = run_experiment(config, tmp_path / "run")
+    on_disk = _read(tmp_path / "run")
+    assert on_disk == record
+    assert REQUIRED_KEYS <= set(on_disk)
+    assert on_disk["status"] == "completed"
+    assert on_disk["experiment"]["method"] == "xclr" and on_disk["config"]["data"]["name"] == "fashion_mnist"
+    assert on_disk["data"]["samples_seen"] == 2 * (1024 // 128) * 128
+    assert on_disk["metrics"]["imagenet"]["top1"] > 40.0, "10 classes: chance is 10%"
+    assert not [p for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_tiny_clip_on_shapes_completes_with_zero_shot(tmp_path):
+    config = small_run_config("table='3'", "method=clip", "dataset=cc3m", cache_dir=tmp_path / "cache")
+    record = run_experiment(config, tmp_path / "run")
+    assert record["status"] == "completed"
+    metrics = record["metrics"]
+    assert metrics["imagenet"]["top1"] > 100.0 / 10 + 10, metrics
+    assert "imagenet" in metrics["zero_shot"]
+
+
+def test_nan_loss_fails_the_run_with_its_step(tmp_path):
+    config = small_run_config("table='1'", "method=simclr", "scale.optim.lars.lr=1e30", cache_dir=tmp_path / "c")
+    with pytest.raises(Exception, match="loss became"):
+        run_experiment(config, tmp_path / "run")
+    record = _read(tmp_path / "run")
+    assert record["status"] == "failed" and "at step" in record["error"]
+
+
+def test_a_changed_config_refuses_the_old_checkpoint(tmp_path):
+    config = small_run_config("table='2'", "row=augmentation", cache_dir=tmp_path / "c")
+    run_experiment(config, tmp_path / "run")
+    config["method"]["temperature"] = 0.5
+    with pytest.raises(ConfigMismatchError, match="force=true"):
+        run_experiment(config, tmp_path / "run")
+
+
+def _reproduce(sweeps: Path, *extra: str) -> subprocess.Popen:
+    command = [sys.executable, "experiments/reproduce.py", "table=2", "row=augmentation", "launcher=local",
+               f"paths.sweeps={sweeps}", f"paths.cache={sweeps / 'cache'}", "scale.epochs=3",
+               "scale.batch_size=128", "scale.checkpoint_every_steps=1",
+               "datasets.fashion_mnist.tiny.options.max_samples=1024", "scale.probe.epochs=30", *extra]
+    return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def test_sigterm_then_restart_resumes_and_matches_an_uninterrupted_run(tmp_path):
+    reference = _reproduce(tmp_path / "reference")
+    assert reference.wait(timeout=600) == 0, reference.stdout.read()
+    (ref_dir,) = (tmp_path / "reference" / "table2_tiny" / "runs").iterdir()
+
+    interrupted = _reproduce(tmp_path / "interrupted")
+    result = tmp_path / "interrupted" / "table2_tiny" / "runs" / ref_dir.name / "result.json"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if result.exists() and (json.loads(result.read_text()).get("checkpoint_step") or 0) >= 3:
+            break
+        time.sleep(0.2)
+    interrupted.send_signal(signal.SIGTERM)
+    output = interrupted.communicate(timeout=120)[0]
+    assert "checkpoint saved" in output, output
+    assert json.loads(result.read_text())["status"] == "running"
+
+    resumed = _reproduce(tmp_path / "interrupted")
+    output = resumed.communicate(timeout=600)[0]
+    assert resumed.returncode == 0, output
+    final, expected = json.loads(result.read_text()), _read(ref_dir)
+    assert final["status"] == "completed" and final["resumed_from"] >= 3
+    assert final["metrics"] == expected["metrics"]
+    assert final["final_loss"] == expected["final_loss"]
+
+    again = _reproduce(tmp_path / "interrupted")
+    output = again.communicate(timeout=300)[0]
+    assert "already completed with the same config hash, skipped" in output
+
+
+def _distributed_worker(rank: int, world_size: int, port: int, config: dict, run_dir: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    run_experiment(config, run_dir)
+
+
+def test_two_gloo_processes_follow_the_single_process_loss_curve(tmp_path):
+    config = small_run_config("table='2'", "row=minilm", "scale.epochs=1", cache_dir=tmp_path / "cache")
+    config["eval"]["evaluations"] = []
+    single = run_experiment(config, tmp_path / "single")
+    mp.spawn(_distributed_worker, args=(2, free_port(), config, str(tmp_path / "double")), nprocs=2, join=True)
+    double = _read(tmp_path / "double")
+    assert double["hardware"]["world_size"] == 2
+    first_single = [loss for _, loss in single["loss_curve"][:4]]
+    first_double = [loss for _, loss in double["loss_curve"][:4]]
+    assert first_double == pytest.approx(first_single, rel=2e-4, abs=2e-4)

@@ -1,0 +1,138 @@
+"""Turns a resolved config into the pieces the loop needs: data, model, loss, side information."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from xsample import losses
+from xsample.data import build_dataset, class_balanced_subset, simclr_augmentation
+from xsample.models import CLIPModel, ContrastiveModel, ProjectionHead, build_backbone
+from xsample.train.optim import build_optimizer, cosine_schedule_with_warmup
+from xsample.train.side_information import build_side_information
+
+METHODS = ("simclr", "supcon", "xclr", "clip")
+
+
+@dataclass
+class TrainingSetup:
+    model: nn.Module
+    train_dataset: Dataset
+    augmentation: Callable
+    num_views: int
+    compute_loss: Callable[[nn.Module, dict, torch.device], torch.Tensor]
+    make_optimizer: Callable[[nn.Module, int, int], tuple]
+    graph_seconds: float  # time spent precomputing the X-CLR side information
+
+
+def lr_for(optim_cfg: dict[str, Any]) -> float:
+    """Base lr, linearly scaled by global batch / 256 when optim.lr_scaling == 'linear'."""
+    lr = float(optim_cfg["lr"])
+    if optim_cfg.get("lr_scaling", "linear") == "linear":
+        lr *= float(optim_cfg["batch_size"]) / 256.0
+    if not math.isfinite(lr) or lr <= 0:
+        raise ValueError(f"optim.lr must be a positive number, got {optim_cfg['lr']}")
+    return lr
+
+
+def build_train_dataset(config: dict[str, Any]) -> Dataset:
+    data = config["data"]
+    dataset = build_dataset(data["name"], "train", root=data.get("root"), **(data.get("options") or {}))
+    fraction = float(data.get("fraction", 1.0))
+    if not 0 < fraction <= 1:
+        raise ValueError(f"data.fraction must be in (0, 1], got {fraction}")
+    if fraction < 1:
+        dataset = class_balanced_subset(dataset, fraction, seed=config["seed"])
+    return dataset
+
+
+def build_model(config: dict[str, Any]) -> nn.Module:
+    model_cfg, method = config["model"], config["method"]["name"]
+    backbone, feature_dim = build_backbone(
+        model_cfg["backbone"], small_image_stem=bool(model_cfg.get("small_image_stem", False)),
+        pretrained=bool(model_cfg.get("pretrained", False)),
+    )
+    if method == "clip":
+        clip_cfg = model_cfg["clip"]
+        return CLIPModel(backbone, feature_dim, int(clip_cfg["embed_dim"]), dict(clip_cfg["text"]),
+                         init_logit_scale=float(clip_cfg["init_logit_scale"]))
+    projector_cfg = model_cfg["projector"]
+    projector = ProjectionHead(feature_dim, int(projector_cfg["hidden_dim"]), int(projector_cfg["out_dim"]),
+                               num_layers=int(projector_cfg.get("num_layers", 2)))
+    return ContrastiveModel(backbone, feature_dim, projector)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def build_loss_fn(config: dict[str, Any], train_dataset: Dataset, device: torch.device) -> tuple[Callable, float]:
+    """The per-batch loss closure and the seconds spent precomputing X-CLR side information."""
+    method_cfg = config["method"]
+    name = method_cfg["name"]
+    if name not in METHODS:
+        raise ValueError(f"unknown method.name={name!r}; choose one of {', '.join(METHODS)}")
+
+    if name == "clip":
+        criterion = losses.ClipLoss()
+
+        def clip_step(model, batch, device):
+            tokens = _unwrap(model).tokenize(list(batch["caption"])).to(device)
+            image_features, text_features, logit_scale = model(batch["view1"].to(device, non_blocking=True), tokens)
+            return criterion(image_features, text_features, logit_scale)
+
+        return clip_step, 0.0
+
+    temperature = float(method_cfg["temperature"])
+    if name == "simclr":
+        criterion = losses.SimCLRLoss(temperature)
+        side = None
+    elif name == "supcon":
+        criterion = losses.SupConLoss(temperature)
+        side = None
+    else:
+        criterion = losses.XCLRLoss(temperature, float(method_cfg["graph_temperature"]),
+                                    mask_self=bool(method_cfg.get("mask_self", True)))
+        started = time.perf_counter()
+        side = build_side_information(config, train_dataset)
+        graph_seconds = time.perf_counter() - started
+
+    def contrastive_step(model, batch, device):
+        images = torch.cat([batch["view1"], batch["view2"]]).to(device, non_blocking=True)
+        if device.type == "cuda":
+            images = images.contiguous(memory_format=torch.channels_last)
+        z1, z2 = model(images).chunk(2)
+        if name == "simclr":
+            return criterion(z1, z2)
+        if name == "supcon":
+            return criterion(z1, z2, batch["label"].to(device))
+        return criterion(z1, z2, side(batch).to(device))
+
+    return contrastive_step, (graph_seconds if name == "xclr" else 0.0)
+
+
+def build_training_setup(config: dict[str, Any], device: torch.device) -> TrainingSetup:
+    train_dataset = build_train_dataset(config)
+    compute_loss, graph_seconds = build_loss_fn(config, train_dataset, device)
+    optim_cfg = config["optim"]
+
+    def make_optimizer(model: nn.Module, steps_per_epoch: int, total_steps: int):
+        extra = {k: optim_cfg[k] for k in ("momentum", "betas", "eps", "trust_coefficient") if k in optim_cfg}
+        optimizer = build_optimizer(optim_cfg["name"], model, lr_for(optim_cfg), float(optim_cfg["weight_decay"]), **extra)
+        warmup = int(round(float(optim_cfg.get("warmup_epochs", 0)) * steps_per_epoch))
+        scheduler = cosine_schedule_with_warmup(optimizer, min(warmup, total_steps), total_steps)
+        return optimizer, scheduler
+
+    return TrainingSetup(
+        model=build_model(config), train_dataset=train_dataset,
+        augmentation=simclr_augmentation(int(config["data"]["image_size"])),
+        num_views=1 if config["method"]["name"] == "clip" else 2,
+        compute_loss=compute_loss, make_optimizer=make_optimizer, graph_seconds=graph_seconds,
+    )

@@ -1,0 +1,77 @@
+"""Section 4.5 analog: per-step cost of each method on the same backbone and batch, in one process,
+interleaved in rounds so that machine drift affects every method alike."""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from xsample.data import simclr_augmentation
+from xsample.train.components import build_loss_fn, build_model, build_train_dataset
+from xsample.train.sampling import SeededViewsDataset
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def compute_overhead_metrics(config: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    spec = config["compute"]
+    dataset = build_train_dataset(config)
+    views = SeededViewsDataset(dataset, simclr_augmentation(int(config["data"]["image_size"])), num_views=2,
+                               seed=config["seed"])
+    batch = next(iter(DataLoader(views, batch_size=int(config["optim"]["batch_size"]), shuffle=True)))
+
+    contenders: dict[str, tuple] = {}
+    metrics: dict[str, Any] = {}
+    for name in spec["methods"]:
+        method_config = copy.deepcopy(config)
+        method_config["method"] = dict(spec["method_configs"][name], name=name)
+        model = build_model(method_config).to(device)
+        loss_fn, graph_seconds = build_loss_fn(method_config, dataset, device)
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-4)
+        contenders[name] = (model, loss_fn, optimizer)
+        if name == "xclr":
+            metrics["graph_precompute_s"] = round(graph_seconds, 4)
+            metrics["graph_precompute_samples"] = len(dataset)
+
+    def step(name: str) -> float:
+        model, loss_fn, optimizer = contenders[name]
+        _sync(device)
+        started = time.perf_counter()
+        loss = loss_fn(model, batch, device)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        _sync(device)
+        return time.perf_counter() - started
+
+    for name in contenders:
+        for _ in range(int(spec["warmup_steps"])):
+            step(name)
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    peak: dict[str, float | None] = {}
+    for _ in range(int(spec["timed_steps"])):
+        for name in contenders:
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            times[name].append(step(name))
+            if device.type == "cuda":
+                peak[name] = max(peak.get(name) or 0.0, torch.cuda.max_memory_allocated(device) / 2**20)
+    batch_size = int(config["optim"]["batch_size"])
+    for name, samples in times.items():
+        median = statistics.median(samples)
+        metrics[name] = {"step_ms": round(1000 * median, 3), "images_per_s": round(batch_size / median, 1),
+                         # CPU allocations are not tracked per method: memory is reported on GPU only.
+                         "peak_mem_mb": round(peak[name], 1) if name in peak else None}
+    if "simclr" in metrics and "xclr" in metrics:
+        metrics["xclr_over_simclr"] = round(metrics["xclr"]["step_ms"] / metrics["simclr"]["step_ms"], 4)
+    metrics["batch_size"] = batch_size
+    metrics["backbone"] = config["model"]["backbone"]
+    return metrics

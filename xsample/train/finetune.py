@@ -1,0 +1,34 @@
+"""Starting a run from another run's backbone (the fine-tuning experiment)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from xsample.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
+
+BACKBONE_PREFIX = "backbone."
+
+
+def load_initial_weights(model: nn.Module, config: dict[str, Any], run_dir: Path) -> bool:
+    """Copy the base run's backbone into ``model`` before the first step; a run that already has its
+    own checkpoint resumes from that instead. Returns whether weights were copied."""
+    source = config.get("init_from")
+    if not source or (Path(run_dir) / CHECKPOINT_NAME).exists():
+        return False
+    base_dir = Path(source["run_dir"])
+    state = load_checkpoint(base_dir, source["config_hash"])
+    if state is None:
+        raise FileNotFoundError(
+            f"init_from run {base_dir} has no {CHECKPOINT_NAME}; train the base run first "
+            "(the finetune table does this itself when its base row is missing)"
+        )
+    backbone = {k[len(BACKBONE_PREFIX):]: v for k, v in state["model"].items() if k.startswith(BACKBONE_PREFIX)}
+    if not backbone:
+        raise ValueError(f"{base_dir / CHECKPOINT_NAME} holds no '{BACKBONE_PREFIX}*' weights to start from")
+    with torch.no_grad():
+        model.backbone.load_state_dict(backbone)
+    return True

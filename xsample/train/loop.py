@@ -1,0 +1,182 @@
+"""The pretraining loop: one method, one dataset, resumable at any step."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from xsample.train.checkpoint import load_checkpoint, restore_rng_state, save_checkpoint
+from xsample.train.components import TrainingSetup
+from xsample.train.distributed import DistInfo, all_ranks_true
+from xsample.train.global_batchnorm import convert_batchnorm_for_distributed
+from xsample.train.preemption import PreemptionGuard
+from xsample.train.sampling import ResumableDistributedSampler, SeededViewsDataset
+
+
+class NonFiniteLossError(RuntimeError):
+    def __init__(self, step: int, value: float, checkpoint_step: int | None):
+        kept = f"the last good checkpoint (step {checkpoint_step}) is kept" if checkpoint_step is not None else "no checkpoint was written yet"
+        super().__init__(
+            f"loss became {value} at step {step}; {kept}. Lower optim.lr, check the data, or use runtime.precision=fp32."
+        )
+        self.step = step
+
+
+@dataclass
+class TrainOutcome:
+    model: nn.Module
+    resumed_from: int | None
+    steps: int
+    samples_seen: int
+    train_seconds: float
+    loss_history: list[tuple[int, float]] = field(default_factory=list)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.samples_seen / self.train_seconds if self.train_seconds > 0 else 0.0
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    if precision == "fp32":
+        return torch.autocast(device.type, enabled=False)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return torch.autocast(device.type, dtype=dtype)
+
+
+class Logger:
+    def __init__(self, info: DistInfo, total_steps: int, global_batch: int):
+        self.info = info
+        self.total_steps = total_steps
+        self.global_batch = global_batch
+        self.window_start = time.perf_counter()
+        self.window_steps = 0
+
+    def __call__(self, message: str) -> None:
+        if self.info.is_main:
+            print(message, flush=True)
+
+    def step(self, step: int, loss: float, lr: float, every: int) -> None:
+        self.window_steps += 1
+        if step % every and step != self.total_steps:
+            return
+        elapsed = time.perf_counter() - self.window_start
+        rate = self.window_steps * self.global_batch / max(elapsed, 1e-9)
+        eta = (self.total_steps - step) * elapsed / max(self.window_steps, 1)
+        self(f"step {step}/{self.total_steps}  loss {loss:.4f}  lr {lr:.3g}  {rate:.0f} img/s  ETA {eta / 60:.1f} min")
+        self.window_start, self.window_steps = time.perf_counter(), 0
+
+
+def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: TrainingSetup,
+             config_hash: str, on_checkpoint: Callable[[int], None] | None = None) -> TrainOutcome:
+    """Train ``setup.model`` with ``setup.loss``; resumes from ``run_dir`` when a checkpoint exists."""
+    optim_cfg, runtime = config["optim"], config["runtime"]
+    world, device = info.world_size, info.device
+    global_batch = int(optim_cfg["batch_size"])
+    if global_batch % world:
+        raise ValueError(f"optim.batch_size={global_batch} is not divisible by the world size {world}")
+    local_batch = global_batch // world
+
+    views = SeededViewsDataset(setup.train_dataset, setup.augmentation, num_views=setup.num_views, seed=config["seed"])
+    sampler = ResumableDistributedSampler(
+        len(views), batch_size_per_rank=local_batch, rank=info.rank, world_size=world, seed=config["seed"]
+    )
+    steps_per_epoch = sampler.batches_per_epoch
+    epochs = int(optim_cfg["epochs"])
+    total_steps = steps_per_epoch * epochs
+
+    model = setup.model.to(device)
+    if world > 1:
+        model = convert_batchnorm_for_distributed(model, device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer, scheduler = setup.make_optimizer(model, steps_per_epoch, total_steps)
+    scaler = torch.amp.GradScaler(device.type, enabled=runtime.get("precision") == "fp16")
+
+    state = load_checkpoint(run_dir, config_hash)
+    step, resumed_from, samples_seen, train_seconds, history = 0, None, 0, 0.0, []
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        restore_rng_state(state["rng"])
+        step, samples_seen = state["step"], state["samples_seen"]
+        train_seconds, history = state["train_seconds"], state["loss_history"]
+        resumed_from = step
+    last_checkpoint_step = resumed_from
+
+    trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
+    log = Logger(info, total_steps, global_batch)
+    if resumed_from is not None:
+        log(f"resumed from step {resumed_from} ({run_dir})")
+
+    def checkpoint(current_step: int) -> None:
+        nonlocal last_checkpoint_step, checkpoint_clock
+        if info.is_main:
+            save_checkpoint(run_dir, {
+                "config_hash": config_hash, "step": current_step, "samples_seen": samples_seen,
+                "train_seconds": train_seconds, "loss_history": history,
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+            })
+            if on_checkpoint is not None:
+                on_checkpoint(current_step)
+        last_checkpoint_step, checkpoint_clock = current_step, time.monotonic()
+
+    every_steps = int(runtime.get("checkpoint_every_steps") or 0)
+    every_seconds = 60.0 * float(runtime.get("checkpoint_every_minutes") or 0)
+    checkpoint_clock = time.monotonic()
+    loader_workers = int(runtime.get("num_workers", 0))
+
+    with PreemptionGuard() as guard:
+        trained.train()
+        while step < total_steps:
+            epoch, batch_in_epoch = divmod(step, steps_per_epoch)
+            sampler.set_position(epoch, batch_in_epoch)
+            loader = DataLoader(
+                views, batch_size=local_batch, sampler=sampler, num_workers=loader_workers,
+                pin_memory=device.type == "cuda", drop_last=True, persistent_workers=False,
+            )
+            tick = time.perf_counter()
+            for batch in loader:
+                with _autocast(device, runtime.get("precision", "auto")):
+                    loss = setup.compute_loss(trained, batch, device)
+                finite = all_ranks_true(bool(torch.isfinite(loss).item()), info)
+                if not finite:
+                    raise NonFiniteLossError(step + 1, float(loss.item()), last_checkpoint_step)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                step += 1
+                samples_seen += global_batch
+                now = time.perf_counter()
+                train_seconds, tick = train_seconds + now - tick, now
+                history.append((step, float(loss.item())))
+                log.step(step, history[-1][1], optimizer.param_groups[0]["lr"], int(runtime.get("log_every_steps", 10)))
+
+                stop = not all_ranks_true(not guard.requested, info)
+                due = (every_steps and step % every_steps == 0) or (
+                    every_seconds and time.monotonic() - checkpoint_clock >= every_seconds
+                )
+                if stop or due or step % steps_per_epoch == 0:
+                    checkpoint(step)
+                if stop:
+                    log(f"signal received: checkpoint saved at step {step}, handing over to the scheduler")
+                    guard.hand_over()
+                if step >= total_steps:
+                    break
+    return TrainOutcome(model=model, resumed_from=resumed_from, steps=step, samples_seen=samples_seen,
+                        train_seconds=train_seconds, loss_history=history)
+

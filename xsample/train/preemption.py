@@ -1,0 +1,51 @@
+"""Stop at a step boundary on SIGTERM / SIGUSR2, checkpoint, then let the scheduler's handler act.
+
+SLURM sends SIGUSR2 before a time limit (submitit's signal_delay_s) and SIGTERM on scancel,
+preemption or `scontrol requeue`. The handler only records the signal; the training loop saves a
+checkpoint at the next step boundary and then calls whatever handler was installed before ours
+(submitit's, which requeues the job), so no state is lost between the last periodic checkpoint
+and the signal.
+"""
+
+from __future__ import annotations
+
+import signal
+from types import FrameType
+
+
+class Preempted(Exception):
+    """Raised after the checkpoint is saved when no previous handler ended the process."""
+
+
+class PreemptionGuard:
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> PreemptionGuard:
+        for signum in self.SIGNALS:
+            self._previous[signum] = signal.getsignal(signum)
+            signal.signal(signum, self._record)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _record(self, signum: int, frame: FrameType | None) -> None:
+        self.received = signum
+
+    @property
+    def requested(self) -> bool:
+        return self.received is not None
+
+    def hand_over(self) -> None:
+        """Give the recorded signal to the previous handler (e.g. submitit's requeue), then stop."""
+        signum = self.received
+        previous = self._previous.get(signum) if signum is not None else None
+        self.__exit__()
+        if callable(previous):
+            previous(signum, None)
+        raise Preempted(f"stopped by signal {signal.Signals(signum).name}; the checkpoint is saved")

@@ -1,0 +1,122 @@
+"""One run from a resolved config: train (resuming if possible), evaluate, write result.json."""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from xsample.io import atomic_write_json
+from xsample.train.distributed import DistInfo, barrier, init_distributed
+from xsample.train.preemption import Preempted
+from xsample.train.provenance import config_hash, git_state, hardware, package_versions
+
+RESULT_NAME = "result.json"
+TASKS = ("pretrain", "graph_stats", "compute")
+
+
+def read_result(run_dir: Path) -> dict[str, Any] | None:
+    """The run's result.json, or None when absent or unreadable."""
+    path = Path(run_dir) / RESULT_NAME
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def is_completed(run_dir: Path, config: dict[str, Any]) -> bool:
+    result = read_result(run_dir)
+    return bool(result) and result.get("status") == "completed" and result.get("config_hash") == config_hash(config)
+
+
+class ResultWriter:
+    """Keeps result.json current; only the main rank writes."""
+
+    def __init__(self, run_dir: Path, config: dict[str, Any], info: DistInfo):
+        self.path = Path(run_dir) / RESULT_NAME
+        self.info = info
+        self.record: dict[str, Any] = {
+            "status": "running",
+            "experiment": config.get("experiment", {}),
+            "metrics": {},
+            "config": config,
+            "config_hash": config_hash(config),
+            **git_state(),
+            "versions": package_versions(),
+            "hardware": hardware(info.device, info.world_size),
+            "data": {"dataset": config.get("data", {}).get("name")},
+            "timing": {},
+            "resumed_from": None,
+            "seed": config.get("seed"),
+        }
+
+    def update(self, **fields: Any) -> None:
+        self.record.update(fields)
+        if self.info.is_main:
+            atomic_write_json(self.path, self.record)
+
+
+def _train_and_evaluate(config: dict[str, Any], run_dir: Path, info: DistInfo, writer: ResultWriter) -> None:
+    from xsample.train.components import build_training_setup
+    from xsample.train.evaluate import evaluate_model
+    from xsample.train.finetune import load_initial_weights
+    from xsample.train.loop import pretrain
+
+    setup = build_training_setup(config, info.device)
+    load_initial_weights(setup.model, config, run_dir)
+    writer.update(data={"dataset": config["data"]["name"], "train_size": len(setup.train_dataset),
+                        "samples_seen": 0, "samples_skipped": 0})
+    outcome = pretrain(
+        config, run_dir, info, setup, writer.record["config_hash"],
+        on_checkpoint=lambda step: writer.update(checkpoint_step=step),
+    )
+    writer.record["resumed_from"] = outcome.resumed_from
+    writer.record["data"].update(samples_seen=outcome.samples_seen,
+                                 samples_skipped=getattr(setup.train_dataset, "samples_skipped", 0))
+    timing = {"train_s": round(outcome.train_seconds, 3), "images_per_s": round(outcome.images_per_s, 2),
+              "graph_precompute_s": round(setup.graph_seconds, 3), "steps": outcome.steps}
+    writer.update(timing=timing, loss_curve=[[s, round(v, 5)] for s, v in outcome.loss_history[:: max(1, len(outcome.loss_history) // 200)]])
+    if info.is_main:
+        started = time.perf_counter()
+        metrics = evaluate_model(outcome.model, config, info.device)
+        timing["eval_s"] = round(time.perf_counter() - started, 3)
+        writer.update(metrics=metrics, timing=timing, final_loss=outcome.loss_history[-1][1] if outcome.loss_history else None)
+    barrier(info)
+
+
+def run_experiment(config: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
+    """Run ``config`` in ``run_dir`` and return the result record (also written to result.json)."""
+    run_dir = Path(run_dir)
+    task = config.get("task", "pretrain")
+    if task not in TASKS:
+        raise ValueError(f"unknown task={task!r}; choose one of {', '.join(TASKS)}")
+    info = init_distributed(config.get("runtime", {}).get("device", "auto"))
+    torch.manual_seed(int(config.get("seed", 0)))
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    barrier(info)
+    writer = ResultWriter(run_dir, config, info)
+    writer.update()
+    try:
+        if task == "pretrain":
+            _train_and_evaluate(config, run_dir, info, writer)
+        elif task == "graph_stats":
+            from xsample.train.graph_task import graph_similarity_metrics
+
+            writer.update(metrics={"graph_similarity": graph_similarity_metrics(config)})
+        else:
+            from xsample.train.compute import compute_overhead_metrics
+
+            writer.update(metrics={"compute": compute_overhead_metrics(config, info.device)})
+    except Preempted:
+        raise
+    except Exception as error:
+        writer.update(status="failed", error=f"{type(error).__name__}: {error}",
+                      traceback=traceback.format_exc(limit=8))
+        raise
+    writer.update(status="completed")
+    return writer.record
