@@ -105,7 +105,7 @@ def build_run_config(cfg: dict[str, Any]) -> dict[str, Any]:
                  "not_available": [name for name in wanted if name not in suite["evaluations"]]},
         "init_from": None,
         "runtime": copy.deepcopy(cfg["runtime"]),
-        "paths": {"cache": str(cfg["paths"]["cache"])},
+        "paths": copy.deepcopy(cfg["paths"]),
     }
     if table["task"] == "compute":
         run["compute"] = copy.deepcopy(cfg["compute"])

@@ -82,9 +82,10 @@ def _train_and_evaluate(config: dict[str, Any], run_dir: Path, info: DistInfo, w
     writer.update(timing=timing, loss_curve=[[s, round(v, 5)] for s, v in outcome.loss_history[:: max(1, len(outcome.loss_history) // 200)]])
     if info.is_main:
         started = time.perf_counter()
-        metrics = evaluate_model(outcome.model, config, info.device)
+        metrics, details = evaluate_model(outcome.model, config, info.device)
         timing["eval_s"] = round(time.perf_counter() - started, 3)
-        writer.update(metrics=metrics, timing=timing, final_loss=outcome.loss_history[-1][1] if outcome.loss_history else None)
+        not_available = config["eval"].get("not_available") or []
+        writer.update(metrics=metrics, eval_details=details, evals_not_available=not_available, timing=timing, final_loss=outcome.loss_history[-1][1] if outcome.loss_history else None)
     barrier(info)
 
 

@@ -1,0 +1,194 @@
+"""Feature extraction and run_evaluations end to end on fake in-memory datasets with a tiny random encoder."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+from torch.utils.data import Dataset
+from torchvision.transforms.functional import to_tensor
+
+from xsample.eval import extract_features, run_evaluations, validate_evaluations
+
+CLASS_COLOURS = [(230, 30, 30), (30, 200, 40), (40, 40, 220), (220, 220, 30)]
+PROBE = {"epochs": 20, "learning_rates": [0.3, 0.03], "batch_size": 64, "val_fraction": 0.2}
+
+
+class FakeShapes(Dataset):
+    """Items following the data contract: class = colour of the left half, attribute = grey level of the right."""
+
+    class_names = ["red", "green", "blue", "yellow"]
+    attribute_names = ["dark", "mid", "light"]
+
+    def __init__(self, size: int, seed: int, label_of=lambda label: label, classes=(0, 1, 2, 3)):
+        rng = np.random.default_rng(seed)
+        self.labels = rng.choice(classes, size=size)
+        self.attributes = rng.integers(0, 3, size=size)
+        self.noise = rng.integers(-20, 20, size=(size, 8, 8, 3))
+        self.label_of = label_of
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> dict:
+        label, attribute = int(self.labels[index]), int(self.attributes[index])
+        pixels = np.zeros((8, 8, 3), dtype=np.int64)
+        pixels[:, :4] = CLASS_COLOURS[label]
+        pixels[:, 4:] = 40 + 80 * attribute
+        image = Image.fromarray(np.clip(pixels + self.noise[index], 0, 255).astype(np.uint8))
+        real_labels = [] if index % 5 == 0 else [label] if index % 5 != 1 else [label, (label + 1) % 4]
+        return {"image": image, "index": index, "label": self.label_of(label), "caption": "",
+                "attribute": attribute, "real_labels": real_labels}
+
+
+class CountingEncoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 32), nn.ReLU(), nn.Linear(32, 16))
+        self.images_seen = 0
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        self.images_seen += len(images)
+        return self.net(images)
+
+
+class FakeBuilder:
+    """Stands in for xsample.data.build_dataset; records every dataset it builds."""
+
+    def __init__(self):
+        self.calls: list[tuple] = []
+
+    def __call__(self, name: str, split: str, root=None, **options) -> Dataset:
+        self.calls.append((name, split, root, options))
+        if name != "fake":
+            raise ValueError(f"unknown dataset {name!r}")
+        seed = {"train": 0, "test": 1, "in9_original": 2, "mixed_same": 3, "mixed_rand": 4, "objectnet": 5}[split]
+        if split == "objectnet":  # only probe classes 0 and 2 exist there, relabelled 0 and 1
+            return FakeShapes(options.get("size", 80), seed, label_of=lambda label: label // 2, classes=(0, 2))
+        if split in ("in9_original", "mixed_same", "mixed_rand"):  # two super-classes: {0, 1} -> 0, {2, 3} -> 1
+            return FakeShapes(options.get("size", 100), seed, label_of=lambda label: label // 2)
+        return FakeShapes(options.get("size", 200), seed)
+
+
+def _spec(split: str, **options) -> dict:
+    return {"name": "fake", "split": split, "options": options}
+
+
+TRAIN = _spec("train", size=400)
+EVALUATIONS = [
+    {"name": "imagenet", "train": TRAIN, "test": _spec("test")},
+    {"name": "imagenet_real", "train": TRAIN, "test": _spec("test")},
+    {"name": "imagenet9", "train": TRAIN, "class_map": [0, 0, 1, 1],
+     "variants": {"original": _spec("in9_original"), "mixed_same": _spec("mixed_same"), "mixed_rand": _spec("mixed_rand")}},
+    {"name": "objectnet", "train": TRAIN, "test": _spec("objectnet"), "class_map": [0, -1, 1, -1]},
+    {"name": "mit_states", "data": _spec("train", size=400)},
+]
+
+
+def test_extract_features_keeps_order_list_fields_and_training_mode():
+    encoder = CountingEncoder().train()
+    dataset = FakeShapes(13, seed=0)
+    features, extras = extract_features(encoder, dataset, to_tensor, batch_size=4, device="cpu",
+                                        extra_keys=("label", "real_labels"))
+    assert features.shape == (13, 16) and features.dtype == torch.float32 and not features.requires_grad
+    assert extras["label"].tolist() == [int(label) for label in dataset.labels]
+    assert extras["real_labels"] == [dataset[i]["real_labels"] for i in range(13)]
+    assert encoder.training and encoder.images_seen == 13
+    encoder.eval()
+    assert torch.allclose(features[5], encoder(to_tensor(dataset[5]["image"])[None])[0].detach(), atol=1e-6)
+
+
+def test_extract_features_names_a_missing_field():
+    with pytest.raises(KeyError, match="objectness"):
+        extract_features(CountingEncoder(), FakeShapes(3, 0), to_tensor, batch_size=2, device="cpu",
+                         extra_keys=("objectness",))
+
+
+def test_run_evaluations_end_to_end_encodes_each_dataset_once():
+    encoder, builder = CountingEncoder(), FakeBuilder()
+    metrics, details = run_evaluations(encoder, EVALUATIONS, device="cpu", probe_config=PROBE, transform=to_tensor,
+                                       dataset_builder=builder, batch_size=64)
+    assert set(metrics) == {"imagenet", "imagenet_real", "imagenet9", "objectnet", "mit_states"}
+    assert set(metrics["imagenet"]) == {"top1", "knn_top1"}
+    assert set(metrics["imagenet9"]) == {"original", "mixed_same", "mixed_rand", "bg_gap"}
+    assert metrics["imagenet9"]["bg_gap"] == pytest.approx(metrics["imagenet9"]["mixed_same"] - metrics["imagenet9"]["mixed_rand"])
+    assert set(metrics["mit_states"]) == {"objects", "attributes"}
+    # Colours and grey levels survive a random encoder: every probe is far above chance.
+    for name, metric, chance in [("imagenet", "top1", 25), ("imagenet", "knn_top1", 25), ("imagenet_real", "top1", 25),
+                                 ("imagenet9", "original", 50), ("objectnet", "top1", 50),
+                                 ("mit_states", "objects", 25), ("mit_states", "attributes", 33)]:
+        assert metrics[name][metric] > chance + 40, (name, metric, metrics)
+    # Six distinct dataset specs, each built and encoded once however many evaluations use it.
+    built = sorted(call[1] for call in builder.calls)
+    assert built == ["in9_original", "mixed_rand", "mixed_same", "objectnet", "test", "train"]
+    assert encoder.images_seen == 400 + 200 + 3 * 100 + 80
+    # One ImageNet probe, shared by the evaluations that reuse it.
+    shared = [details[name]["probe"] for name in ("imagenet", "imagenet_real", "imagenet9", "objectnet")]
+    assert all(probe == shared[0] for probe in shared)
+    assert details["imagenet_real"]["scored"] == 160  # every fifth test item has an empty ReaL list
+
+
+def test_probe_choice_never_depends_on_the_test_set():
+    def run(test_split: str) -> tuple[dict, dict]:
+        evaluations = [{"name": "imagenet", "train": TRAIN, "test": _spec(test_split), "knn": False}]
+        return run_evaluations(CountingEncoder(), evaluations, device="cpu", probe_config=PROBE, transform=to_tensor,
+                               dataset_builder=FakeBuilder(), batch_size=64)
+
+    metrics_test, details_test = run("test")
+    metrics_other, details_other = run("mixed_rand")
+    assert details_test["imagenet"]["probe"] == details_other["imagenet"]["probe"]
+    assert "knn_top1" not in metrics_test["imagenet"]
+
+
+def test_data_roots_fill_missing_roots():
+    builder = FakeBuilder()
+    run_evaluations(CountingEncoder(), [{"name": "mit_states", "data": _spec("train", size=100)}], device="cpu",
+                    probe_config=PROBE, transform=to_tensor, dataset_builder=builder, data_roots={"fake": "/data/fake"})
+    assert builder.calls == [("fake", "train", "/data/fake", {"size": 100})]
+
+
+def _with(position: int, path: tuple, value) -> list[dict]:
+    evaluations = copy.deepcopy(EVALUATIONS)
+    target = evaluations[position]
+    for key in path[:-1]:
+        target = target[key]
+    if value is None:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+    return evaluations
+
+
+@pytest.mark.parametrize(("evaluations", "message"), [
+    (_with(0, ("name",), "imagenet_v2"), r"evaluations\[0\]\.name: unknown evaluation 'imagenet_v2'"),
+    (_with(0, ("test",), None), r"evaluations\[0\] \(imagenet\)\.test is missing"),
+    (_with(0, ("tset",), {}), r"evaluations\[0\] \(imagenet\): unknown field\(s\) \['tset'\]"),
+    (_with(0, ("knn", ), {"k": 0}), r"evaluations\[0\] \(imagenet\)\.knn\.k must be a positive integer"),
+    (_with(1, ("train",), {"name": "fake"}), r"evaluations\[1\] \(imagenet_real\)\.train\.split is missing"),
+    (_with(2, ("variants", "mixed_rand"), None), r"evaluations\[2\] \(imagenet9\)\.variants must include"),
+    (_with(2, ("variants", "original", "options"), [1]), r"variants\.original\.options must be a mapping"),
+    (_with(3, ("class_map",), [0, "a"]), r"evaluations\[3\] \(objectnet\)\.class_map must be null or a list"),
+    (_with(4, ("train_fraction",), 1.5), r"evaluations\[4\] \(mit_states\)\.train_fraction must be a number"),
+    (_with(1, ("name",), "imagenet"), r"evaluations\[1\]\.name: evaluation 'imagenet' appears twice"),
+])
+def test_bad_specs_raise_errors_naming_the_field(evaluations, message):
+    with pytest.raises(ValueError, match=message):
+        validate_evaluations(evaluations)
+    builder = FakeBuilder()
+    with pytest.raises(ValueError, match=message):
+        run_evaluations(CountingEncoder(), evaluations, device="cpu", probe_config=PROBE, transform=to_tensor,
+                        dataset_builder=builder)
+    assert builder.calls == [], "specs are validated before any dataset is built"
+
+
+def test_bad_probe_config_and_class_map_length_are_reported():
+    with pytest.raises(ValueError, match=r"probe_config: missing \['epochs'\], unknown \['lr'\]"):
+        validate_evaluations(EVALUATIONS, {"learning_rates": [0.1], "batch_size": 8, "lr": 1})
+    with pytest.raises(ValueError, match="one target"):
+        run_evaluations(CountingEncoder(), _with(3, ("class_map",), [0, 1]), device="cpu", probe_config=PROBE,
+                        transform=to_tensor, dataset_builder=FakeBuilder())

@@ -1,0 +1,473 @@
+"""Protocol adapters: a list of evaluation specs in, the ``metrics`` block of result.json out.
+
+Each evaluation spec is a plain mapping (the run config holds them, e.g. from Hydra YAML). ``name`` picks the
+protocol and is also the metrics key. A *dataset spec* is ``{name, split, root?, options?}`` and is passed to
+``build_dataset(name, split, root=root, **options)``; a missing/null ``root`` is looked up in ``data_roots[name]``.
+
+  name: imagenet        -> {"top1", "knn_top1"}
+    train: <dataset spec>           probe (and k-NN bank) training data
+    test: <dataset spec>
+    label_key: label                item field holding the class (default "label")
+    knn: {k: 20, temperature: 0.07} weighted k-NN (see xsample.eval.knn); false/null: off (no knn_top1)
+  name: imagenet_real   -> {"top1"}: correct when the top-1 class is in the item's list; empty lists left out
+    train, test, label_key          as above (label_key is the train split's class field)
+    real_labels_key: real_labels    test item field holding the list of valid classes
+  name: imagenet9       -> one accuracy per variant + "bg_gap" = mixed_same - mixed_rand
+    train, label_key                as above
+    variants: {original: <dataset spec>, only_fg: ..., no_fg: ..., mixed_same: ..., mixed_rand: ...}
+                                    (mixed_same and mixed_rand are required; test labels are super-classes)
+    class_map: null                 per probe class its super-class (or -1): a list with one int per probe
+                                    class; null = identity (probe classes are the test classes)
+    restrict_predictions: true      argmax over mapped probe classes only (false: an unmapped top-1 is wrong)
+  name: objectnet       -> {"top1"} on the classes the probe shares with the test set
+    train, test, label_key, class_map, restrict_predictions   as for imagenet9
+  name: mit_states      -> {"objects", "attributes"}: the dataset is split into two seeded random halves,
+                           one fits a probe per label, the other is scored
+    data: <dataset spec>
+    object_key: label, attribute_key: attribute, train_fraction: 0.5
+
+Evaluations whose ``train`` specs are equal share one probe, fitted once: that is how ImageNet-ReaL,
+ImageNet-9 and ObjectNet reuse the ImageNet probe. Every dataset is encoded once per call, whatever the
+number of evaluations using it. ``probe_config`` holds the arguments of ``fit_linear_probe``: epochs,
+learning_rates, batch_size and optionally val_fraction, weight_decay, momentum. All specs are validated before
+any work; a bad one raises ValueError naming the field (e.g. ``evaluations[2] (imagenet9).variants.only_fg``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from xsample.eval.features import extract_features
+from xsample.eval.knn import knn_predict
+from xsample.eval.metrics import (
+    IMAGENET9_GAP_VARIANTS,
+    imagenet9_metrics,
+    mapped_predictions,
+    real_top1_accuracy,
+    top1_accuracy,
+)
+from xsample.eval.probe import LinearProbe, fit_linear_probe
+
+log = logging.getLogger(__name__)
+
+PROBE_CONFIG_REQUIRED = ("epochs", "learning_rates", "batch_size")
+PROBE_CONFIG_OPTIONAL = ("val_fraction", "weight_decay", "momentum")
+# Dataset attributes that name the classes of an item field: they fix the probe's class count.
+_CLASS_NAME_ATTRIBUTES = {"label": "class_names", "attribute": "attribute_names"}
+_REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    split: str
+    root: str | None
+    options_json: str  # canonical JSON of the options: keeps the spec hashable (feature cache key)
+
+    def describe(self) -> str:
+        return f"{self.name}/{self.split}"
+
+    def build(self, builder: Callable[..., Dataset], data_roots: Mapping[str, Any]) -> Dataset:
+        root = self.root if self.root is not None else data_roots.get(self.name)
+        return builder(self.name, self.split, root=root, **json.loads(self.options_json))
+
+
+class _Fields:
+    """Reads one mapping of a spec, remembering which fields were used so unknown ones can be reported."""
+
+    def __init__(self, raw: Any, where: str):
+        if not isinstance(raw, Mapping):
+            raise ValueError(f"{where} must be a mapping, got {type(raw).__name__}: {raw!r}")
+        self.raw, self.where, self.used = raw, where, set()
+
+    def value(self, field: str, default: Any = _REQUIRED) -> Any:
+        self.used.add(field)
+        if self.raw.get(field) is None:
+            if default is _REQUIRED:
+                raise ValueError(f"{self.where}.{field} is missing; add it to the evaluation spec")
+            return default
+        return self.raw[field]
+
+    def text(self, field: str, default: Any = _REQUIRED) -> str:
+        value = self.value(field, default)
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"{self.where}.{field} must be a non-empty string, got {value!r}")
+        return value
+
+    def flag(self, field: str, default: bool) -> bool:
+        value = self.value(field, default)
+        if not isinstance(value, bool):
+            raise ValueError(f"{self.where}.{field} must be true or false, got {value!r}")
+        return value
+
+    def number(self, field: str, default: float, *, low: float, high: float) -> float:
+        value = self.value(field, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not low < value < high:
+            raise ValueError(f"{self.where}.{field} must be a number in ({low}, {high}), got {value!r}")
+        return float(value)
+
+    def dataset(self, field: str) -> DatasetSpec:
+        return _dataset_spec(self.value(field), f"{self.where}.{field}")
+
+    def class_map(self, field: str) -> tuple[int, ...] | None:
+        value = self.value(field, None)
+        if value is None:
+            return None
+        if (not isinstance(value, Sequence) or isinstance(value, str) or not value
+                or any(isinstance(v, bool) or not isinstance(v, int) or v < -1 for v in value)):
+            raise ValueError(f"{self.where}.{field} must be null or a list with one target class (int >= 0, "
+                             "or -1 for none) per probe class")
+        return tuple(value)
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.raw) - self.used)
+        if unknown:
+            raise ValueError(f"{self.where}: unknown field(s) {unknown}; allowed: {sorted(self.used)}")
+
+
+def _dataset_spec(raw: Any, where: str) -> DatasetSpec:
+    fields = _Fields(raw, where)
+    name, split = fields.text("name"), fields.text("split")
+    root = fields.value("root", None)
+    if root is not None and not isinstance(root, str):
+        raise ValueError(f"{where}.root must be a path string or null, got {root!r}")
+    options = fields.value("options", {})
+    if not isinstance(options, Mapping):
+        raise ValueError(f"{where}.options must be a mapping, got {options!r}")
+    fields.finish()
+    try:
+        options_json = json.dumps(dict(options), sort_keys=True)
+    except TypeError as error:
+        raise ValueError(f"{where}.options must hold plain values (numbers, strings, lists, mappings): {error}") from None
+    return DatasetSpec(name=name, split=split, root=root, options_json=options_json)
+
+
+class _Session:
+    """Per-call caches: features per dataset spec, probes per (train spec, label field)."""
+
+    def __init__(self, encoder: nn.Module, *, transform: Callable, device: torch.device, batch_size: int,
+                 num_workers: int, builder: Callable[..., Dataset], data_roots: Mapping[str, Any],
+                 probe_config: dict[str, Any], seed: int, needed_fields: dict[DatasetSpec, set[str]]):
+        self.encoder, self.transform, self.device = encoder, transform, device
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.builder, self.data_roots = builder, data_roots
+        self.probe_config, self.seed, self.needed_fields = probe_config, seed, needed_fields
+        self._features: dict[DatasetSpec, tuple[torch.Tensor, dict[str, Any]]] = {}
+        self._class_counts: dict[tuple[DatasetSpec, str], int] = {}
+        self._probes: dict[tuple[DatasetSpec, str], LinearProbe] = {}
+
+    def features(self, spec: DatasetSpec) -> tuple[torch.Tensor, dict[str, Any]]:
+        if spec not in self._features:
+            dataset = spec.build(self.builder, self.data_roots)
+            started = time.perf_counter()
+            self._features[spec] = extract_features(
+                self.encoder, dataset, self.transform, batch_size=self.batch_size, device=self.device,
+                num_workers=self.num_workers, extra_keys=sorted(self.needed_fields[spec]))
+            log.info("encoded %s: %d items in %.1f s", spec.describe(), len(dataset), time.perf_counter() - started)
+            for field, attribute in _CLASS_NAME_ATTRIBUTES.items():
+                names = getattr(dataset, attribute, None)
+                if names:
+                    self._class_counts[(spec, field)] = len(names)
+        return self._features[spec]
+
+    def labels(self, spec: DatasetSpec, field: str) -> torch.Tensor:
+        values = self.features(spec)[1][field]
+        if not isinstance(values, torch.Tensor):
+            raise ValueError(f"field {field!r} of {spec.describe()} must be one int per item (a class index)")
+        return values
+
+    def class_count(self, spec: DatasetSpec, field: str) -> int | None:
+        """Number of classes the dataset names for ``field``; None: the probe infers it from the labels."""
+        self.features(spec)
+        return self._class_counts.get((spec, field))
+
+    def probe(self, spec: DatasetSpec, field: str) -> LinearProbe:
+        if (spec, field) not in self._probes:
+            features = self.features(spec)[0]
+            self._probes[(spec, field)] = self.fit_probe(features, self.labels(spec, field),
+                                                         self.class_count(spec, field))
+        return self._probes[(spec, field)]
+
+    def fit_probe(self, features: torch.Tensor, labels: torch.Tensor, num_classes: int | None) -> LinearProbe:
+        started = time.perf_counter()
+        probe = fit_linear_probe(features, labels, **self.probe_config, num_classes=num_classes, seed=self.seed,
+                                 device=self.device)
+        log.info("linear probe on %d x %d features: lr %g (held-out top-1 %s) in %.1f s", len(features),
+                 features.shape[1], probe.learning_rate, probe.val_top1, time.perf_counter() - started)
+        grid = sorted(probe.val_top1)
+        if len(grid) > 2 and len(set(probe.val_top1.values())) > 1 and probe.learning_rate in (grid[0], grid[-1]):
+            log.warning("the best probe lr %g is at the edge of learning_rates %s: consider extending the grid",
+                        probe.learning_rate, grid)
+        return probe
+
+
+def _probe_details(probe: LinearProbe) -> dict[str, Any]:
+    return {"learning_rate": probe.learning_rate, "val_top1": {str(lr): acc for lr, acc in probe.val_top1.items()},
+            "fit_size": probe.fit_size, "val_size": probe.val_size}
+
+
+def _class_map_tensor(class_map: tuple[int, ...] | None, probe: LinearProbe) -> torch.Tensor:
+    return torch.arange(probe.num_classes) if class_map is None else torch.tensor(class_map)
+
+
+@dataclass(frozen=True)
+class _ImageNet:
+    train: DatasetSpec
+    test: DatasetSpec
+    label_key: str
+    knn: dict[str, float] | None
+
+    @classmethod
+    def parse(cls, fields: _Fields) -> _ImageNet:
+        fields.used.add("knn")
+        knn_raw = fields.raw.get("knn", {})
+        knn = None
+        if knn_raw is not None and knn_raw is not False:  # false or null switch k-NN off
+            knn_fields = _Fields(knn_raw, f"{fields.where}.knn")
+            k = knn_fields.value("k", 20)
+            if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+                raise ValueError(f"{fields.where}.knn.k must be a positive integer, got {k!r}")
+            knn = {"k": k, "temperature": knn_fields.number("temperature", 0.07, low=0.0, high=float("inf"))}
+            knn_fields.finish()
+        return cls(fields.dataset("train"), fields.dataset("test"), fields.text("label_key", "label"), knn)
+
+    def needs(self) -> list[tuple[DatasetSpec, str]]:
+        return [(self.train, self.label_key), (self.test, self.label_key)]
+
+    def run(self, session: _Session) -> tuple[dict[str, float], dict[str, Any]]:
+        probe = session.probe(self.train, self.label_key)
+        test_features = session.features(self.test)[0]
+        test_labels = session.labels(self.test, self.label_key)
+        metrics = {"top1": top1_accuracy(probe.predict(test_features), test_labels)}
+        if self.knn is not None:
+            predictions = knn_predict(session.features(self.train)[0], session.labels(self.train, self.label_key),
+                                      test_features, k=int(self.knn["k"]), temperature=self.knn["temperature"],
+                                      num_classes=probe.num_classes, device=session.device)
+            metrics["knn_top1"] = top1_accuracy(predictions, test_labels)
+        return metrics, {"probe": _probe_details(probe), "test_size": len(test_features), "knn": self.knn}
+
+
+@dataclass(frozen=True)
+class _ImageNetReaL:
+    train: DatasetSpec
+    test: DatasetSpec
+    label_key: str
+    real_labels_key: str
+
+    @classmethod
+    def parse(cls, fields: _Fields) -> _ImageNetReaL:
+        return cls(fields.dataset("train"), fields.dataset("test"), fields.text("label_key", "label"),
+                   fields.text("real_labels_key", "real_labels"))
+
+    def needs(self) -> list[tuple[DatasetSpec, str]]:
+        return [(self.train, self.label_key), (self.test, self.real_labels_key)]
+
+    def run(self, session: _Session) -> tuple[dict[str, float], dict[str, Any]]:
+        probe = session.probe(self.train, self.label_key)
+        test_features, extras = session.features(self.test)
+        label_lists = extras[self.real_labels_key]
+        if isinstance(label_lists, torch.Tensor):
+            raise ValueError(f"field {self.real_labels_key!r} of {self.test.describe()} must be a list of classes per item")
+        scored = sum(1 for labels in label_lists if len(labels))
+        return ({"top1": real_top1_accuracy(probe.predict(test_features), label_lists)},
+                {"probe": _probe_details(probe), "test_size": len(label_lists), "scored": scored})
+
+
+@dataclass(frozen=True)
+class _ImageNet9:
+    train: DatasetSpec
+    variants: tuple[tuple[str, DatasetSpec], ...]
+    label_key: str
+    class_map: tuple[int, ...] | None
+    restrict_predictions: bool
+
+    @classmethod
+    def parse(cls, fields: _Fields) -> _ImageNet9:
+        variants_fields = _Fields(fields.value("variants"), f"{fields.where}.variants")
+        missing = [name for name in IMAGENET9_GAP_VARIANTS if name not in variants_fields.raw]
+        if missing:
+            raise ValueError(f"{fields.where}.variants must include {list(IMAGENET9_GAP_VARIANTS)} (for bg_gap); "
+                             f"missing {missing}")
+        variants = tuple((str(name), variants_fields.dataset(name)) for name in variants_fields.raw)
+        if "bg_gap" in dict(variants):
+            raise ValueError(f"{fields.where}.variants.bg_gap: the name is reserved for the computed gap")
+        return cls(fields.dataset("train"), variants, fields.text("label_key", "label"), fields.class_map("class_map"),
+                   fields.flag("restrict_predictions", True))
+
+    def needs(self) -> list[tuple[DatasetSpec, str]]:
+        return [(self.train, self.label_key)] + [(spec, self.label_key) for _, spec in self.variants]
+
+    def run(self, session: _Session) -> tuple[dict[str, float], dict[str, Any]]:
+        probe = session.probe(self.train, self.label_key)
+        class_map = _class_map_tensor(self.class_map, probe)
+        accuracies, sizes = {}, {}
+        for name, spec in self.variants:
+            features = session.features(spec)[0]
+            predictions = mapped_predictions(probe.logits(features), class_map, restrict=self.restrict_predictions)
+            accuracies[name] = top1_accuracy(predictions, session.labels(spec, self.label_key))
+            sizes[name] = len(features)
+        return imagenet9_metrics(accuracies), {"probe": _probe_details(probe), "test_sizes": sizes,
+                                               "restrict_predictions": self.restrict_predictions}
+
+
+@dataclass(frozen=True)
+class _ObjectNet:
+    train: DatasetSpec
+    test: DatasetSpec
+    label_key: str
+    class_map: tuple[int, ...] | None
+    restrict_predictions: bool
+
+    @classmethod
+    def parse(cls, fields: _Fields) -> _ObjectNet:
+        return cls(fields.dataset("train"), fields.dataset("test"), fields.text("label_key", "label"),
+                   fields.class_map("class_map"), fields.flag("restrict_predictions", True))
+
+    def needs(self) -> list[tuple[DatasetSpec, str]]:
+        return [(self.train, self.label_key), (self.test, self.label_key)]
+
+    def run(self, session: _Session) -> tuple[dict[str, float], dict[str, Any]]:
+        probe = session.probe(self.train, self.label_key)
+        features = session.features(self.test)[0]
+        predictions = mapped_predictions(probe.logits(features), _class_map_tensor(self.class_map, probe),
+                                         restrict=self.restrict_predictions)
+        return ({"top1": top1_accuracy(predictions, session.labels(self.test, self.label_key))},
+                {"probe": _probe_details(probe), "test_size": len(features),
+                 "restrict_predictions": self.restrict_predictions})
+
+
+@dataclass(frozen=True)
+class _MITStates:
+    data: DatasetSpec
+    object_key: str
+    attribute_key: str
+    train_fraction: float
+
+    @classmethod
+    def parse(cls, fields: _Fields) -> _MITStates:
+        return cls(fields.dataset("data"), fields.text("object_key", "label"), fields.text("attribute_key", "attribute"),
+                   fields.number("train_fraction", 0.5, low=0.0, high=1.0))
+
+    def needs(self) -> list[tuple[DatasetSpec, str]]:
+        return [(self.data, self.object_key), (self.data, self.attribute_key)]
+
+    def run(self, session: _Session) -> tuple[dict[str, float], dict[str, Any]]:
+        features = session.features(self.data)[0]
+        order = torch.randperm(len(features), generator=torch.Generator().manual_seed(session.seed))
+        train_size = int(len(features) * self.train_fraction)
+        if not 0 < train_size < len(features):
+            raise ValueError(f"mit_states: train_fraction={self.train_fraction} of {len(features)} items leaves an empty half")
+        train_rows, test_rows = order[:train_size], order[train_size:]
+        metrics, details = {}, {"train_size": train_size, "test_size": len(test_rows)}
+        for metric, field in (("objects", self.object_key), ("attributes", self.attribute_key)):
+            labels = session.labels(self.data, field)
+            probe = session.fit_probe(features[train_rows], labels[train_rows],
+                                      session.class_count(self.data, field))
+            metrics[metric] = top1_accuracy(probe.predict(features[test_rows]), labels[test_rows])
+            details[f"{metric}_probe"] = _probe_details(probe)
+        return metrics, details
+
+
+PROTOCOLS: dict[str, type] = {
+    "imagenet": _ImageNet, "imagenet_real": _ImageNetReaL, "imagenet9": _ImageNet9, "objectnet": _ObjectNet,
+    "mit_states": _MITStates,
+}
+
+
+def _parse_evaluations(evaluations: Sequence[Mapping[str, Any]]) -> list[tuple[str, Any]]:
+    if isinstance(evaluations, Mapping | str) or not isinstance(evaluations, Sequence):
+        raise ValueError("evaluations must be a list of evaluation specs (mappings with a 'name')")
+    parsed, seen = [], set()
+    for position, raw in enumerate(evaluations):
+        where = f"evaluations[{position}]"
+        fields = _Fields(raw, where)
+        name = fields.text("name")
+        if name not in PROTOCOLS:
+            raise ValueError(f"{where}.name: unknown evaluation {name!r}; choose one of {', '.join(PROTOCOLS)}")
+        if name in seen:
+            raise ValueError(f"{where}.name: evaluation {name!r} appears twice; each metrics key must be unique")
+        seen.add(name)
+        fields.where = f"{where} ({name})"
+        evaluation = PROTOCOLS[name].parse(fields)
+        fields.finish()
+        parsed.append((name, evaluation))
+    return parsed
+
+
+def _checked_probe_config(probe_config: Mapping[str, Any]) -> dict[str, Any]:
+    if not isinstance(probe_config, Mapping):
+        raise ValueError(f"probe_config must be a mapping, got {type(probe_config).__name__}")
+    missing = [key for key in PROBE_CONFIG_REQUIRED if key not in probe_config]
+    unknown = sorted(set(probe_config) - set(PROBE_CONFIG_REQUIRED) - set(PROBE_CONFIG_OPTIONAL))
+    if missing or unknown:
+        raise ValueError(f"probe_config: missing {missing}, unknown {unknown}; fields are "
+                         f"{list(PROBE_CONFIG_REQUIRED)} and optionally {list(PROBE_CONFIG_OPTIONAL)}")
+    checked = dict(probe_config)
+    checked["epochs"], checked["batch_size"] = int(checked["epochs"]), int(checked["batch_size"])
+    checked["learning_rates"] = [float(lr) for lr in checked["learning_rates"]]
+    return checked
+
+
+def validate_evaluations(evaluations: Sequence[Mapping[str, Any]], probe_config: Mapping[str, Any] | None = None) -> None:
+    """Raise ValueError naming the first bad field; does no work (use it when a config is built)."""
+    _parse_evaluations(evaluations)
+    if probe_config is not None:
+        _checked_probe_config(probe_config)
+
+
+def run_evaluations(
+    encoder: nn.Module,
+    evaluations: Sequence[Mapping[str, Any]],
+    *,
+    device: str | torch.device,
+    probe_config: Mapping[str, Any],
+    image_size: int | None = None,
+    transform: Callable | None = None,
+    data_roots: Mapping[str, Any] | None = None,
+    dataset_builder: Callable[..., Dataset] | None = None,
+    seed: int = 0,
+    batch_size: int = 256,
+    num_workers: int = 0,
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, Any]]]:
+    """Run every evaluation spec with the frozen ``encoder`` (images -> [B, D] features).
+
+    Returns ``(metrics, details)``: ``metrics[eval name][metric]`` in percent, exactly the result.json
+    contract; ``details[eval name]`` holds the chosen probe learning rate, held-out accuracies and sizes.
+    ``transform`` defaults to ``xsample.data.eval_transform(image_size)`` and ``dataset_builder`` to
+    ``xsample.data.build_dataset``.
+    """
+    parsed = _parse_evaluations(evaluations)
+    checked_probe_config = _checked_probe_config(probe_config)
+    if transform is None:
+        if image_size is None:
+            raise ValueError("run_evaluations needs image_size (for the standard eval transform) or a transform")
+        from xsample.data import eval_transform
+
+        transform = eval_transform(int(image_size))
+    if dataset_builder is None:
+        from xsample.data import build_dataset
+
+        dataset_builder = build_dataset
+    needed_fields: dict[DatasetSpec, set[str]] = {}
+    for _, evaluation in parsed:
+        for spec, field in evaluation.needs():
+            needed_fields.setdefault(spec, set()).add(field)
+    session = _Session(encoder, transform=transform, device=torch.device(device), batch_size=batch_size,
+                       num_workers=num_workers, builder=dataset_builder, data_roots=dict(data_roots or {}),
+                       probe_config=checked_probe_config, seed=seed, needed_fields=needed_fields)
+    metrics, details = {}, {}
+    for name, evaluation in parsed:
+        started = time.perf_counter()
+        metrics[name], details[name] = evaluation.run(session)
+        details[name]["seconds"] = round(time.perf_counter() - started, 3)
+        log.info("%s: %s", name, metrics[name])
+    return metrics, details
