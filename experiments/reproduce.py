@@ -133,7 +133,7 @@ def _quote_numeric_tables(argv: list[str]) -> list[str]:
 def cli() -> None:
     sys.argv = _quote_numeric_tables(sys.argv)
     args = sys.argv[1:]
-    overrides = [a for a in args if not a.startswith("-")]
+    overrides = [a for a in args if "=" in a and not a.startswith("-")]
     check_choices(overrides)
     multirun = "-m" in args or "--multirun" in args
     launcher = _option(overrides, "launcher")
