@@ -94,11 +94,9 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
     epochs = int(optim_cfg["epochs"])
     total_steps = steps_per_epoch * epochs
 
-    model = setup.model.to(device)
+    model = setup.model.to(device).to(memory_format=torch.channels_last)
     if world > 1:
         model = convert_batchnorm_for_distributed(model, device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
     optimizer, scheduler = setup.make_optimizer(model, steps_per_epoch, total_steps)
     scaler = torch.amp.GradScaler(device.type, enabled=runtime.get("precision") == "fp16")
 
