@@ -31,7 +31,6 @@ from experiments.run_config import build_run_config, run_name, sweep_dir  # noqa
 from experiments.sweep import _option, check_choices, describe_jobs, expand, format_plan, slurm_available  # noqa: E402
 from xsample.io import atomic_write_json  # noqa: E402
 from xsample.train.checkpoint import ConfigMismatchError  # noqa: E402
-from xsample.train.preemption import Preempted  # noqa: E402
 from xsample.train.provenance import config_hash  # noqa: E402
 from xsample.train.run import is_completed, read_result, run_experiment  # noqa: E402
 
@@ -70,8 +69,6 @@ def _execute(run_config: dict, run_dir: Path, *, force: bool) -> str:
             shutil.rmtree(run_dir)
         try:
             record = run_experiment(run_config, run_dir)
-        except Preempted:
-            raise
         except ConfigMismatchError as error:
             print(f"xsample: {name}: {error}", flush=True)
             return "failed"
@@ -156,8 +153,8 @@ def cli() -> None:
         _write_sweep_plans(jobs)
     main()
     if multirun:
-        for directory in sweeps:
-            subprocess.run([sys.executable, "-m", "analysis", "report", directory], check=False)
+        for directory, report_dir in sorted({(job["sweep_dir"], job["report_dir"]) for job in jobs}):
+            subprocess.run([sys.executable, "-m", "analysis", "report", directory, "--out", report_dir], check=False)
 
 
 if __name__ == "__main__":

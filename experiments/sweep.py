@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
@@ -89,6 +90,7 @@ def describe_jobs(jobs: list[list[str]]) -> list[dict[str, Any]]:
             described.append({
                 "overrides": job, "experiment": labels, "run_dir": f"runs/{run_name(labels)}",
                 "resources": resources(cfg), "sweep_dir": str(sweep_dir(cfg)),
+                "report_dir": str(Path(cfg["paths"]["figures"]) / cfg["scale"]["name"]),
             })
     GlobalHydra.instance().clear()
     return described

@@ -69,7 +69,9 @@ class FakeBuilder:
             raise ValueError(f"unknown dataset {name!r}")
         seed = {"train": 0, "test": 1, "in9_original": 2, "mixed_same": 3, "mixed_rand": 4, "objectnet": 5}[split]
         if split == "objectnet":  # only probe classes 0 and 2 exist there, relabelled 0 and 1
-            return FakeShapes(options.get("size", 80), seed, label_of=lambda label: label // 2, classes=(0, 2))
+            dataset = FakeShapes(options.get("size", 80), seed, label_of=lambda label: label // 2, classes=(0, 2))
+            dataset.imagenet_class_map = [0, -1, 1, -1]  # what a paper-scale loader derives from its mapping files
+            return dataset
         if split in ("in9_original", "mixed_same", "mixed_rand"):  # two super-classes: {0, 1} -> 0, {2, 3} -> 1
             return FakeShapes(options.get("size", 100), seed, label_of=lambda label: label // 2)
         return FakeShapes(options.get("size", 200), seed)
@@ -172,7 +174,7 @@ def _with(position: int, path: tuple, value) -> list[dict]:
     (_with(1, ("train",), {"name": "fake"}), r"evaluations\[1\] \(imagenet_real\)\.train\.split is missing"),
     (_with(2, ("variants", "mixed_rand"), None), r"evaluations\[2\] \(imagenet9\)\.variants must include"),
     (_with(2, ("variants", "original", "options"), [1]), r"variants\.original\.options must be a mapping"),
-    (_with(3, ("class_map",), [0, "a"]), r"evaluations\[3\] \(objectnet\)\.class_map must be null or a list"),
+    (_with(3, ("class_map",), [0, "a"]), r"evaluations\[3\] \(objectnet\)\.class_map must be null, 'from_dataset' or a list"),
     (_with(4, ("train_fraction",), 1.5), r"evaluations\[4\] \(mit_states\)\.train_fraction must be a number"),
     (_with(1, ("name",), "imagenet"), r"evaluations\[1\]\.name: evaluation 'imagenet' appears twice"),
 ])
@@ -192,3 +194,11 @@ def test_bad_probe_config_and_class_map_length_are_reported():
     with pytest.raises(ValueError, match="one target"):
         run_evaluations(CountingEncoder(), _with(3, ("class_map",), [0, 1]), device="cpu", probe_config=PROBE,
                         transform=to_tensor, dataset_builder=FakeBuilder())
+
+
+def test_class_map_from_the_test_dataset_equals_the_declared_one():
+    declared = [EVALUATIONS[0], EVALUATIONS[3]]
+    from_dataset = [EVALUATIONS[0], dict(EVALUATIONS[3], class_map="from_dataset")]
+    results = [run_evaluations(CountingEncoder(), specs, device="cpu", probe_config=PROBE, transform=to_tensor,
+                               dataset_builder=FakeBuilder(), batch_size=64)[0] for specs in (declared, from_dataset)]
+    assert results[0]["objectnet"] == results[1]["objectnet"]

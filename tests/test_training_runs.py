@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import pytest
 import torch.multiprocessing as mp
 
 from tests.engine_helpers import REPO, small_run_config
+from xsample.data import build_dataset
 from xsample.train import run_experiment
 from xsample.train.checkpoint import ConfigMismatchError
 from xsample.train.distributed import free_port
@@ -36,7 +39,9 @@ def test_tiny_xclr_on_fashion_mnist_writes_a_complete_result(tmp_path):
     assert REQUIRED_KEYS <= set(on_disk)
     assert on_disk["status"] == "completed"
     assert on_disk["experiment"]["method"] == "xclr" and on_disk["config"]["data"]["name"] == "fashion_mnist"
-    assert on_disk["data"]["samples_seen"] == 2 * (1024 // 128) * 128
+    train_size = on_disk["data"]["train_size"]
+    assert 1000 <= train_size <= 1024, "max_samples=1024, class-balanced"
+    assert on_disk["data"]["samples_seen"] == 2 * (train_size // 128) * 128, "2 epochs of full batches"
     assert on_disk["metrics"]["imagenet"]["top1"] > 40.0, "10 classes: chance is 10%"
     assert not [p for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")]
 
@@ -121,3 +126,37 @@ def test_two_gloo_processes_follow_the_single_process_loss_curve(tmp_path):
     first_single = [loss for _, loss in single["loss_curve"][:4]]
     first_double = [loss for _, loss in double["loss_curve"][:4]]
     assert first_double == pytest.approx(first_single, rel=2e-4, abs=2e-4)
+
+
+def _write_caption_shards(root: Path, shards: int, per_shard: int, corrupt_key: str) -> None:
+    """img2dataset-style shards (jpg + txt + json, with *_stats.json) of shapes-world images and captions."""
+    source = build_dataset("shapes", "train", size="3k")
+    root.mkdir()
+    for shard in range(shards):
+        with tarfile.open(root / f"{shard:05d}.tar", "w") as tar:
+            for position in range(per_shard):
+                item, key = source[shard * per_shard + position], f"{shard:05d}{position:04d}"
+                encoded = io.BytesIO()
+                item["image"].save(encoded, format="JPEG")
+                members = {"jpg": b"not a jpeg" if key == corrupt_key else encoded.getvalue(),
+                           "txt": item["caption"].encode(), "json": json.dumps({"key": key}).encode()}
+                for extension, data in members.items():
+                    info = tarfile.TarInfo(f"{key}.{extension}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+        (root / f"{shard:05d}_stats.json").write_text(json.dumps({"successes": per_shard}))
+
+
+def test_xclr_trains_on_webdataset_shards_with_a_caption_cache(tmp_path):
+    """The paper-scale CC3M path end to end on fixture shards: stream, caption cache, skipped-sample count."""
+    _write_caption_shards(tmp_path / "cc3m", shards=2, per_shard=96, corrupt_key="000010005")
+    config = small_run_config("table='3'", "method=xclr", "dataset=cc3m", "scale.batch_size=64",
+                              cache_dir=tmp_path / "cache")
+    config["data"].update(name="cc3m", root=str(tmp_path / "cc3m"), options={})
+    config["eval"]["evaluations"] = []
+    record = run_experiment(config, tmp_path / "run")
+    assert record["status"] == "completed"
+    assert record["data"]["train_size"] == 192 and record["timing"]["steps"] == 2 * (192 // 64)
+    assert record["data"]["samples_skipped"] >= 1, "the corrupt JPEG is skipped and counted"
+    cache_dirs = list((tmp_path / "cache").iterdir())
+    assert len(cache_dirs) == 1 and json.loads((cache_dirs[0] / "manifest.json").read_text())["count"] == 192

@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 def _reproduce(sweeps: Path, *overrides: str) -> subprocess.Popen:
     command = [sys.executable, "experiments/reproduce.py", *overrides, f"paths.sweeps={sweeps}",
-               f"paths.cache={sweeps / 'cache'}", *SMALL]
+               f"paths.cache={sweeps / 'cache'}", f"paths.figures={sweeps / 'figures'}", *SMALL]
     return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
@@ -54,7 +54,7 @@ def test_table1_tiny_sweep_completes_as_a_slurm_job_array(slurm_cluster, tmp_pat
         record = json.loads((run / "result.json").read_text())
         assert record["status"] == "completed", record.get("error")
         assert record["metrics"]["imagenet"]["top1"] > 0
-    assert (tmp_path / "table1_tiny" / "report").is_dir()
+    assert (tmp_path / "figures" / "tiny" / "table1_tiny.md").is_file()
 
 
 def test_scontrol_requeue_resumes_and_matches_an_uninterrupted_run(slurm_cluster, tmp_path):

@@ -17,7 +17,8 @@ protocol and is also the metrics key. A *dataset spec* is ``{name, split, root?,
     variants: {original: <dataset spec>, only_fg: ..., no_fg: ..., mixed_same: ..., mixed_rand: ...}
                                     (mixed_same and mixed_rand are required; test labels are super-classes)
     class_map: null                 per probe class its super-class (or -1): a list with one int per probe
-                                    class; null = identity (probe classes are the test classes)
+                                    class; "from_dataset": the test dataset's ``imagenet_class_map`` attribute
+                                    (paper-scale IN-9 / ObjectNet); null = identity (probe classes = test classes)
     restrict_predictions: true      argmax over mapped probe classes only (false: an unmapped top-1 is wrong)
   name: objectnet       -> {"top1"} on the classes the probe shares with the test set
     train, test, label_key, class_map, restrict_predictions   as for imagenet9
@@ -63,6 +64,7 @@ PROBE_CONFIG_REQUIRED = ("epochs", "learning_rates", "batch_size")
 PROBE_CONFIG_OPTIONAL = ("val_fraction", "weight_decay", "momentum")
 # Dataset attributes that name the classes of an item field: they fix the probe's class count.
 _CLASS_NAME_ATTRIBUTES = {"label": "class_names", "attribute": "attribute_names"}
+CLASS_MAP_FROM_DATASET = "from_dataset"
 _REQUIRED = object()
 
 
@@ -118,14 +120,14 @@ class _Fields:
     def dataset(self, field: str) -> DatasetSpec:
         return _dataset_spec(self.value(field), f"{self.where}.{field}")
 
-    def class_map(self, field: str) -> tuple[int, ...] | None:
+    def class_map(self, field: str) -> tuple[int, ...] | str | None:
         value = self.value(field, None)
-        if value is None:
-            return None
+        if value is None or value == CLASS_MAP_FROM_DATASET:
+            return value
         if (not isinstance(value, Sequence) or isinstance(value, str) or not value
                 or any(isinstance(v, bool) or not isinstance(v, int) or v < -1 for v in value)):
-            raise ValueError(f"{self.where}.{field} must be null or a list with one target class (int >= 0, "
-                             "or -1 for none) per probe class")
+            raise ValueError(f"{self.where}.{field} must be null, {CLASS_MAP_FROM_DATASET!r} or a list with one "
+                             "target class (int >= 0, or -1 for none) per probe class")
         return tuple(value)
 
     def finish(self) -> None:
@@ -164,6 +166,7 @@ class _Session:
         self._features: dict[DatasetSpec, tuple[torch.Tensor, dict[str, Any]]] = {}
         self._class_counts: dict[tuple[DatasetSpec, str], int] = {}
         self._probes: dict[tuple[DatasetSpec, str], LinearProbe] = {}
+        self._dataset_class_maps: dict[DatasetSpec, tuple[int, ...]] = {}
 
     def features(self, spec: DatasetSpec) -> tuple[torch.Tensor, dict[str, Any]]:
         if spec not in self._features:
@@ -173,6 +176,8 @@ class _Session:
                 self.encoder, dataset, self.transform, batch_size=self.batch_size, device=self.device,
                 num_workers=self.num_workers, extra_keys=sorted(self.needed_fields[spec]))
             log.info("encoded %s: %d items in %.1f s", spec.describe(), len(dataset), time.perf_counter() - started)
+            if getattr(dataset, "imagenet_class_map", None) is not None:
+                self._dataset_class_maps[spec] = tuple(int(v) for v in dataset.imagenet_class_map)
             for field, attribute in _CLASS_NAME_ATTRIBUTES.items():
                 names = getattr(dataset, attribute, None)
                 if names:
@@ -184,6 +189,15 @@ class _Session:
         if not isinstance(values, torch.Tensor):
             raise ValueError(f"field {field!r} of {spec.describe()} must be one int per item (a class index)")
         return values
+
+    def class_map(self, declared: tuple[int, ...] | str | None, test: DatasetSpec) -> tuple[int, ...] | None:
+        """The probe-to-test class map: as declared, or the test dataset's own ``imagenet_class_map``."""
+        if declared != CLASS_MAP_FROM_DATASET:
+            return declared
+        self.features(test)
+        if test not in self._dataset_class_maps:
+            raise ValueError(f"class_map: {CLASS_MAP_FROM_DATASET} needs {test.describe()} to provide imagenet_class_map")
+        return self._dataset_class_maps[test]
 
     def class_count(self, spec: DatasetSpec, field: str) -> int | None:
         """Number of classes the dataset names for ``field``; None: the probe infers it from the labels."""
@@ -287,7 +301,7 @@ class _ImageNet9:
     train: DatasetSpec
     variants: tuple[tuple[str, DatasetSpec], ...]
     label_key: str
-    class_map: tuple[int, ...] | None
+    class_map: tuple[int, ...] | str | None
     restrict_predictions: bool
 
     @classmethod
@@ -308,7 +322,7 @@ class _ImageNet9:
 
     def run(self, session: _Session) -> tuple[dict[str, float], dict[str, Any]]:
         probe = session.probe(self.train, self.label_key)
-        class_map = _class_map_tensor(self.class_map, probe)
+        class_map = _class_map_tensor(session.class_map(self.class_map, self.variants[0][1]), probe)
         accuracies, sizes = {}, {}
         for name, spec in self.variants:
             features = session.features(spec)[0]
@@ -324,7 +338,7 @@ class _ObjectNet:
     train: DatasetSpec
     test: DatasetSpec
     label_key: str
-    class_map: tuple[int, ...] | None
+    class_map: tuple[int, ...] | str | None
     restrict_predictions: bool
 
     @classmethod
@@ -338,8 +352,8 @@ class _ObjectNet:
     def run(self, session: _Session) -> tuple[dict[str, float], dict[str, Any]]:
         probe = session.probe(self.train, self.label_key)
         features = session.features(self.test)[0]
-        predictions = mapped_predictions(probe.logits(features), _class_map_tensor(self.class_map, probe),
-                                         restrict=self.restrict_predictions)
+        class_map = _class_map_tensor(session.class_map(self.class_map, self.test), probe)
+        predictions = mapped_predictions(probe.logits(features), class_map, restrict=self.restrict_predictions)
         return ({"top1": top1_accuracy(predictions, session.labels(self.test, self.label_key))},
                 {"probe": _probe_details(probe), "test_size": len(features),
                  "restrict_predictions": self.restrict_predictions})

@@ -81,6 +81,16 @@ def all_ranks_true(flag: bool, info: DistInfo) -> bool:
     return bool(value.item() > 0.5)
 
 
+def mean_over_ranks(value: torch.Tensor, info: DistInfo) -> float:
+    """The ranks' mean of a scalar: the global-batch loss when each rank holds its local rows' mean.
+    A NaN or inf on any rank makes the result non-finite everywhere, so all ranks stop together."""
+    value = value.detach().float().reshape(1)
+    if info.world_size > 1:
+        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+        value /= info.world_size
+    return float(value.item())
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

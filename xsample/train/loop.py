@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,14 +13,14 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, IterableDataset
 
 from xsample.train.checkpoint import load_checkpoint, restore_rng_state, save_checkpoint
 from xsample.train.components import TrainingSetup
-from xsample.train.distributed import DistInfo, all_ranks_true
+from xsample.train.distributed import DistInfo, all_ranks_true, mean_over_ranks
 from xsample.train.global_batchnorm import convert_batchnorm_for_distributed
 from xsample.train.preemption import PreemptionGuard
-from xsample.train.sampling import ResumableDistributedSampler, SeededViewsDataset
+from xsample.train.sampling import ResumableDistributedSampler, SeededViewsDataset, StreamedViews
 
 
 class NonFiniteLossError(RuntimeError):
@@ -86,11 +88,19 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
         raise ValueError(f"optim.batch_size={global_batch} is not divisible by the world size {world}")
     local_batch = global_batch // world
 
-    views = SeededViewsDataset(setup.train_dataset, setup.augmentation, num_views=setup.num_views, seed=config["seed"])
-    sampler = ResumableDistributedSampler(
-        len(views), batch_size_per_rank=local_batch, rank=info.rank, world_size=world, seed=config["seed"]
-    )
-    steps_per_epoch = sampler.batches_per_epoch
+    streaming = isinstance(setup.train_dataset, IterableDataset)
+    if streaming:
+        views = StreamedViews(setup.train_dataset, setup.augmentation, num_views=setup.num_views, seed=config["seed"])
+        sampler = None
+        steps_per_epoch = len(setup.train_dataset) // global_batch
+        if steps_per_epoch == 0:
+            raise ValueError(f"optim.batch_size={global_batch} is larger than the dataset ({len(setup.train_dataset)} samples)")
+    else:
+        views = SeededViewsDataset(setup.train_dataset, setup.augmentation, num_views=setup.num_views, seed=config["seed"])
+        sampler = ResumableDistributedSampler(
+            len(views), batch_size_per_rank=local_batch, rank=info.rank, world_size=world, seed=config["seed"]
+        )
+        steps_per_epoch = sampler.batches_per_epoch
     epochs = int(optim_cfg["epochs"])
     total_steps = steps_per_epoch * epochs
 
@@ -140,18 +150,22 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
         trained.train()
         while step < total_steps:
             epoch, batch_in_epoch = divmod(step, steps_per_epoch)
-            sampler.set_position(epoch, batch_in_epoch)
+            if streaming:
+                views.restart_at(step)
+            else:
+                sampler.set_position(epoch, batch_in_epoch)
             loader = DataLoader(
                 views, batch_size=local_batch, sampler=sampler, num_workers=loader_workers,
                 pin_memory=device.type == "cuda", drop_last=True, persistent_workers=False,
             )
             tick = time.perf_counter()
-            for batch in loader:
+            # A stream may run out early (workers drop their partial batches): the loop then restarts it.
+            for batch in itertools.islice(loader, steps_per_epoch - batch_in_epoch):
                 with _autocast(device, runtime.get("precision", "auto")):
                     loss = setup.compute_loss(trained, batch, device)
-                finite = all_ranks_true(bool(torch.isfinite(loss).item()), info)
-                if not finite:
-                    raise NonFiniteLossError(step + 1, float(loss.item()), last_checkpoint_step)
+                global_loss = mean_over_ranks(loss, info)
+                if not math.isfinite(global_loss):
+                    raise NonFiniteLossError(step + 1, global_loss, last_checkpoint_step)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
@@ -161,7 +175,7 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
                 samples_seen += global_batch
                 now = time.perf_counter()
                 train_seconds, tick = train_seconds + now - tick, now
-                history.append((step, float(loss.item())))
+                history.append((step, global_loss))
                 log.step(step, history[-1][1], optimizer.param_groups[0]["lr"], int(runtime.get("log_every_steps", 10)))
 
                 stop = not all_ranks_true(not guard.requested, info)

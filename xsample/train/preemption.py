@@ -13,8 +13,12 @@ import signal
 from types import FrameType
 
 
-class Preempted(Exception):
-    """Raised after the checkpoint is saved when no previous handler ended the process."""
+class Preempted(BaseException):
+    """Raised after the checkpoint is saved when no previous handler ended the process.
+
+    A BaseException, like KeyboardInterrupt: job runners (submitit, the sweep loop) catch
+    ``Exception`` to record a failed job, and a preempted job has not failed: SLURM requeues it
+    (scontrol requeue, preemption) or the user stopped it, and the next start resumes."""
 
 
 class PreemptionGuard:

@@ -12,7 +12,6 @@ import torch
 
 from xsample.io import atomic_write_json
 from xsample.train.distributed import DistInfo, barrier, init_distributed
-from xsample.train.preemption import Preempted
 from xsample.train.provenance import config_hash, git_state, hardware, package_versions
 
 RESULT_NAME = "result.json"
@@ -113,8 +112,6 @@ def run_experiment(config: dict[str, Any], run_dir: str | Path) -> dict[str, Any
             from xsample.train.compute import compute_overhead_metrics
 
             writer.update(metrics={"compute": compute_overhead_metrics(config, info.device)})
-    except Preempted:
-        raise
     except Exception as error:
         writer.update(status="failed", error=f"{type(error).__name__}: {error}",
                       traceback=traceback.format_exc(limit=8))

@@ -1,5 +1,8 @@
 """Deterministic, resumable sampling: a run interrupted mid-epoch continues with the same batches
-and the same augmentations it would have drawn without the interruption."""
+and the same augmentations it would have drawn without the interruption.
+
+Shard streams (CC3M/CC12M webdataset) cannot seek: they are resampled instead, reseeded from the
+step at which the stream (re)starts, so a requeued job continues with fresh, reproducible draws."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import random
 from collections.abc import Callable, Iterator
 
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset, IterableDataset, Sampler
 
 _EPOCH_STRIDE = 1 << 32
 
@@ -76,12 +79,35 @@ class SeededViewsDataset(Dataset):
 
     def __getitem__(self, encoded: int) -> dict:
         epoch, position = divmod(int(encoded), _EPOCH_STRIDE)
-        sample_seed = _mix(self.seed, epoch, position)
-        torch.manual_seed(sample_seed)
-        random.seed(sample_seed)
-        item = self.base[position]
-        out = {f"view{k + 1}": self.augmentation(item["image"]) for k in range(self.num_views)}
-        out["index"] = int(item["index"])
-        out["label"] = int(item.get("label", -1))
-        out["caption"] = item.get("caption") or ""
-        return out
+        return _views(self.base[position], self.augmentation, self.num_views, _mix(self.seed, epoch, position))
+
+
+class StreamedViews(IterableDataset):
+    """``SeededViewsDataset`` for a resampled shard stream with ``set_epoch`` (CC3M/CC12M shards)."""
+
+    def __init__(self, base: IterableDataset, augmentation: Callable, *, num_views: int, seed: int):
+        self.base = base
+        self.augmentation = augmentation
+        self.num_views = num_views
+        self.seed = seed
+        self.stream_seed = 0
+
+    def restart_at(self, step: int) -> None:
+        """Reseed the shard draws from the step the stream starts at."""
+        self.stream_seed = _mix(self.seed, step) & 0x7FFFFFFF
+        self.base.set_epoch(self.stream_seed)
+
+    def __iter__(self) -> Iterator[dict]:
+        for item in self.base:
+            yield _views(item, self.augmentation, self.num_views, _mix(self.seed, self.stream_seed, int(item["index"])))
+
+
+def _views(item: dict, augmentation: Callable, num_views: int, sample_seed: int) -> dict:
+    """The training item: ``num_views`` augmentations drawn from ``sample_seed``, plus index, label, caption."""
+    torch.manual_seed(sample_seed)
+    random.seed(sample_seed)
+    out = {f"view{k + 1}": augmentation(item["image"]) for k in range(num_views)}
+    out["index"] = int(item["index"])
+    out["label"] = int(item.get("label", -1))
+    out["caption"] = item.get("caption") or ""
+    return out

@@ -1,0 +1,136 @@
+"""Collect the result.json files of a sweep into one DataFrame (one row per run); never crashes on bad files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+LABELS = ("table", "scale", "method", "dataset", "dataset_used", "setting", "seed")
+# Two runs with the same identity are the same experiment: the newest one counts.
+IDENTITY = ("table", "scale", "method", "dataset", "setting", "seed")
+STATUSES = ("completed", "running", "failed", "missing", "corrupt")
+PLAN_FILE = "sweep_plan.json"
+BASE_COLUMNS = ("path", "status", *LABELS, "error", "config_hash", "mtime", "superseded_by", "metrics")
+
+
+def collect_runs(sweep_dir: Path | str) -> pd.DataFrame:
+    """One row per run: labels, status, error, config hash, flattened numeric metrics ("imagenet.top1", ...).
+
+    The raw nested metrics stay in the "metrics" column (compute and fig5 need their structure).
+    Runs of the sweep plan without a result.json have status "missing"; unreadable files "corrupt".
+    A run replaced by a newer one with the same labels has "superseded_by" set to the newer run's path.
+    """
+    sweep_dir = Path(sweep_dir)
+    rows = {}
+    for result_file in sorted(sweep_dir.rglob("result.json")):
+        run_dir = result_file.parent
+        rows[run_dir.resolve()] = _read_result(result_file, _relative(run_dir, sweep_dir))
+    _merge_plan(sweep_dir, rows)
+    frame = pd.DataFrame(list(rows.values()))
+    for column in BASE_COLUMNS:
+        if column not in frame.columns:
+            frame[column] = None
+    frame = frame.astype({"seed": "object"}).sort_values(["table", "scale", "method", "dataset", "setting", "seed", "path"],
+                                                          na_position="last", key=lambda c: c.astype(str))
+    _mark_superseded(frame)
+    metric_columns = sorted(c for c in frame.columns if c not in BASE_COLUMNS)
+    return frame[[*BASE_COLUMNS, *metric_columns]].reset_index(drop=True)
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _read_result(result_file: Path, path: str) -> dict[str, Any]:
+    row: dict[str, Any] = {"path": path, "mtime": _mtime(result_file)}
+    try:
+        result = json.loads(result_file.read_text())
+        if not isinstance(result, dict):
+            raise ValueError("top level is not a JSON object")
+        if result.get("status") not in ("completed", "running", "failed"):
+            raise ValueError(f"unknown status {result.get('status')!r}")
+        experiment = result.get("experiment")
+        if not isinstance(experiment, dict):
+            raise ValueError("no 'experiment' labels")
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        return {**row, "status": "corrupt", "error": f"{type(error).__name__}: {error}"}
+    row.update(_labels(experiment))
+    if row["seed"] is None:
+        row["seed"] = result.get("seed")
+    metrics = result.get("metrics") if isinstance(result.get("metrics"), dict) else {}
+    row.update(status=result["status"], error=result.get("error"), config_hash=result.get("config_hash"),
+               metrics=metrics, **_flatten(metrics))
+    return row
+
+
+def _labels(experiment: dict[str, Any]) -> dict[str, Any]:
+    labels = {label: experiment.get(label) for label in LABELS}
+    if labels["table"] is not None:  # YAML and JSON may give table 1 as a number
+        labels["table"] = str(labels["table"])
+    return labels
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
+def _flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """Numeric leaves as "evaluation.metric" columns; lists (histograms, curves) are left out."""
+    flat = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}."))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            flat[name] = float(value)
+    return flat
+
+
+def _plan_entries(sweep_dir: Path) -> list[tuple[str, dict[str, Any]]]:
+    """(run_dir, labels) of every planned run. Accepts {"runs": [{"run_dir", "experiment"}]} and
+    {"jobs": [{"run_dir", "labels"}]}; an unreadable plan is ignored (the results still count)."""
+    try:
+        plan = json.loads((sweep_dir / PLAN_FILE).read_text())
+        jobs = plan.get("runs", plan.get("jobs", []))
+        return [(str(job["run_dir"]), dict(job.get("experiment") or job.get("labels") or {})) for job in jobs]
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        return []
+
+
+def _merge_plan(sweep_dir: Path, rows: dict[Path, dict[str, Any]]) -> None:
+    by_name = {Path(row["path"]).name: key for key, row in rows.items()}
+    for run_dir, labels in _plan_entries(sweep_dir):
+        planned = Path(run_dir) if Path(run_dir).is_absolute() else sweep_dir / run_dir
+        # A plan written on another machine has other absolute paths: fall back to the run's name.
+        key = planned.resolve() if planned.resolve() in rows else by_name.get(planned.name)
+        if key is None:
+            rows[planned.resolve()] = {"path": _relative(planned, sweep_dir), "status": "missing", **_labels(labels)}
+            continue
+        for label, value in _labels(labels).items():  # a corrupt file keeps the labels the plan gave it
+            if rows[key].get(label) is None:
+                rows[key][label] = value
+
+
+def _mark_superseded(frame: pd.DataFrame) -> None:
+    readable = frame[frame["status"].isin(["completed", "running", "failed"])]
+    for _, group in readable.groupby(list(IDENTITY), dropna=False, sort=False):
+        if len(group) < 2:
+            continue
+        newest = group["mtime"].astype(float).fillna(0.0).idxmax()
+        for index in group.index.drop(newest):
+            same_config = frame.at[index, "config_hash"] == frame.at[newest, "config_hash"]
+            frame.at[index, "superseded_by"] = frame.at[newest, "path"] + ("" if same_config else " (config hash differs)")
+
+
+def current_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs that count: those not replaced by a newer run of the same experiment."""
+    return runs[runs["superseded_by"].isna()]

@@ -1,0 +1,120 @@
+"""Figures (PNG + PDF, seaborn on the Agg backend): fig3, fig5, compute overhead, reproduced vs reported."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on clusters and in tests
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from analysis.output import write_atomic  # noqa: E402
+from analysis.tables import completed_runs, compute_table, histograms  # noqa: E402
+
+TINY_NOTE = "tiny analog: only orderings and signs are meaningful"
+
+
+def save_figure(figure: plt.Figure, out: Path, stem: str) -> list[Path]:
+    written = [write_atomic(out / f"{stem}.{fmt}", lambda stream, fmt=fmt: figure.savefig(stream, format=fmt, bbox_inches="tight"))
+               for fmt in ("png", "pdf")]
+    plt.close(figure)
+    return written
+
+
+def _title(text: str, scale: str) -> str:
+    return f"{text}\n({TINY_NOTE})" if scale == "tiny" else text
+
+
+def write_table_figures(runs: pd.DataFrame, table: str, scale: str, out: Path) -> list[Path]:
+    """The figures a table has, when its data exist."""
+    if table == "fig3":
+        return data_scarcity_figure(runs, scale, out)
+    if table == "fig5":
+        return graph_similarity_figure(runs, scale, out)
+    if table == "compute":
+        return compute_figure(runs, scale, out)
+    return []
+
+
+def _fraction(setting: object) -> float:
+    """"fraction=0.25" -> 0.25 (NaN for anything else)."""
+    try:
+        key, _, value = str(setting).partition("=")
+        return float(value) if key == "fraction" else math.nan
+    except ValueError:
+        return math.nan
+
+
+def data_scarcity_figure(runs: pd.DataFrame, scale: str, out: Path) -> list[Path]:
+    done = completed_runs(runs, "fig3", scale)
+    if "imagenet.top1" not in done:
+        return []
+    data = done.assign(fraction=done["setting"].map(_fraction)).dropna(subset=["fraction", "imagenet.top1"])
+    if data.empty:
+        return []
+    figure, axes = plt.subplots(figsize=(5, 3.5))
+    sns.lineplot(data=data, x="fraction", y="imagenet.top1", hue="method", errorbar="sd", marker="o", ax=axes)
+    axes.set(xlabel="fraction of training data", ylabel="ImageNet top-1 (%)",
+             title=_title("Data scarcity (Fig. 3a)", scale))
+    return save_figure(figure, out, f"fig3_{scale}")
+
+
+def graph_similarity_figure(runs: pd.DataFrame, scale: str, out: Path) -> list[Path]:
+    found = histograms(runs, scale)
+    if not found:
+        return []
+    # Rebuild the histograms from the stored counts: one weighted sample per bin centre.
+    data = pd.DataFrame([{"graph": h["graph"], "similarity": (low + high) / 2, "count": count}
+                         for h in found for low, high, count in zip(h["edges"][:-1], h["edges"][1:], h["counts"], strict=True)])
+    edges = found[0]["edges"]
+    figure, axes = plt.subplots(figsize=(5, 3.5))
+    sns.histplot(data=data, x="similarity", weights="count", hue="graph", bins=edges, stat="density",
+                 common_norm=False, element="step", ax=axes)
+    axes.set(xlabel="pairwise graph similarity (cosine)", title=_title("Graph similarity distribution (Fig. 5a)", scale))
+    return save_figure(figure, out, f"fig5_{scale}")
+
+
+def compute_figure(runs: pd.DataFrame, scale: str, out: Path) -> list[Path]:
+    frame, settings = compute_table(runs, scale)
+    frame = frame.dropna(subset=["step_ms"])
+    if frame.empty:
+        return []
+    figure, axes = plt.subplots(figsize=(5, 3.5))
+    sns.barplot(data=frame, x="method", y="step_ms", hue="method", legend=False, ax=axes)
+    for position, ratio in enumerate(frame["ratio_vs_simclr"]):
+        if not math.isnan(ratio):
+            axes.annotate(f"{ratio:.2f}× SimCLR", (position, frame["step_ms"].iloc[position]),
+                          ha="center", va="bottom", fontsize=8)
+    batch = f", batch {settings['batch_size']}" if settings.get("batch_size") else ""
+    axes.set(ylabel="training step (ms)", title=_title(f"Compute per step{batch}", scale))
+    return save_figure(figure, out, f"compute_{scale}")
+
+
+def comparison_figure(points: list[dict], scale: str, out: Path) -> list[Path]:
+    """Reproduced against reported for every known number with a reproduction; ranges as error bars."""
+    if not points:
+        return []
+    figure, axes = plt.subplots(figsize=(5, 5))
+    values = [v for p in points for v in (p["reported_low"], p["reported_high"], p["reproduced_low"], p["reproduced_high"])]
+    low, high = min(values + [0.0]) - 2, max(values + [0.0]) + 2
+    tolerance = max(p["tolerance"] for p in points)
+    line = [low, high]
+    axes.plot(line, line, color="black", linewidth=1, label="reproduced = reported")
+    axes.fill_between(line, [v - tolerance for v in line], [v + tolerance for v in line], color="grey", alpha=0.2,
+                      label=f"±{tolerance:g} pt tolerance")
+    palette = sns.color_palette(n_colors=len(points))
+    for point, color in zip(points, palette, strict=True):
+        x = (point["reported_low"] + point["reported_high"]) / 2
+        y = (point["reproduced_low"] + point["reproduced_high"]) / 2
+        axes.errorbar(x, y, xerr=(point["reported_high"] - point["reported_low"]) / 2,
+                      yerr=(point["reproduced_high"] - point["reproduced_low"]) / 2,
+                      fmt="o", color=color, label=point["label"], capsize=3)
+    axes.set(xlim=line, ylim=line, xlabel="reported by the paper (pt)", ylabel="reproduced (pt)",
+             title=_title("Reproduced vs reported", scale))
+    axes.legend(fontsize=6, loc="upper left")
+    return save_figure(figure, out, f"reproduced_vs_reported_{scale}")

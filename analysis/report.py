@@ -1,0 +1,262 @@
+"""`python -m analysis report SWEEP_DIR`: tables (Markdown, LaTeX, CSV) and figures, reproduced vs reported."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from analysis import figures
+from analysis.collect import STATUSES, collect_runs
+from analysis.output import write_text_atomic
+from analysis.reported import DEFAULT_FILE, ReportedNumber, load_reported
+from analysis.tables import claims, compute_table, graph_similarity_table, metric_cells
+
+TINY_BANNER = ("Tiny analogs on embedded data: absolute values are not comparable with the paper's; "
+               "only orderings and signs are meaningful.")
+TITLES = {"1": "Table 1", "2": "Table 2", "3": "Table 3", "4": "Table 4", "finetune": "Fine-tuning",
+          "compute": "Compute overhead (Section 4.5)", "fig3": "Fig. 3 (data scarcity)", "fig5": "Fig. 5 (graph similarities)"}
+FLAG_MD, FLAG_TEX = "⚠", r"\textdagger{}"
+
+
+def write_report(sweep_dir: Path | str, out_dir: Path | str | None = None, paper_version: str = "v2",
+                 reported_file: Path | str = DEFAULT_FILE) -> list[Path]:
+    """Write every table found in the sweep (and its figures); return the paths written.
+    Without `out_dir`, each scale goes to paper_figures/<scale>/ under the working directory."""
+    runs = collect_runs(sweep_dir)
+    reported = load_reported(reported_file, paper_version)
+    labelled = runs.dropna(subset=["table", "scale"])
+    written: list[Path] = []
+    for scale in sorted(labelled["scale"].unique()):
+        out = Path(out_dir) if out_dir is not None else Path("paper_figures") / scale
+        comparison_points = []
+        for table in sorted(labelled.loc[labelled["scale"] == scale, "table"].unique()):
+            report = TableReport(runs, table, scale, reported, paper_version)
+            written += report.write(out)
+            comparison_points += report.comparison_points()
+        written += figures.comparison_figure(comparison_points, scale, out)
+    return written
+
+
+# Table columns in the paper's order (evaluations as in Table 1, then their sub-metrics).
+COLUMN_ORDER = ("imagenet.top1", "imagenet.knn_top1", "zero_shot.imagenet", "imagenet_real.top1", "imagenet9.original",
+                "imagenet9.only_fg", "imagenet9.no_fg", "imagenet9.mixed_same", "imagenet9.mixed_rand",
+                "imagenet9.bg_gap", "objectnet.top1", "mit_states.objects", "mit_states.attributes")
+
+
+def _column_rank(column: str) -> tuple[int, str]:
+    return (COLUMN_ORDER.index(column) if column in COLUMN_ORDER else len(COLUMN_ORDER), column)
+
+
+def _number(value: float, digits: int = 1, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+TEX_REPLACEMENTS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                    "{": r"\{", "}": r"\}", "−": "$-$", "±": r"$\pm$", "Δ": r"$\Delta$", "·": r"$\cdot$",
+                    "×": r"$\times$", FLAG_MD: FLAG_TEX}
+
+
+def _escape_tex(text: str) -> str:
+    # One pass, so that the replacements are never escaped again.
+    return re.sub("|".join(re.escape(key) for key in TEX_REPLACEMENTS), lambda m: TEX_REPLACEMENTS[m.group()], text)
+
+
+def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _latex_table(header: list[str], rows: list[list[str]], caption: str) -> str:
+    """booktabs tabular; cells arrive as Markdown-style text and are escaped here."""
+    escaped = [[_escape_tex(cell) for cell in row] for row in rows]
+    lines = [r"\begin{table}[t]", r"\centering", r"\small", rf"\caption{{{_escape_tex(caption)}}}",
+             r"\begin{tabular}{" + "l" * len(header) + "}", r"\toprule",
+             " & ".join(_escape_tex(h) for h in header) + r" \\", r"\midrule"]
+    lines += [" & ".join(row) + r" \\" for row in escaped]
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines)
+
+
+class TableReport:
+    """One table at one scale: its cells, claims and run status, rendered three ways."""
+
+    def __init__(self, runs: pd.DataFrame, table: str, scale: str, reported: list[ReportedNumber], paper_version: str):
+        self.runs, self.table, self.scale, self.paper_version = runs, table, scale, paper_version
+        self.reported = [entry for entry in reported if entry.table == table]
+        self.tiny = scale == "tiny"
+        self.stem = f"table{table}_{scale}"
+        self.cells = metric_cells(runs, table, scale, self.reported) if table not in ("compute", "fig5") else None
+        self.claims = claims(runs, table, scale, self.reported)
+
+    @property
+    def title(self) -> str:
+        return f"{TITLES.get(self.table, 'Table ' + self.table)}, {self.scale} scale: reproduced vs reported (paper {self.paper_version})"
+
+    # ---- main table ---------------------------------------------------------------------------
+    def main_table(self) -> tuple[list[str], list[list[str]], pd.DataFrame, list[str]]:
+        """(header, rows of cell texts, CSV frame, notes) of the table proper."""
+        if self.table == "compute":
+            return self._compute_table()
+        if self.table == "fig5":
+            return self._graph_similarity_table()
+        return self._metric_table()
+
+    def _metric_table(self):
+        cells = self.cells
+        if cells.empty:
+            return ["method"], [], cells, ["No completed runs yet."]
+        several_datasets = cells["dataset"].nunique(dropna=True) > 1
+        has_setting = cells["setting"].notna().any()
+        column_keys = sorted(dict.fromkeys(zip(cells["dataset"], cells["column"], strict=True)),
+                             key=lambda key: (str(key[0]), _column_rank(key[1])))
+        # Columns the paper reports nowhere say so once, in the notes, not in every cell.
+        with_paper = {(r.dataset, r.column) for r in cells.itertuples(index=False) if not math.isnan(r.reported)}
+        row_keys = list(dict.fromkeys(zip(cells["method"], cells["setting"], strict=True)))
+        header = ["method"] + (["setting"] if has_setting else [])
+        header += [f"{d}: {c}" if several_datasets else c for d, c in column_keys]
+        by_key = {(r.method, r.setting, r.dataset, r.column): r for r in cells.itertuples(index=False)}
+        rows = []
+        for method, setting in row_keys:
+            row = [method] + ([setting or ""] if has_setting else [])
+            for dataset, column in column_keys:
+                cell = by_key.get((method, setting, dataset, column))
+                row.append(self._cell_text(cell, (dataset, column) in with_paper) if cell is not None else "")
+            rows.append(row)
+        notes = [f"Cell: reproduced mean ± std (n = completed seeds) · paper value · Δ reproduced − paper; "
+                 f"{FLAG_MD} = |Δ| beyond the entry's tolerance."]
+        if self.tiny:
+            notes = ["Cell: reproduced mean ± std (n = completed seeds) · paper value (not comparable at tiny scale)."]
+        without_paper = [f"{d}: {c}" if several_datasets else c for d, c in column_keys if (d, c) not in with_paper]
+        if without_paper:
+            notes.append(f"Paper value not public for: {', '.join(without_paper)}.")
+        return header, rows, cells, notes
+
+    def _cell_text(self, cell, column_has_paper_values: bool) -> str:
+        if cell.n == 0:
+            parts = ["no runs"]
+        elif cell.n == 1:
+            parts = [f"{_number(cell.mean)} (n=1)"]
+        else:
+            parts = [f"{_number(cell.mean)} ± {_number(cell.std)} (n={cell.n})"]
+        if column_has_paper_values:
+            parts.append(f"paper {_number(cell.reported)}" if not math.isnan(cell.reported) else "paper: not public")
+        if not math.isnan(cell.diff):
+            parts.append(f"Δ {_number(cell.diff, signed=True)}" + (f" {FLAG_MD}" if cell.flag else ""))
+        return " · ".join(parts)
+
+    def _compute_table(self):
+        frame, settings = compute_table(self.runs, self.scale)
+        reported = {entry.row: entry.describe() for entry in self.reported if entry.kind == "absolute"}
+        frame["reported_ratio"] = [reported.get(method, "not public") for method in frame["method"]]
+        header = ["method", "step (ms)", "images/s", "step time vs SimCLR", "peak memory (MB)", "paper"]
+        rows = [[r.method, _number(r.step_ms, 2), _number(r.images_per_s, 0), f"{_number(r.ratio_vs_simclr, 2)}×",
+                 _number(r.peak_mem_mb, 0), r.reported_ratio] for r in frame.itertuples(index=False)]
+        notes = ["Paper (Section 4.5): overhead described as minimal; no number is public."]
+        if settings:
+            notes.append(", ".join(f"{key}: {value}" for key, value in settings.items()))
+        return header, rows, frame, notes
+
+    def _graph_similarity_table(self):
+        frame = graph_similarity_table(self.runs, self.scale)
+        header = list(frame.columns)
+        rows = [[value if isinstance(value, str) else _number(value, 0 if float(value).is_integer() else 3)
+                 for value in row.values()] for row in frame.to_dict("records")]
+        return header, rows, frame, ["Paper (Fig. 5a): only the plot was published; its statistics are not public."]
+
+    # ---- claims ---------------------------------------------------------------------------------
+    def claim_rows(self) -> tuple[list[str], list[list[str]]]:
+        header = ["claim", "pretraining", "paper", "reproduced", "n (minuend, subtrahend)",
+                  "sign holds" if self.tiny else "comparison", "note"]
+        rows = []
+        for claim in self.claims.itertuples(index=False):
+            if math.isnan(claim.reproduced_low):
+                reproduced = "no runs"
+            elif math.isnan(claim.reproduced):
+                reproduced = f"{_number(claim.reproduced_low, signed=True)} to {_number(claim.reproduced_high, signed=True)}"
+            else:
+                reproduced = _number(claim.reproduced, signed=True)
+            rows.append([claim.claim, claim.dataset or "not stated", f"{claim.reported} ({claim.paper_version})",
+                         reproduced, f"{claim.n_minuend}, {claim.n_subtrahend}", self._verdict(claim), claim.note or ""])
+        return header, rows
+
+    def _verdict(self, claim) -> str:
+        sign = {True: "yes", False: "no", None: "n/a"}[claim.sign_holds]
+        if self.tiny:
+            return f"sign holds: {sign}"
+        within = {True: "yes", False: f"no {FLAG_MD}", None: "n/a"}[claim.within_tolerance]
+        return f"within tolerance: {within}; sign holds: {sign}"
+
+    # ---- status ---------------------------------------------------------------------------------
+    def status_lines(self) -> list[str]:
+        """Runs of this table and scale, plus unlabelled (corrupt) ones that could belong to it."""
+        runs = self.runs
+        mine = runs[((runs["table"] == self.table) & (runs["scale"] == self.scale)) | runs["table"].isna() | runs["scale"].isna()]
+        current = mine[mine["superseded_by"].isna()]
+        counts = current["status"].value_counts()
+        lines = ["Counts: " + ", ".join(f"{status} {int(counts.get(status, 0))}" for status in STATUSES)]
+        for status in ("failed", "running", "missing", "corrupt"):
+            for run in current[current["status"] == status].itertuples(index=False):
+                lines.append(f"- {status}: `{run.path}`" + (f": {run.error}" if isinstance(run.error, str) else ""))
+        for run in mine[mine["superseded_by"].notna()].itertuples(index=False):
+            lines.append(f"- superseded: `{run.path}` by `{run.superseded_by}`")
+        return lines
+
+    # ---- output ---------------------------------------------------------------------------------
+    def write(self, out: Path) -> list[Path]:
+        header, rows, frame, notes = self.main_table()
+        claim_header, claim_rows = self.claim_rows()
+        written = [
+            write_text_atomic(out / f"{self.stem}.md", self._markdown(header, rows, notes, claim_header, claim_rows)),
+            write_text_atomic(out / f"{self.stem}.tex", self._latex(header, rows, notes, claim_header, claim_rows)),
+            write_text_atomic(out / f"{self.stem}.csv", frame.to_csv(index=False)),
+        ]
+        if claim_rows:
+            written.append(write_text_atomic(out / f"{self.stem}_claims.csv", self.claims.to_csv(index=False)))
+        written += figures.write_table_figures(self.runs, self.table, self.scale, out)
+        return written
+
+    def _markdown(self, header, rows, notes, claim_header, claim_rows) -> str:
+        parts = [f"# {self.title}", ""]
+        if self.tiny:
+            parts += [f"> **{TINY_BANNER}**", ""]
+        parts += [_markdown_table(header, rows), ""] + [f"{note}  " for note in notes] + [""]
+        if claim_rows:
+            parts += ["## Claims", "", "Reproduced = mean(minuend) − mean(subtrahend) over completed seeds.", "",
+                      _markdown_table(claim_header, claim_rows), ""]
+        parts += ["## Status", ""] + self.status_lines() + [""]
+        return "\n".join(parts)
+
+    def _latex(self, header, rows, notes, claim_header, claim_rows) -> str:
+        parts = ["% Generated by `python -m analysis report`; regenerate instead of editing."]
+        if self.tiny:
+            parts.append(f"% {TINY_BANNER}")
+        caption = ". ".join([self.title] + ([TINY_BANNER] if self.tiny else []) + notes)
+        parts.append(_latex_table(header, rows, caption))
+        if claim_rows:
+            parts.append(_latex_table(claim_header, claim_rows, f"{self.title}: difference claims."))
+        return "\n".join(parts) + "\n"
+
+    def comparison_points(self) -> list[dict]:
+        """Known paper numbers with a reproduction, for the reproduced-vs-reported figure."""
+        points = []
+        if self.cells is not None:
+            known = self.cells[self.cells["reported"].notna() & (self.cells["n"] > 0)]
+            points += [{"label": f"T{self.table} {c.method} {c.column}", "reported": c.reported, "reported_low": c.reported,
+                        "reported_high": c.reported, "reproduced_low": c.mean, "reproduced_high": c.mean,
+                        "tolerance": c.tolerance} for c in known.itertuples(index=False)]
+        by_id = {entry.id: entry for entry in self.reported}
+        for claim in self.claims.itertuples(index=False):
+            entry = by_id[claim.id]
+            if entry.known and not math.isnan(claim.reproduced_low):
+                low = entry.value if entry.kind == "difference" else entry.low
+                high = entry.value if entry.kind == "difference" else entry.high
+                points.append({"label": f"T{self.table} {claim.claim} ({claim.dataset})", "reported": (low + high) / 2,
+                               "reported_low": low, "reported_high": high, "reproduced_low": claim.reproduced_low,
+                               "reproduced_high": claim.reproduced_high, "tolerance": entry.tolerance})
+        return points

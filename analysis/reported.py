@@ -1,0 +1,172 @@
+"""Load and validate analysis/reported_numbers.yaml: the numbers the paper is known to report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_FILE = Path(__file__).with_name("reported_numbers.yaml")
+PAPER_VERSIONS = ("workshop", "v1", "v2")
+KINDS = ("absolute", "difference", "difference_range")
+TABLES = ("1", "2", "3", "4", "finetune", "compute", "fig3", "fig5")
+
+
+class ReportedNumbersError(ValueError):
+    """A malformed reported-numbers file; the message names the file, the entry and the field."""
+
+
+@dataclass(frozen=True)
+class ReportedNumber:
+    id: str
+    table: str
+    kind: str
+    dataset: str | None
+    columns: tuple[str, ...]
+    paper_versions: tuple[str, ...]
+    source: str
+    tolerance: float
+    row: str | None = None
+    setting: str | None = None
+    minuend: str | None = None
+    subtrahend: str | None = None
+    value: float | None = None
+    low: float | None = None
+    high: float | None = None
+    note: str | None = None
+
+    @property
+    def column(self) -> str:
+        return self.columns[0]
+
+    @property
+    def known(self) -> bool:
+        return self.value is not None or self.low is not None
+
+    def describe(self) -> str:
+        """Human-readable reported value, e.g. '+17.2', '+3.3 to +5.6', '63.4' or 'not public'."""
+        if not self.known:
+            return "not public"
+        if self.kind == "absolute":
+            return f"{self.value:.1f}"
+        if self.kind == "difference":
+            return f"{self.value:+.1f}"
+        return f"{self.low:+.1f} to {self.high:+.1f}"
+
+
+def load_reported(path: Path | str = DEFAULT_FILE, paper_version: str = "v2") -> list[ReportedNumber]:
+    """The entries that apply to `paper_version` (each id at most once)."""
+    if paper_version not in PAPER_VERSIONS:
+        raise ReportedNumbersError(f"unknown paper version {paper_version!r}; choose one of {', '.join(PAPER_VERSIONS)}")
+    return [entry for entry in load_all(path) if paper_version in entry.paper_versions]
+
+
+def load_all(path: Path | str = DEFAULT_FILE) -> list[ReportedNumber]:
+    """Every entry of the file, validated; an id may repeat only across distinct paper versions."""
+    path = Path(path)
+    try:
+        document = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise ReportedNumbersError(f"{path.name}: cannot read: {error}") from error
+    if not isinstance(document, dict) or not isinstance(document.get("entries"), list):
+        raise ReportedNumbersError(f"{path.name}: expected a mapping with a list under 'entries'")
+    tolerances = _default_tolerances(path.name, document.get("default_tolerance") or {})
+    entries = [_parse_entry(path.name, index, raw, tolerances) for index, raw in enumerate(document["entries"])]
+    seen: dict[tuple[str, str], int] = {}
+    for index, entry in enumerate(entries):
+        for version in entry.paper_versions:
+            if (entry.id, version) in seen:
+                raise ReportedNumbersError(
+                    f"{path.name} entry {index} ({entry.id}): field 'paper_version': {version} already given "
+                    f"by entry {seen[entry.id, version]} with the same id")
+            seen[entry.id, version] = index
+    return entries
+
+
+def _default_tolerances(filename: str, raw: Any) -> dict[str, float]:
+    if not isinstance(raw, dict):
+        raise ReportedNumbersError(f"{filename}: 'default_tolerance' must map kind -> number")
+    tolerances = {kind: 1.0 for kind in KINDS}
+    for kind, value in raw.items():
+        if kind not in KINDS or not _is_number(value):
+            raise ReportedNumbersError(f"{filename}: default_tolerance.{kind} must be a number for one of {', '.join(KINDS)}")
+        tolerances[kind] = float(value)
+    return tolerances
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _parse_entry(filename: str, index: int, raw: Any, tolerances: dict[str, float]) -> ReportedNumber:
+    label = raw.get("id") if isinstance(raw, dict) else None
+
+    def fail(field: str, problem: str) -> ReportedNumbersError:
+        return ReportedNumbersError(f"{filename} entry {index} ({label or '?'}): field '{field}' {problem}")
+
+    if not isinstance(raw, dict):
+        raise fail("-", "entry must be a mapping")
+
+    def text(field: str, required: bool = True) -> str | None:
+        value = raw.get(field)
+        if value is None and not required:
+            return None
+        if not isinstance(value, str | int) or isinstance(value, bool) or str(value) == "":
+            raise fail(field, "must be a non-empty string" + ("" if required else " or null"))
+        return str(value)
+
+    def number(field: str) -> float | None:
+        value = raw.get(field)
+        if value is not None and not _is_number(value):
+            raise fail(field, "must be a number or null")
+        return None if value is None else float(value)
+
+    entry_id = text("id")
+    table = text("table")
+    if table not in TABLES:
+        raise fail("table", f"must be one of {', '.join(TABLES)}")
+    kind = text("kind")
+    if kind not in KINDS:
+        raise fail("kind", f"must be one of {', '.join(KINDS)}")
+
+    versions = raw.get("paper_version")
+    versions = [versions] if isinstance(versions, str) else versions
+    if not isinstance(versions, list) or not versions or any(v not in PAPER_VERSIONS for v in versions):
+        raise fail("paper_version", f"must be one of {', '.join(PAPER_VERSIONS)} or a list of them")
+
+    if kind == "difference_range":
+        columns = raw.get("columns")
+        if not isinstance(columns, list) or not columns or not all(isinstance(c, str) and "." in c for c in columns):
+            raise fail("columns", "must be a list of 'evaluation.metric' names")
+    else:
+        column = text("column")
+        if "." not in column:
+            raise fail("column", "must be 'evaluation.metric', e.g. imagenet.top1")
+        columns = [column]
+
+    fields: dict[str, Any] = {}
+    if kind == "absolute":
+        fields["row"] = text("row")
+        fields["value"] = number("value")
+    else:
+        fields["minuend"], fields["subtrahend"] = text("minuend"), text("subtrahend")
+        if kind == "difference":
+            fields["value"] = number("value")
+        else:
+            fields["low"], fields["high"] = number("low"), number("high")
+            if (fields["low"] is None) != (fields["high"] is None):
+                raise fail("high" if fields["high"] is None else "low", "must be given together with the other bound")
+            if fields["low"] is not None and fields["low"] > fields["high"]:
+                raise fail("low", "must not exceed 'high'")
+
+    tolerance = number("tolerance")
+    if tolerance is not None and tolerance < 0:
+        raise fail("tolerance", "must not be negative")
+    return ReportedNumber(
+        id=entry_id, table=table, kind=kind, dataset=text("dataset", required=False), columns=tuple(columns),
+        paper_versions=tuple(versions), source=text("source"),
+        tolerance=tolerances[kind] if tolerance is None else tolerance,
+        setting=text("setting", required=False), note=text("note", required=False), **fields,
+    )

@@ -1,0 +1,34 @@
+"""`python -m analysis status SWEEP_DIR`: one line per run, counts per status, progress."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.collect import STATUSES, collect_runs
+
+
+def _label(run) -> str:
+    parts = [f"table {run.table}" if isinstance(run.table, str) else "unlabelled"]
+    parts += [str(value) for value in (run.scale, run.method, run.dataset, run.setting) if isinstance(value, str)]
+    if not pd.isna(run.seed):
+        parts.append(f"seed {int(run.seed)}")
+    return " ".join(parts)
+
+
+def status_text(sweep_dir: Path | str) -> str:
+    runs = collect_runs(sweep_dir)
+    lines = []
+    for run in runs.itertuples(index=False):
+        line = f"{run.status:<10} {run.path}  [{_label(run)}]"
+        if run.status in ("failed", "corrupt") and isinstance(run.error, str):
+            line += f"  {run.error}"
+        if isinstance(run.superseded_by, str):
+            line += f"  (superseded by {run.superseded_by}; not counted)"
+        lines.append(line)
+    current = runs[runs["superseded_by"].isna()]
+    counts = current["status"].value_counts()
+    lines.append("counts: " + ", ".join(f"{status} {int(counts.get(status, 0))}" for status in STATUSES))
+    lines.append(f"progress: {int(counts.get('completed', 0))}/{len(current)} completed")
+    return "\n".join(lines)

@@ -1,0 +1,192 @@
+"""Aggregate completed runs into table cells and evaluate the paper's claims against them.
+
+Every function returns a plain DataFrame; report.py renders them (Markdown, LaTeX, CSV).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from analysis.collect import current_runs
+from analysis.reported import ReportedNumber
+
+# Metrics with their own table layout, kept out of the generic evaluation columns.
+SPECIAL_PREFIXES = ("compute.", "graph_similarity.")
+COMPUTE_METHODS = ("simclr", "supcon", "xclr", "clip")
+CELL_COLUMNS = ["method", "setting", "dataset", "column", "mean", "std", "n", "reported", "paper_version",
+                "source", "diff", "tolerance", "flag"]
+CLAIM_COLUMNS = ["id", "claim", "dataset", "reported", "paper_version", "source", "reproduced", "reproduced_low",
+                 "reproduced_high", "n_minuend", "n_subtrahend", "sign_holds", "within_tolerance", "note"]
+
+
+def completed_runs(runs: pd.DataFrame, table: str, scale: str) -> pd.DataFrame:
+    runs = current_runs(runs)
+    return runs[(runs["table"] == table) & (runs["scale"] == scale) & (runs["status"] == "completed")]
+
+
+def evaluation_columns(runs: pd.DataFrame) -> list[str]:
+    """Metric columns ("imagenet.top1", ...) with at least one value among `runs`."""
+    return [column for column in runs.columns
+            if "." in column and not column.startswith(SPECIAL_PREFIXES) and runs[column].notna().any()]
+
+
+def _matches(value: object, wanted: object) -> bool:
+    """Label equality where None/NaN mean "no label" on both sides."""
+    missing = value is None or (isinstance(value, float) and math.isnan(value))
+    return wanted is None if missing else value == wanted
+
+
+def _select(runs: pd.DataFrame, method: str, dataset: str | None, setting: str | None) -> pd.DataFrame:
+    mask = runs["method"].map(lambda m: m == method) & runs["setting"].map(lambda s: _matches(s, setting))
+    if dataset is not None:
+        mask &= runs["dataset"].map(lambda d: d == dataset)
+    return runs[mask]
+
+
+def _std(values: pd.Series) -> float:
+    return float(values.std(ddof=1)) if len(values) > 1 else math.nan
+
+
+def metric_cells(runs: pd.DataFrame, table: str, scale: str, reported: list[ReportedNumber]) -> pd.DataFrame:
+    """One row per (method, setting, dataset, evaluation column): reproduced mean/std/n over completed
+    seeds next to the reported absolute value. Reported cells without a run appear with n = 0."""
+    done = completed_runs(runs, table, scale)
+    absolute = [entry for entry in reported if entry.table == table and entry.kind == "absolute"]
+    keys = {(m, None if _matches(s, None) else s, d) for m, s, d in done[["method", "setting", "dataset"]].itertuples(index=False)}
+    keys |= {(entry.row, entry.setting, entry.dataset) for entry in absolute if entry.dataset is not None}
+    columns = evaluation_columns(done)
+    columns += sorted({entry.column for entry in absolute if entry.column not in columns
+                       and not entry.column.startswith(SPECIAL_PREFIXES)})
+    cells = []
+    for method, setting, dataset in sorted(keys, key=lambda key: tuple(str(part) for part in key)):
+        selected = _select(done, method, dataset, setting)
+        for column in columns:
+            values = selected[column].dropna() if column in selected else pd.Series(dtype=float)
+            entry = next((e for e in absolute if (e.row, e.setting, e.dataset, e.column) == (method, setting, dataset, column)), None)
+            if values.empty and entry is None:
+                continue
+            mean = float(values.mean()) if len(values) else math.nan
+            reported_value = entry.value if entry is not None and entry.value is not None else math.nan
+            diff = mean - reported_value
+            # At tiny scale absolute values are not comparable with the paper: no difference, no flag.
+            if scale == "tiny":
+                diff = math.nan
+            cells.append({
+                "method": method, "setting": setting, "dataset": dataset, "column": column,
+                "mean": mean, "std": _std(values), "n": len(values),
+                "reported": reported_value, "paper_version": _versions(entry), "source": entry.source if entry else None,
+                "diff": diff, "tolerance": entry.tolerance if entry else math.nan,
+                "flag": bool(entry is not None and not math.isnan(diff) and abs(diff) > entry.tolerance),
+            })
+    return pd.DataFrame(cells, columns=CELL_COLUMNS)
+
+
+def _versions(entry: ReportedNumber | None) -> str | None:
+    return ",".join(entry.paper_versions) if entry is not None else None
+
+
+def claims(runs: pd.DataFrame, table: str, scale: str, reported: list[ReportedNumber]) -> pd.DataFrame:
+    """Each difference claim of `table`, evaluated as mean(minuend) - mean(subtrahend) over completed seeds.
+    A claim whose pretraining dataset the paper does not state is evaluated on every dataset that has runs."""
+    done = completed_runs(runs, table, scale)
+    rows = []
+    for entry in reported:
+        if entry.table != table or entry.kind == "absolute":
+            continue
+        datasets = [entry.dataset] if entry.dataset else sorted(d for d in done["dataset"].dropna().unique())
+        for dataset in datasets or [None]:
+            rows.append(_evaluate_claim(entry, done, dataset))
+    return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
+
+
+def _evaluate_claim(entry: ReportedNumber, done: pd.DataFrame, dataset: str | None) -> dict:
+    minuend = _select(done, entry.minuend, dataset, entry.setting)
+    subtrahend = _select(done, entry.subtrahend, dataset, entry.setting)
+    differences = [float(minuend[c].mean() - subtrahend[c].mean()) for c in entry.columns
+                   if c in done and minuend[c].notna().any() and subtrahend[c].notna().any()]
+    columns = entry.columns[0] if len(entry.columns) == 1 else f"{entry.columns[0].split('.')[0]} ({len(entry.columns)} variants)"
+    note = entry.note or ""
+    if entry.dataset is None and dataset is not None:
+        note = f"{note}; evaluated on {dataset}".lstrip("; ")
+    row = {
+        "id": entry.id, "claim": f"{entry.minuend} − {entry.subtrahend}, {columns}", "dataset": dataset,
+        "reported": entry.describe(), "paper_version": _versions(entry), "source": entry.source,
+        "reproduced": math.nan, "reproduced_low": math.nan, "reproduced_high": math.nan,
+        "n_minuend": _runs_with_values(minuend, entry.columns), "n_subtrahend": _runs_with_values(subtrahend, entry.columns),
+        "sign_holds": None, "within_tolerance": None, "note": note,
+    }
+    if not differences:
+        return row
+    low, high = min(differences), max(differences)
+    row.update(reproduced_low=low, reproduced_high=high)
+    if entry.kind == "difference":
+        row["reproduced"] = differences[0]
+    if entry.known:
+        reported_low = entry.value if entry.kind == "difference" else entry.low
+        reported_high = entry.value if entry.kind == "difference" else entry.high
+        if reported_low > 0:
+            row["sign_holds"] = low > 0
+        elif reported_high < 0:
+            row["sign_holds"] = high < 0
+        row["within_tolerance"] = reported_low - entry.tolerance <= low and high <= reported_high + entry.tolerance
+    return row
+
+
+def _runs_with_values(runs: pd.DataFrame, columns: tuple[str, ...]) -> int:
+    present = [c for c in columns if c in runs]
+    return int(runs[present].notna().any(axis=1).sum()) if present else 0
+
+
+def compute_table(runs: pd.DataFrame, scale: str) -> tuple[pd.DataFrame, dict]:
+    """Per method: step time, throughput, step-time ratio vs SimCLR, peak memory (mean over completed
+    compute runs), and the shared settings (batch size, backbone, graph precompute)."""
+    done = completed_runs(runs, "compute", scale)
+    measurements = [run["compute"] for run in done["metrics"] if isinstance(run, dict) and isinstance(run.get("compute"), dict)]
+    rows = []
+    for method in COMPUTE_METHODS:
+        per_run = [m[method] for m in measurements if isinstance(m.get(method), dict)]
+        if not per_run:
+            continue
+        rows.append({"method": method, **{key: _mean([r.get(key) for r in per_run])
+                                          for key in ("step_ms", "images_per_s", "peak_mem_mb")}, "n": len(per_run)})
+    frame = pd.DataFrame(rows, columns=["method", "step_ms", "images_per_s", "peak_mem_mb", "n"])
+    simclr = frame.loc[frame["method"] == "simclr", "step_ms"]
+    frame.insert(3, "ratio_vs_simclr", frame["step_ms"] / simclr.iloc[0] if len(simclr) else math.nan)
+    settings = {key: measurements[-1].get(key) for key in ("batch_size", "backbone", "graph_precompute_s",
+                                                           "graph_precompute_samples")} if measurements else {}
+    return frame, settings
+
+
+def _mean(values: list) -> float:
+    numbers = [float(v) for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+    return sum(numbers) / len(numbers) if numbers else math.nan
+
+
+def graph_similarity_table(runs: pd.DataFrame, scale: str) -> pd.DataFrame:
+    """Fig. 5 summary statistics per graph (class names vs captions), mean over completed runs."""
+    done = completed_runs(runs, "fig5", scale)
+    stats = [c for c in done.columns if c.startswith("graph_similarity.") and done[c].notna().any()]
+    if done.empty or not stats:
+        return pd.DataFrame(columns=["setting", "n"])
+    grouped = done.groupby(done["setting"].fillna("—"))
+    frame = grouped[stats].mean()
+    frame.columns = [c.removeprefix("graph_similarity.") for c in stats]
+    leading = [c for c in ("num_nodes", "pairs", "mean", "std") if c in frame.columns]
+    frame = frame[leading + [c for c in frame.columns if c not in leading]]
+    frame.insert(0, "n", grouped.size())
+    return frame.reset_index()
+
+
+def histograms(runs: pd.DataFrame, scale: str) -> list[dict]:
+    """The stored similarity histograms of the fig5 runs: setting, graph, edges, counts."""
+    done = completed_runs(runs, "fig5", scale)
+    found = []
+    for setting, metrics in zip(done["setting"], done["metrics"], strict=True):
+        similarity = metrics.get("graph_similarity", {}) if isinstance(metrics, dict) else {}
+        histogram = similarity.get("histogram") or {}
+        if histogram.get("edges") and histogram.get("counts"):
+            found.append({"setting": setting, "graph": similarity.get("graph") or setting,
+                          "edges": histogram["edges"], "counts": histogram["counts"]})
+    return found

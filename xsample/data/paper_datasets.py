@@ -1,0 +1,288 @@
+"""The paper's evaluation datasets, read from their published on-disk layouts.
+
+Every loader only lists files at construction (no image is opened until ``__getitem__``), so building
+ImageNet's 1.28M-image index costs a directory walk, not a decode pass. Layouts:
+
+  imagenet       root/{train,val}/<wnid>/*.JPEG, optional root/LOC_synset_mapping.txt for readable names
+  imagenet_real  root/real.json and root/val/<wnid>/ILSVRC2012_val_XXXXXXXX.JPEG
+  imagenet9      root/<variant>/val/<NN_classname>/*.JPEG and root/in_to_in9.json
+  objectnet      root/images/<folder>/*.png|jpg and root/mappings/{objectnet_to_imagenet_1k.json,
+                 folder_to_objectnet_label.json, imagenet_to_label_2012_v2}
+  mit_states     root/images/<"adjective noun">/*.jpg
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from xsample.data.registry import check_split, register_dataset, require_root
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
+IMAGENET9_VARIANTS = ("original", "only_fg", "no_fg", "mixed_same", "mixed_rand")
+OBJECTNET_BORDER_PX = 2  # ObjectNet images carry a 1-pixel red frame; 2 px clears it after any resampling
+MIT_STATES_NO_ATTRIBUTE = "adj"  # MIT-States folder adjective for images without an annotated state
+
+
+def open_rgb(path: str | os.PathLike) -> Image.Image:
+    """The image at ``path`` as RGB, fully decoded here so a damaged file fails with its name, not in a worker."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except UnidentifiedImageError:
+        reason = "cannot identify image file"
+    except (OSError, SyntaxError, ValueError) as error:  # truncated or malformed data surfaces at decode
+        reason = str(error) or type(error).__name__
+    raise ValueError(f"corrupt image {path} ({reason}); delete or replace it")
+
+
+def _image_files(directory: Path) -> list[str]:
+    return sorted(entry.path for entry in os.scandir(directory)
+                  if entry.is_file() and entry.name.lower().endswith(IMAGE_EXTENSIONS))
+
+
+def _class_folders(directory: Path) -> list[str]:
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory} is missing: expected one sub-folder of images per class")
+    folders = sorted(entry.name for entry in os.scandir(directory) if entry.is_dir())
+    if not folders:
+        raise FileNotFoundError(f"{directory} has no class sub-folders")
+    return folders
+
+
+def _read_json(path: Path, hint: str) -> object:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; {hint}")
+    try:
+        return json.loads(path.read_text())
+    except ValueError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); {hint}") from error
+
+
+class ImageFileDataset(Dataset):
+    """Images listed on disk with an integer label each; subclasses add per-item extras."""
+
+    class_names: list[str]
+
+    def __init__(self, files: list[str], labels: list[int]):
+        self.files = files
+        self.labels = np.asarray(labels, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def load_image(self, position: int) -> Image.Image:
+        return open_rgb(self.files[position])
+
+    def extras(self, position: int) -> dict:
+        return {}
+
+    def __getitem__(self, position: int) -> dict:
+        return {"image": self.load_image(position), "index": position, "label": int(self.labels[position]),
+                "caption": "", **self.extras(position)}
+
+
+def _imagenet_class_names(root: Path, wnids: list[str]) -> list[str]:
+    """Readable names ("tench") from LOC_synset_mapping.txt when the root has it, else the wnids themselves."""
+    mapping_file = root / "LOC_synset_mapping.txt"
+    if not mapping_file.is_file():
+        return list(wnids)
+    readable = {}
+    for line in mapping_file.read_text().splitlines():
+        wnid, _, names = line.strip().partition(" ")
+        if wnid:
+            readable[wnid] = names.split(",")[0].strip() or wnid
+    return [readable.get(wnid, wnid) for wnid in wnids]
+
+
+class ImageNet(ImageFileDataset):
+    def __init__(self, root: Path, split: str):
+        split_dir = root / split
+        self.wnids = _class_folders(split_dir)
+        files, labels = [], []
+        for label, wnid in enumerate(self.wnids):
+            class_files = _image_files(split_dir / wnid)
+            files += class_files
+            labels += [label] * len(class_files)
+        super().__init__(files, labels)
+        self.class_names = _imagenet_class_names(root, self.wnids)
+
+
+class ImageNetReaL(ImageFileDataset):
+    """ImageNet val with the reassessed labels of Beyer et al. 2020 (google-research/reassessed-imagenet).
+
+    Layout: ``root/real.json`` and ``root/val/<wnid>/ILSVRC2012_val_XXXXXXXX.JPEG``. The k-th entry of
+    real.json belongs to the k-th val image when all val images are sorted by file name (across classes).
+    Images whose list is empty (no valid ImageNet class) are left out; ``excluded_empty`` counts them.
+    ``index`` is the image's position in that sorted val order, so it names the same image as real.json.
+    """
+
+    def __init__(self, root: Path):
+        val_dir = root / "val"
+        self.wnids = _class_folders(val_dir)
+        by_name = sorted((os.path.basename(path), path, label)
+                         for label, wnid in enumerate(self.wnids) for path in _image_files(val_dir / wnid))
+        real = _read_json(root / "real.json", "download it from github.com/google-research/reassessed-imagenet")
+        if not isinstance(real, list) or len(real) != len(by_name):
+            count = len(real) if isinstance(real, list) else "no list"
+            raise ValueError(f"{root / 'real.json'} has {count} entries but {val_dir} holds {len(by_name)} images; "
+                             "they must match one to one (all 50000 val images)")
+        kept = [k for k, labels in enumerate(real) if labels]
+        self.excluded_empty = len(real) - len(kept)
+        self.val_positions = np.asarray(kept, dtype=np.int64)
+        self.real_labels = [[int(label) for label in real[k]] for k in kept]
+        super().__init__([by_name[k][1] for k in kept], [by_name[k][2] for k in kept])
+        self.class_names = _imagenet_class_names(root, self.wnids)
+
+    def extras(self, position: int) -> dict:
+        return {"real_labels": list(self.real_labels[position])}
+
+    def __getitem__(self, position: int) -> dict:
+        return {**super().__getitem__(position), "index": int(self.val_positions[position])}
+
+
+class ImageNet9(ImageFileDataset):
+    """Backgrounds-challenge ImageNet-9 (Xiao et al. 2020): one split per variant, labels are the 9 super-classes.
+
+    ``imagenet_class_map[i]`` is the super-class of ImageNet class ``i`` (sorted-wnid order) or -1.
+    """
+
+    def __init__(self, root: Path, variant: str):
+        map_file = root / "in_to_in9.json"
+        if not map_file.is_file():
+            raise FileNotFoundError(
+                f"dataset imagenet9: {map_file} is missing. Download in_to_in9.json from "
+                "github.com/MadryLab/backgrounds_challenge (repository root) into the dataset root."
+            )
+        mapping = _read_json(map_file, "re-download it from github.com/MadryLab/backgrounds_challenge")
+        self.imagenet_class_map = [int(mapping[key]) for key in sorted(mapping, key=int)]
+        variant_dir = root / variant / "val"
+        folders = _class_folders(variant_dir)  # "00_dog" ... "08_insect": the prefix fixes the order
+        files, labels = [], []
+        for label, folder in enumerate(folders):
+            class_files = _image_files(variant_dir / folder)
+            files += class_files
+            labels += [label] * len(class_files)
+        super().__init__(files, labels)
+        self.class_names = [folder.split("_", 1)[-1] for folder in folders]
+        self.variant = variant
+
+
+class ObjectNet(ImageFileDataset):
+    """ObjectNet (Barbu et al. 2019) restricted to the classes that overlap ImageNet-1k (113 of 313).
+
+    Labels index the kept ObjectNet classes (sorted by name); ``imagenet_class_map[i]`` is the kept class
+    of ImageNet class ``i`` or -1. Each image loses its 1-pixel red frame (2 px cropped per side).
+    """
+
+    def __init__(self, root: Path):
+        mappings = root / "mappings"
+        hint = "it ships in the ObjectNet release under mappings/"
+        objectnet_to_imagenet = _read_json(mappings / "objectnet_to_imagenet_1k.json", hint)
+        folder_to_label = _read_json(mappings / "folder_to_objectnet_label.json", hint)
+        imagenet_names_file = mappings / "imagenet_to_label_2012_v2"
+        if not imagenet_names_file.is_file():
+            raise FileNotFoundError(f"{imagenet_names_file} is missing; {hint}")
+        imagenet_names = [line.strip() for line in imagenet_names_file.read_text().splitlines() if line.strip()]
+        imagenet_index = {name: i for i, name in enumerate(imagenet_names)}
+
+        self.class_names = sorted(name for name in set(folder_to_label.values()) if name in objectnet_to_imagenet)
+        self.imagenet_class_map = [-1] * len(imagenet_names)
+        for label, name in enumerate(self.class_names):
+            for imagenet_name in objectnet_to_imagenet[name].split(";"):
+                imagenet_name = imagenet_name.strip()
+                if imagenet_name not in imagenet_index:
+                    raise ValueError(f"{mappings / 'objectnet_to_imagenet_1k.json'} maps {name!r} to "
+                                     f"{imagenet_name!r}, which is not a line of {imagenet_names_file}")
+                i = imagenet_index[imagenet_name]
+                if self.imagenet_class_map[i] != -1:  # keep the first claim so the map stays a function
+                    log.warning("ImageNet class %r maps to ObjectNet %r and %r; keeping the first", imagenet_name,
+                                self.class_names[self.imagenet_class_map[i]], name)
+                    continue
+                self.imagenet_class_map[i] = label
+
+        label_of = {name: label for label, name in enumerate(self.class_names)}
+        images_dir = root / "images"
+        files, labels = [], []
+        for folder in _class_folders(images_dir):
+            label = label_of.get(folder_to_label.get(folder, ""))
+            if label is None:
+                continue
+            class_files = _image_files(images_dir / folder)
+            files += class_files
+            labels += [label] * len(class_files)
+        super().__init__(files, labels)
+
+    def load_image(self, position: int) -> Image.Image:
+        image = super().load_image(position)
+        width, height = image.size
+        b = OBJECTNET_BORDER_PX
+        return image.crop((b, b, width - b, height - b))
+
+
+class MITStates(ImageFileDataset):
+    """MIT-States (Isola et al. 2015): ``label`` is the noun, ``attribute`` the adjective of each image.
+
+    Folders are named "adjective noun"; the "adj" folders (no annotated state) are skipped.
+    """
+
+    def __init__(self, root: Path):
+        images_dir = root / "images"
+        pairs = []
+        for folder in _class_folders(images_dir):
+            adjective, _, noun = folder.partition(" ")
+            if adjective != MIT_STATES_NO_ATTRIBUTE and noun:
+                pairs.append((folder, adjective, noun))
+        self.class_names = sorted({noun for _, _, noun in pairs})
+        self.attribute_names = sorted({adjective for _, adjective, _ in pairs})
+        noun_index = {noun: i for i, noun in enumerate(self.class_names)}
+        adjective_index = {adjective: i for i, adjective in enumerate(self.attribute_names)}
+        files, labels, attributes = [], [], []
+        for folder, adjective, noun in pairs:
+            class_files = _image_files(images_dir / folder)
+            files += class_files
+            labels += [noun_index[noun]] * len(class_files)
+            attributes += [adjective_index[adjective]] * len(class_files)
+        super().__init__(files, labels)
+        self.attributes = np.asarray(attributes, dtype=np.int64)
+
+    def extras(self, position: int) -> dict:
+        return {"attribute": int(self.attributes[position])}
+
+
+@register_dataset("imagenet")
+def build_imagenet(split: str, root=None) -> ImageNet:
+    check_split("imagenet", split, ("train", "val"))
+    return ImageNet(require_root("imagenet", root), split)
+
+
+@register_dataset("imagenet_real")
+def build_imagenet_real(split: str, root=None) -> ImageNetReaL:
+    check_split("imagenet_real", split, ("val",))
+    return ImageNetReaL(require_root("imagenet_real", root))
+
+
+@register_dataset("imagenet9")
+def build_imagenet9(split: str, root=None) -> ImageNet9:
+    check_split("imagenet9", split, IMAGENET9_VARIANTS)
+    return ImageNet9(require_root("imagenet9", root), split)
+
+
+@register_dataset("objectnet")
+def build_objectnet(split: str, root=None) -> ObjectNet:
+    check_split("objectnet", split, ("test",))
+    return ObjectNet(require_root("objectnet", root))
+
+
+@register_dataset("mit_states")
+def build_mit_states(split: str, root=None) -> MITStates:
+    check_split("mit_states", split, ("all",))
+    return MITStates(require_root("mit_states", root))

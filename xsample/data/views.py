@@ -1,0 +1,55 @@
+"""Two augmented views per sample, and seeded class-balanced subsets (data-scarcity sweeps)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+
+import numpy as np
+from torch.utils.data import Dataset, Subset
+
+
+class TwoViewDataset(Dataset):
+    """Items ``{"view1", "view2", "index", "label", "caption"}`` from a base dataset."""
+
+    def __init__(self, dataset: Dataset, augmentation: Callable):
+        self.dataset = dataset
+        self.augmentation = augmentation
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, position: int) -> dict:
+        item = self.dataset[position]
+        return {"view1": self.augmentation(item["image"]), "view2": self.augmentation(item["image"]),
+                "index": int(item["index"]), "label": int(item.get("label", -1)),
+                "caption": item.get("caption") or ""}
+
+
+def dataset_labels(dataset: Dataset) -> np.ndarray:
+    """Labels of every item, read from a ``labels`` attribute when the dataset has one (no decoding)."""
+    if isinstance(dataset, Subset):
+        return dataset_labels(dataset.dataset)[np.asarray(dataset.indices)]
+    labels = getattr(dataset, "labels", None)
+    if labels is None:
+        labels = [dataset[i]["label"] for i in range(len(dataset))]
+    return np.asarray(labels)
+
+
+def class_balanced_subset(dataset: Dataset, fraction: float, seed: int) -> Subset:
+    """The same fraction of every class (at least one sample each), chosen with ``seed``."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    labels = dataset_labels(dataset)
+    if (labels < 0).all():
+        raise ValueError("class_balanced_subset needs a labelled dataset; this one has no labels")
+    by_class: dict[int, list[int]] = defaultdict(list)
+    for position, label in enumerate(labels):
+        by_class[int(label)].append(position)
+    rng = np.random.default_rng(seed)
+    chosen: list[int] = []
+    for label in sorted(by_class):
+        members = np.asarray(by_class[label])
+        keep = max(1, int(round(fraction * len(members))))
+        chosen.extend(rng.choice(members, size=keep, replace=False).tolist())
+    return Subset(dataset, sorted(chosen))
