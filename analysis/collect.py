@@ -95,11 +95,11 @@ def _flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
     return flat
 
 
-def _plan_entries(sweep_dir: Path) -> list[tuple[str, dict[str, Any]]]:
+def _plan_entries(plan_file: Path) -> list[tuple[str, dict[str, Any]]]:
     """(run_dir, labels) of every planned run. Accepts {"runs": [{"run_dir", "experiment"}]} and
     {"jobs": [{"run_dir", "labels"}]}; an unreadable plan is ignored (the results still count)."""
     try:
-        plan = json.loads((sweep_dir / PLAN_FILE).read_text())
+        plan = json.loads(plan_file.read_text())
         jobs = plan.get("runs", plan.get("jobs", []))
         return [(str(job["run_dir"]), dict(job.get("experiment") or job.get("labels") or {})) for job in jobs]
     except (OSError, ValueError, AttributeError, KeyError, TypeError):
@@ -107,17 +107,21 @@ def _plan_entries(sweep_dir: Path) -> list[tuple[str, dict[str, Any]]]:
 
 
 def _merge_plan(sweep_dir: Path, rows: dict[Path, dict[str, Any]]) -> None:
-    by_name = {Path(row["path"]).name: key for key, row in rows.items()}
-    for run_dir, labels in _plan_entries(sweep_dir):
-        planned = Path(run_dir) if Path(run_dir).is_absolute() else sweep_dir / run_dir
-        # A plan written on another machine has other absolute paths: fall back to the run's name.
-        key = planned.resolve() if planned.resolve() in rows else by_name.get(planned.name)
-        if key is None:
-            rows[planned.resolve()] = {"path": _relative(planned, sweep_dir), "status": "missing", **_labels(labels)}
-            continue
-        for label, value in _labels(labels).items():  # a corrupt file keeps the labels the plan gave it
-            if rows[key].get(label) is None:
-                rows[key][label] = value
+    """Merge every sweep plan under ``sweep_dir`` (one per table sweep) into the rows."""
+    for plan_file in sorted(sweep_dir.rglob(PLAN_FILE)):
+        plan_dir = plan_file.parent.resolve()
+        # Run names repeat across tables: the by-name fallback only looks inside this plan's sweep.
+        by_name = {key.name: key for key in rows if plan_dir in key.parents}
+        for run_dir, labels in _plan_entries(plan_file):
+            planned = Path(run_dir) if Path(run_dir).is_absolute() else plan_file.parent / run_dir
+            # A plan written on another machine has other absolute paths: fall back to the run's name.
+            key = planned.resolve() if planned.resolve() in rows else by_name.get(planned.name)
+            if key is None:
+                rows[planned.resolve()] = {"path": _relative(planned, sweep_dir), "status": "missing", **_labels(labels)}
+                continue
+            for label, value in _labels(labels).items():  # a corrupt file keeps the labels the plan gave it
+                if rows[key].get(label) is None:
+                    rows[key][label] = value
 
 
 def _mark_superseded(frame: pd.DataFrame) -> None:

@@ -22,21 +22,22 @@ FLAG_MD, FLAG_TEX = "⚠", r"\textdagger{}"
 
 
 def write_report(sweep_dir: Path | str, out_dir: Path | str | None = None, paper_version: str = "v2",
-                 reported_file: Path | str = DEFAULT_FILE) -> list[Path]:
+                 reported_file: Path | str = DEFAULT_FILE, scale: str | None = None) -> list[Path]:
     """Write every table found in the sweep (and its figures); return the paths written.
-    Without `out_dir`, each scale goes to paper_figures/<scale>/ under the working directory."""
+    Without `out_dir`, each scale goes to paper_figures/<scale>/ under the working directory.
+    ``sweep_dir`` may hold several tables' sweeps: the comparison figure then covers all of them."""
     runs = collect_runs(sweep_dir)
     reported = load_reported(reported_file, paper_version)
     labelled = runs.dropna(subset=["table", "scale"])
     written: list[Path] = []
-    for scale in sorted(labelled["scale"].unique()):
-        out = Path(out_dir) if out_dir is not None else Path("paper_figures") / scale
+    for current in sorted(labelled["scale"].unique()) if scale is None else [scale]:
+        out = Path(out_dir) if out_dir is not None else Path("paper_figures") / current
         comparison_points = []
-        for table in sorted(labelled.loc[labelled["scale"] == scale, "table"].unique()):
-            report = TableReport(runs, table, scale, reported, paper_version)
+        for table in sorted(labelled.loc[labelled["scale"] == current, "table"].unique()):
+            report = TableReport(runs, table, current, reported, paper_version)
             written += report.write(out)
             comparison_points += report.comparison_points()
-        written += figures.comparison_figure(comparison_points, scale, out)
+        written += figures.comparison_figure(comparison_points, current, out)
     return written
 
 
@@ -44,6 +45,13 @@ def write_report(sweep_dir: Path | str, out_dir: Path | str | None = None, paper
 COLUMN_ORDER = ("imagenet.top1", "imagenet.knn_top1", "zero_shot.imagenet", "imagenet_real.top1", "imagenet9.original",
                 "imagenet9.only_fg", "imagenet9.no_fg", "imagenet9.mixed_same", "imagenet9.mixed_rand",
                 "imagenet9.bg_gap", "objectnet.top1", "mit_states.objects", "mit_states.attributes")
+
+
+DATASET_ORDER = ("imagenet", "cc3m", "cc12m")
+
+
+def _dataset_rank(dataset: object) -> tuple[int, str]:
+    return (DATASET_ORDER.index(dataset) if dataset in DATASET_ORDER else len(DATASET_ORDER), str(dataset))
 
 
 def _column_rank(column: str) -> tuple[int, str]:
@@ -111,28 +119,29 @@ class TableReport:
         cells = self.cells
         if cells.empty:
             return ["method"], [], cells, ["No completed runs yet."]
+        # As in the paper's Table 3: several pretraining datasets are row groups, evaluations the columns.
         several_datasets = cells["dataset"].nunique(dropna=True) > 1
         has_setting = cells["setting"].notna().any()
-        column_keys = sorted(dict.fromkeys(zip(cells["dataset"], cells["column"], strict=True)),
-                             key=lambda key: (str(key[0]), _column_rank(key[1])))
+        columns = sorted(dict.fromkeys(cells["column"]), key=_column_rank)
         # Columns the paper reports nowhere say so once, in the notes, not in every cell.
-        with_paper = {(r.dataset, r.column) for r in cells.itertuples(index=False) if not math.isnan(r.reported)}
-        row_keys = list(dict.fromkeys(zip(cells["method"], cells["setting"], strict=True)))
-        header = ["method"] + (["setting"] if has_setting else [])
-        header += [f"{d}: {c}" if several_datasets else c for d, c in column_keys]
-        by_key = {(r.method, r.setting, r.dataset, r.column): r for r in cells.itertuples(index=False)}
+        with_paper = {r.column for r in cells.itertuples(index=False) if not math.isnan(r.reported)}
+        row_keys = sorted(dict.fromkeys(zip(cells["dataset"], cells["method"], cells["setting"], strict=True)),
+                          key=lambda key: (_dataset_rank(key[0]), str(key[1]), str(key[2])))
+        header = (["pretraining"] if several_datasets else []) + ["method"] + (["setting"] if has_setting else [])
+        header += columns
+        by_key = {(r.dataset, r.method, r.setting, r.column): r for r in cells.itertuples(index=False)}
         rows = []
-        for method, setting in row_keys:
-            row = [method] + ([setting or ""] if has_setting else [])
-            for dataset, column in column_keys:
-                cell = by_key.get((method, setting, dataset, column))
-                row.append(self._cell_text(cell, (dataset, column) in with_paper) if cell is not None else "")
+        for dataset, method, setting in row_keys:
+            row = ([str(dataset)] if several_datasets else []) + [method] + ([setting or ""] if has_setting else [])
+            for column in columns:
+                cell = by_key.get((dataset, method, setting, column))
+                row.append(self._cell_text(cell, column in with_paper) if cell is not None else "")
             rows.append(row)
         notes = [f"Cell: reproduced mean ± std (n = completed seeds) · paper value · Δ reproduced − paper; "
                  f"{FLAG_MD} = |Δ| beyond the entry's tolerance."]
         if self.tiny:
             notes = ["Cell: reproduced mean ± std (n = completed seeds) · paper value (not comparable at tiny scale)."]
-        without_paper = [f"{d}: {c}" if several_datasets else c for d, c in column_keys if (d, c) not in with_paper]
+        without_paper = [column for column in columns if column not in with_paper]
         if without_paper:
             notes.append(f"Paper value not public for: {', '.join(without_paper)}.")
         return header, rows, cells, notes

@@ -153,8 +153,12 @@ def cli() -> None:
         _write_sweep_plans(jobs)
     main()
     if multirun:
-        for directory, report_dir in sorted({(job["sweep_dir"], job["report_dir"]) for job in jobs}):
-            subprocess.run([sys.executable, "-m", "analysis", "report", directory, "--out", report_dir], check=False)
+        # Every table under the sweeps root is re-rendered (cheap), so the reproduced-vs-reported
+        # figure covers all claims measured so far, not only this table's.
+        for sweeps_root, scale, report_dir in sorted({(str(Path(job["sweep_dir"]).parent), job["experiment"]["scale"],
+                                                       job["report_dir"]) for job in jobs}):
+            subprocess.run([sys.executable, "-m", "analysis", "report", sweeps_root, "--scale", scale,
+                            "--out", report_dir], check=False)
 
 
 if __name__ == "__main__":

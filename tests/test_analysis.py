@@ -297,3 +297,20 @@ def test_cli_report_defaults_to_paper_figures_scale_dir(table1_sweep, tmp_path, 
     monkeypatch.chdir(tmp_path)
     assert main(["report", str(table1_sweep)]) == 0
     assert (tmp_path / "paper_figures" / "tiny" / "table1_tiny.csv").exists()
+
+
+def test_a_sweeps_root_with_several_tables_keeps_their_plans_apart(tmp_path):
+    """Run names repeat across tables (xclr_imagenet_seed0): each plan only matches runs of its own sweep."""
+    for table in ("1", "fig3"):
+        sweep = tmp_path / f"table{table}_tiny"
+        write_result(sweep, "xclr_imagenet_seed0", table=table, method="xclr", metrics={"imagenet": {"top1": 50.0}})
+        planned = ["xclr_imagenet_seed0"] + (["simclr_imagenet_seed0"] if table == "fig3" else [])
+        plan = {"runs": [{"run_dir": f"runs/{name}",
+                          "experiment": {"table": table, "scale": "tiny", "method": name.split("_")[0],
+                                         "dataset": "imagenet", "setting": None, "seed": 0}} for name in planned]}
+        (sweep / "sweep_plan.json").write_text(json.dumps(plan))
+    runs = collect_runs(tmp_path)
+    assert sorted(zip(runs["table"], runs["method"], runs["status"], strict=True)) == [
+        ("1", "xclr", "completed"), ("fig3", "simclr", "missing"), ("fig3", "xclr", "completed")]
+    written = write_report(tmp_path, tmp_path / "out", scale="tiny")
+    assert {p.name for p in written} >= {"table1_tiny.md", "tablefig3_tiny.md"}

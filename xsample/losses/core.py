@@ -8,12 +8,10 @@ most of the target mass.
 
 The two-view probability targets (SupCon, X-CLR) give both views of a sample the same row and
 column, so the (2n, 2N) matrix is stored as its (n, N) sample block (``BlockTargets``) and never
-materialised: for rows summing to 1 and any unmasked anchor column a_i,
-
-    -sum_j t_ij log softmax_j(l_ij) = CE(l_i, a_i) - (sum_j t_ij l_ij - l_{i, a_i}),
-
-and ``sum_j t_ij l_ij = scale * <row_i, sum_j t_ij column_j>`` is a small (n, N) @ (N, D) product.
-X-CLR and SupCon thus cost one SimCLR cross-entropy plus O(n N D), with no extra dense matrix.
+materialised. Their cross-entropy is a custom autograd function: the forward pass needs only the
+row log-sum-exp and ``sum_ij T_ij l_ij`` (the four (n, N) logit blocks folded onto the sample block),
+and the backward pass writes ``softmax(l) - T`` into one buffer, subtracting the block in place. X-CLR
+and SupCon thus cost what SimCLR's index cross-entropy costs, plus O(n N) elementwise work.
 """
 
 from __future__ import annotations
@@ -95,26 +93,6 @@ class BlockTargets:
     layout: TwoViewLayout
     mask_self: bool
 
-    def mean_excess_over_anchor(self, rows: Tensor, columns: Tensor, scale: float | Tensor) -> Tensor:
-        """``mean_i (sum_j T_ij l_ij - l_{i, other view of i})``, computed from features, not logits.
-
-        With u_k = z1_k + z2_k (local) and s_b = Z1_b + Z2_b (global), both views of local sample k
-        give ``sum_j T_ij l_ij = scale * <z_i, P_k s>`` (less the self column when masked), and
-        the two anchor logits sum to ``scale * 2 <z1_k, z2_k> = scale * (|u_k|^2 - 2)`` for unit rows.
-        Summing both views: ``scale * (<u_k, P_k s - u_k> + 2 - self terms)``.
-        """
-        local_size, global_size = self.layout.local_size, self.layout.global_size
-        both_views = rows[:local_size] + rows[local_size:]
-        # In one process the columns are the rows themselves.
-        column_views = both_views if columns is rows else columns[:global_size] + columns[global_size:]
-        excess = torch.dot(both_views.flatten(), (self.probabilities @ column_views - both_views).flatten())
-        constant = 2.0 * local_size
-        if self.mask_self:
-            # Each masked self logit is exactly `scale` (unit rows), weighted by its block entry, in both views.
-            local = torch.arange(local_size, device=rows.device)
-            constant -= 2 * self.probabilities[local, local + self.layout.offset].sum()
-        return scale * (excess + constant) / (2 * local_size)
-
 
 def similarity_logits(rows: Tensor, columns: Tensor, scale: float | Tensor, self_columns: Tensor | None = None) -> Tensor:
     """``scale * rows @ columns.T``, with entry (i, self_columns[i]) masked out of every softmax."""
@@ -132,11 +110,53 @@ def contrastive_cross_entropy(rows: Tensor, columns: Tensor, scale: float | Tens
                               self_columns: Tensor | None = None) -> Tensor:
     """Mean over rows of ``-sum_j t_ij log softmax_j(l_ij)``, ``l = scale * rows @ columns.T`` (self masked).
 
-    ``targets``: a class-index vector (R,) (one-hot targets) or ``BlockTargets`` (two-view probability
-    targets, anchored at each row's other view, which is never masked).
+    ``targets``: a class-index vector (R,) (one-hot targets, self masked at ``self_columns``) or
+    ``BlockTargets`` (two-view probability targets, self masked when ``targets.mask_self``).
     """
-    logits = similarity_logits(rows, columns, scale, self_columns)
     if isinstance(targets, Tensor):
-        return F.cross_entropy(logits, targets)
-    anchored = F.cross_entropy(logits, targets.layout.other_view_columns())
-    return anchored - targets.mean_excess_over_anchor(rows, columns, scale)
+        return F.cross_entropy(similarity_logits(rows, columns, scale, self_columns), targets)
+    logits = (rows * scale) @ columns.T
+    return _BlockTargetCrossEntropy.apply(logits, targets.probabilities, targets.layout, targets.mask_self)
+
+
+class _BlockTargetCrossEntropy(torch.autograd.Function):
+    """``mean_i [logsumexp_j l_ij - sum_j T_ij l_ij]`` for two-view block targets (see the module docstring).
+
+    Rows are ``[view 1; view 2]`` of n local samples, columns ``[view 1; view 2]`` of N global
+    samples, so ``logits.view(2, n, 2, N)[v, k, w, b]`` pairs with ``probabilities[k, b]``.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, probabilities: Tensor, layout: TwoViewLayout, mask_self: bool) -> Tensor:
+        local_size, global_size = probabilities.shape
+        # Fold the two row views, then the two column views (contiguous halves: cheap adds).
+        by_sample = logits[:local_size] + logits[local_size:]
+        cross = torch.dot((by_sample[:, :global_size] + by_sample[:, global_size:]).flatten(), probabilities.flatten())
+        row_ids = torch.arange(2 * local_size, device=logits.device)
+        if mask_self:
+            self_cols = layout.self_columns()
+            # T is 0 at the self pair, where the folded sum counted the block entry once per view.
+            cross = cross - torch.dot(logits[row_ids, self_cols], probabilities.diagonal(layout.offset).repeat(2))
+            # In place is safe: the matmul that made `logits` saved its inputs, not its output.
+            logits[row_ids, self_cols] = float("-inf")
+        log_probs = torch.log_softmax(logits, dim=1)
+        # logsumexp_j l_ij = l_ia - log p_ia at any unmasked column a: the other view's.
+        anchors = layout.other_view_columns()
+        log_normaliser = logits[row_ids, anchors] - log_probs[row_ids, anchors]
+        ctx.save_for_backward(log_probs, probabilities)
+        ctx.layout, ctx.mask_self = layout, mask_self
+        return (log_normaliser.sum() - cross) / logits.shape[0]
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):
+        log_probs, probabilities = ctx.saved_tensors
+        local_size, global_size = probabilities.shape
+        grad = log_probs.exp()
+        for rows in (slice(0, local_size), slice(local_size, None)):
+            for columns in (slice(0, global_size), slice(global_size, None)):
+                grad[rows, columns] -= probabilities
+        if ctx.mask_self:
+            # softmax and target are both 0 at the masked self pair.
+            row_ids = torch.arange(2 * local_size, device=grad.device)
+            grad[row_ids, ctx.layout.self_columns()] = 0.0
+        return grad.mul_(grad_output / log_probs.shape[0]), None, None, None
