@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import zlib
+from abc import ABC, abstractmethod
 from functools import lru_cache
 
 import torch
@@ -19,12 +20,13 @@ DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 BAG_OF_WORDS_DIM = 512
 
 
-class TextEncoder:
+class TextEncoder(ABC):
     name: str
     dim: int
 
+    @abstractmethod
     def encode(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:
-        raise NotImplementedError
+        """(len(texts), dim) float32 unit rows."""
 
 
 class SentenceTransformerEncoder(TextEncoder):
