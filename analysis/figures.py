@@ -50,6 +50,12 @@ def _fraction(setting: object) -> float:
         return math.nan
 
 
+def _imagenet_stand_in(runs: pd.DataFrame) -> str:
+    """The data the "imagenet" protocol ran on, e.g. "Fashion-MNIST (ImageNet analog)" at tiny scale."""
+    used = {name for name in runs["dataset_used"].dropna().unique() if name != "imagenet"}
+    return f"{', '.join(sorted(used))} (ImageNet analog)" if used else "ImageNet"
+
+
 def data_scarcity_figure(runs: pd.DataFrame, scale: str, out: Path) -> list[Path]:
     done = completed_runs(runs, "fig3", scale)
     if "imagenet.top1" not in done:
@@ -59,7 +65,7 @@ def data_scarcity_figure(runs: pd.DataFrame, scale: str, out: Path) -> list[Path
         return []
     figure, axes = plt.subplots(figsize=(5, 3.5))
     sns.lineplot(data=data, x="fraction", y="imagenet.top1", hue="method", errorbar="sd", marker="o", ax=axes)
-    axes.set(xlabel="fraction of training data", ylabel="ImageNet top-1 (%)",
+    axes.set(xlabel="fraction of training data", ylabel=f"{_imagenet_stand_in(data)} top-1 (%)",
              title=_title("Data scarcity (Fig. 3a)", scale))
     return save_figure(figure, out, f"fig3_{scale}")
 
