@@ -110,3 +110,9 @@ def test_cli_reports_a_dataset_without_captions(tmp_path, capsys):
     assert graph_cli(["build", "--dataset", "fashion_mnist", "--option", "max_samples=100",
                       "--cache-root", str(tmp_path)]) == 2
     assert "no captions" in capsys.readouterr().err
+
+
+def test_text_encoder_missing_offline_says_how_to_get_it(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match="not available offline.*local path as graph.encoder"):
+        load_text_encoder("nobody/no-such-sentence-encoder")

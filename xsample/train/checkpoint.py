@@ -15,7 +15,7 @@ CHECKPOINT_NAME = "checkpoint.pt"
 
 
 class ConfigMismatchError(RuntimeError):
-    pass
+    """A run directory holds a checkpoint of a different configuration (resuming it would mix runs)."""
 
 
 def rng_state() -> dict[str, Any]:
