@@ -51,7 +51,7 @@ def _fraction(setting: object) -> float:
 
 
 def _imagenet_stand_in(runs: pd.DataFrame) -> str:
-    """The data the "imagenet" protocol ran on, e.g. "Fashion-MNIST (ImageNet analog)" at tiny scale."""
+    """The data the "imagenet" protocol ran on, e.g. "fashion_mnist (ImageNet analog)" at tiny scale."""
     used = {name for name in runs["dataset_used"].dropna().unique() if name != "imagenet"}
     return f"{', '.join(sorted(used))} (ImageNet analog)" if used else "ImageNet"
 

@@ -25,10 +25,19 @@ if str(REPO) not in sys.path:  # run as a script from any directory
 
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from hydra.errors import MissingConfigException  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from experiments.run_config import build_run_config, run_name, sweep_dir  # noqa: E402
-from experiments.sweep import _option, check_choices, describe_jobs, expand, format_plan, slurm_available  # noqa: E402
+from experiments.run_config import ConfigError, build_run_config, run_name, sweep_dir  # noqa: E402
+from experiments.sweep import (  # noqa: E402
+    _option,
+    check_choices,
+    config_error_line,
+    describe_jobs,
+    expand,
+    format_plan,
+    slurm_available,
+)
 from xsample.io import atomic_write_json  # noqa: E402
 from xsample.train.checkpoint import ConfigMismatchError  # noqa: E402
 from xsample.train.provenance import config_hash  # noqa: E402
@@ -143,7 +152,10 @@ def cli() -> None:
         sys.argv.append(f"launcher={launcher}")
     else:
         why = "chosen"
-    jobs = describe_jobs(expand(overrides) if multirun else [overrides])
+    try:
+        jobs = describe_jobs(expand(overrides) if multirun else [overrides])
+    except (ConfigError, MissingConfigException) as error:
+        raise SystemExit(f"xsample: {config_error_line(error)}") from None
     sweeps = sorted({job["sweep_dir"] for job in jobs})
     print(f"xsample: launcher={launcher} ({why}); sweep dir: {', '.join(sweeps)}; {len(jobs)} job(s)", flush=True)
     if plan:

@@ -18,7 +18,7 @@ SCALES = ("tiny", "paper")
 
 
 class ConfigError(ValueError):
-    """A config the harness cannot run (unknown dataset or scale); printed as one line."""
+    """A config the harness cannot run (unknown dataset or scale); reproduce.py prints it as one line."""
 
 
 def _data_for(cfg: dict[str, Any], dataset: str) -> dict[str, Any]:

@@ -15,10 +15,12 @@ from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
 
 from experiments.run_config import (
     CONFIGS_DIR,
+    ConfigError,
     build_run_config,
     experiment_labels,
     resources,
@@ -59,6 +61,13 @@ def check_choices(overrides: list[str]) -> None:
     launcher = _option(overrides, "launcher")
     if launcher is not None and launcher not in LAUNCHERS:
         raise SystemExit(f"xsample: unknown launcher {launcher!r}; choose one of: {', '.join(LAUNCHERS)}")
+
+
+def config_error_line(error: ConfigError | MissingConfigException) -> str:
+    """One line for a config that cannot be composed; Hydra's own message goes on with its search path."""
+    first = str(error).splitlines()[0]
+    options = getattr(error, "options", None)
+    return f"{first}; choose one of: {', '.join(options)}" if options else first
 
 
 def _compose(overrides: list[str], *, with_hydra: bool = False):

@@ -80,3 +80,14 @@ def test_plan_mode_prints_jobs_and_gpu_hours_and_writes_nothing(tmp_path):
     assert first.startswith("xsample: launcher=plan") and str(tmp_path) in first
     assert "6 jobs, estimated total 1200.0 GPU-hours" in out.stdout
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("override, message", [
+    ("scale=huge", "In 'reproduce': Could not find 'scale/huge'; choose one of: paper, tiny"),
+    ("dataset=nope", "unknown dataset='nope'; choose one of cc12m, cc3m, fashion_mnist, imagenet"),
+])
+def test_a_config_that_cannot_compose_is_a_one_line_error(override, message):
+    out = subprocess.run([sys.executable, "experiments/reproduce.py", "-m", "table=1", override, "launcher=plan"],
+                         cwd=REPO, capture_output=True, text=True)
+    assert out.returncode != 0
+    assert out.stderr.strip() == f"xsample: {message}"
