@@ -10,23 +10,25 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from xsample import losses
 from xsample.data import build_dataset, class_balanced_subset, simclr_augmentation
+from xsample.data.batched_augment import BatchedViews
 from xsample.models import CLIPModel, ContrastiveModel, ProjectionHead, build_backbone
 from xsample.train.optim import build_optimizer, cosine_schedule_with_warmup
+from xsample.train.sampling import PILViews
 from xsample.train.side_information import build_side_information
 
 METHODS = ("simclr", "supcon", "xclr", "clip")
+AUGMENT_PATHS = ("auto", "batched", "pil")
 
 
 @dataclass
 class TrainingSetup:
     model: nn.Module
     train_dataset: Dataset
-    augmentation: Callable
-    num_views: int
+    views: PILViews | BatchedViews  # draws the training views: in workers (pil) or on the device (batched)
     compute_loss: Callable[[nn.Module, dict, torch.device], torch.Tensor]
     make_optimizer: Callable[[nn.Module, int, int], tuple]
     graph_seconds: float  # time spent precomputing the X-CLR side information
@@ -51,6 +53,25 @@ def build_train_dataset(config: dict[str, Any]) -> Dataset:
     if fraction < 1:
         dataset = class_balanced_subset(dataset, fraction, seed=config["seed"])
     return dataset
+
+
+def build_views(config: dict[str, Any], dataset: Dataset, num_views: int,
+                device: torch.device) -> PILViews | BatchedViews:
+    """The augmentation path ``runtime.augment`` names (auto: batched). On the batched path a dataset of
+    image files reads them undecoded, to be decoded in workers, or in batches on the GPU."""
+    choice = config["runtime"].get("augment", "auto")
+    if choice not in AUGMENT_PATHS:
+        raise ValueError(f"runtime.augment={choice!r} is not a choice; use one of {', '.join(AUGMENT_PATHS)}")
+    image_size = int(config["data"]["image_size"])
+    if choice == "pil":
+        return PILViews(simclr_augmentation(image_size), num_views)
+    root = dataset
+    while isinstance(root, Subset):
+        root = root.dataset
+    encoded = callable(getattr(root, "keep_images_encoded", None))
+    if encoded:
+        root.keep_images_encoded()
+    return BatchedViews(image_size, num_views, encoded_source=encoded, decode_on_device=encoded and device.type == "cuda")
 
 
 def build_model(config: dict[str, Any]) -> nn.Module:
@@ -132,9 +153,9 @@ def build_training_setup(config: dict[str, Any], device: torch.device) -> Traini
         scheduler = cosine_schedule_with_warmup(optimizer, min(warmup, total_steps), total_steps)
         return optimizer, scheduler
 
+    num_views = 1 if config["method"]["name"] == "clip" else 2
     return TrainingSetup(
         model=build_model(config), train_dataset=train_dataset,
-        augmentation=simclr_augmentation(int(config["data"]["image_size"])),
-        num_views=1 if config["method"]["name"] == "clip" else 2,
+        views=build_views(config, train_dataset, num_views, device),
         compute_loss=compute_loss, make_optimizer=make_optimizer, graph_seconds=graph_seconds,
     )
