@@ -185,6 +185,14 @@ def _gaussian_blur(images: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:
     return flat.view(count, channels, height, width)
 
 
+def resized_crops(batch: Tensor, boxes: Tensor, size: int) -> Tensor:
+    """``(K, 3, size, size)`` floats in [0, 1]: box ``[image, x1, y1, x2, y2]`` (pixel edges) of a uint8 batch,
+    resized. ``sampling_ratio=-1`` averages ceil(box / size) bilinear samples per output pixel: a bilinear
+    resize when enlarging, an area-averaging (antialiased) one when shrinking, as RandomResizedCrop."""
+    crops = roi_align(batch.float(), boxes, (size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+    return crops.div_(255).clamp_(0, 1)
+
+
 def _apply_to(images: Tensor, selected: Tensor, operation) -> None:
     """``images[selected] = operation(images[selected], positions)`` in place, skipping empty selections."""
     positions = selected.nonzero().squeeze(1)
@@ -380,11 +388,7 @@ class BatchedViews:
         flip, jitter, grayscale, blur = (moved[:, 10 + k] > 0.5 for k in range(4))
         order = moved[:, 14:18].long()
 
-        size = self.image_size
-        # sampling_ratio=-1 averages ceil(box / size) samples per output pixel: bilinear when enlarging,
-        # an area-averaging (antialiased) reduction when shrinking, as RandomResizedCrop(antialias=True).
-        views = roi_align(batch.float(), boxes, (size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
-        views = views.div_(255).clamp_(0, 1)
+        views = resized_crops(batch, boxes, self.image_size)
         views = torch.where(flip.view(-1, 1, 1, 1), views.flip(-1), views)
         for stage in range(4):
             for operation in range(4):
