@@ -128,12 +128,12 @@ def test_views_depend_on_seed_and_index_only_not_on_batch_composition():
     assert alone["view1"].is_contiguous(memory_format=torch.channels_last)
 
 
-def test_same_sample_gives_the_same_views_through_dataloaders_with_different_worker_counts():
-    shapes = build_dataset("shapes", "train", size="3k")
-    batched = BatchedViews(32, 2)
-    dataset = SeededViewsDataset(torch.utils.data.Subset(shapes, range(12)), batched, seed=0)
+def test_same_sample_gives_the_same_views_with_any_worker_count_and_wherever_the_views_are_drawn():
+    shapes = torch.utils.data.Subset(build_dataset("shapes", "train", size="3k"), range(12))
     runs = []
-    for workers, batch_size in [(0, 4), (2, 3)]:
+    for workers, batch_size, in_workers in [(0, 4, False), (2, 3, True)]:
+        batched = BatchedViews(32, 2, augment_in_workers=in_workers)
+        dataset = SeededViewsDataset(shapes, batched, seed=0)
         loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
                                              collate_fn=batched.collate)
         batches = [batched.on_device(batch, CPU) for batch in loader]
@@ -176,7 +176,8 @@ def test_bytes_decoded_in_the_training_process_give_the_views_decoded_in_workers
     assert all(item["image"].dim() == 1 for item in passed), "workers hand over bytes only"
     decoded = on_device.on_device(on_device.collate(passed), CPU)
     assert torch.equal(decoded["view1"], in_workers["view1"]) and torch.equal(decoded["view2"], in_workers["view2"])
-    assert on_device.describe() == {"augment": "batched", "decode": "device", "decode_fallbacks": 0}
+    assert on_device.describe() == {"augment": "batched", "decode": "device", "augment_in": "device",
+                                    "decode_fallbacks": 0}
 
 
 def test_large_images_are_capped_without_changing_the_crop_law():

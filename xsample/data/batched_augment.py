@@ -260,22 +260,27 @@ def pad_to_batch(images: list[Tensor]) -> Tensor:
 
 
 class BatchedViews:
-    """The batched SimCLR views: ``load`` runs in DataLoader workers, ``on_device`` in the training process.
+    """The batched SimCLR views: ``__call__`` prepares one sample in a DataLoader worker, ``collate`` makes
+    the batch, ``draw_views`` decodes what is still encoded and draws every view of the batch at once.
 
     ``encoded_source``: the dataset hands over ``EncodedImage`` bytes (ImageFolder files, webdataset
     members). Workers decode them with libjpeg, or with ``decode_on_device`` pass the JPEG bytes on, to be
     decoded in the training process in one ``decode_jpeg`` call on the GPU. Non-JPEG or damaged data is
     decoded by PIL instead and counted in ``decode_fallbacks``.
+    ``augment_in_workers`` (training on the CPU): ``collate`` draws the views, so that the workers do it
+    alongside the training step; otherwise ``on_device`` draws them in the training process, on the GPU.
     """
 
     name = "batched"
 
     def __init__(self, image_size: int, num_views: int, *, encoded_source: bool = False,
-                 decode_on_device: bool = False, min_crop_scale: float | None = None):
+                 decode_on_device: bool = False, augment_in_workers: bool = False,
+                 min_crop_scale: float | None = None):
         self.image_size = image_size
         self.num_views = num_views
         self.encoded_source = encoded_source
         self.decode_on_device = decode_on_device
+        self.augment_in_workers = augment_in_workers
         self.min_crop_scale = min_crop_scale if min_crop_scale is not None else (0.08 if image_size >= 128 else 0.2)
         self.blur_kernel = _blur_kernel(image_size)
         self.max_side = max_loaded_side(image_size)
@@ -284,11 +289,12 @@ class BatchedViews:
     def describe(self) -> dict:
         """What result.json records about the input path."""
         decode = "device" if self.decode_on_device else ("workers" if self.encoded_source else "dataset")
-        return {"augment": self.name, "decode": decode, "decode_fallbacks": self.decode_fallbacks}
+        return {"augment": self.name, "decode": decode, "augment_in": "workers" if self.augment_in_workers else "device",
+                "decode_fallbacks": self.decode_fallbacks}
 
     # --- worker side -----------------------------------------------------------------------------------
     def __call__(self, item: dict, sample_seed: int) -> dict:
-        """The worker's part for one sample: its pixels (or JPEG bytes), original size and seed."""
+        """One sample's pixels (or JPEG bytes), original size and seed."""
         image = item["image"]
         if isinstance(image, EncodedImage):
             pixels, size, fallback = self._load_encoded(image)
@@ -315,55 +321,61 @@ class BatchedViews:
             decoded = decode_on_cpu(image.data, image.source)
         return _fit(decoded, self.max_side), tuple(decoded.shape[1:]), fallback
 
-    @staticmethod
-    def collate(items: list[dict]) -> dict:
-        """Images stay a list (their sizes differ); everything else stacks."""
-        return {"images": [item["image"] for item in items],
-                "original_size": torch.stack([item["original_size"] for item in items]),
-                "seed": torch.tensor([item["seed"] for item in items], dtype=torch.int64),
-                "decode_fallbacks": sum(item["decode_fallback"] for item in items),
-                "index": torch.tensor([item["index"] for item in items]),
-                "label": torch.tensor([item["label"] for item in items]),
-                "caption": [item["caption"] for item in items]}
+    def collate(self, items: list[dict]) -> dict:
+        """Images stay a list (their sizes differ) until ``draw_views``; everything else stacks."""
+        batch = {"images": [item["image"] for item in items],
+                 "original_size": torch.stack([item["original_size"] for item in items]),
+                 "seed": torch.tensor([item["seed"] for item in items], dtype=torch.int64),
+                 "decode_fallbacks": sum(item["decode_fallback"] for item in items),
+                 "index": torch.tensor([item["index"] for item in items]),
+                 "label": torch.tensor([item["label"] for item in items]),
+                 "caption": [item["caption"] for item in items]}
+        return self.draw_views(batch, torch.device("cpu")) if self.augment_in_workers else batch
 
-    # --- training-process side -------------------------------------------------------------------------
-    def decode(self, images: list[Tensor], device: torch.device) -> tuple[list[Tensor], list[tuple[int, int]]]:
-        """Decoded images on ``device`` (capped to ``max_side``) and their original sizes (0 for those
-        that arrived decoded). Encoded ones go through one batched ``decode_jpeg``; when it fails, each
-        is retried alone and the unreadable ones are decoded by PIL (counted in ``decode_fallbacks``)."""
-        encoded = [position for position, image in enumerate(images) if image.dim() == 1]
-        decoded = {position: images[position].to(device, non_blocking=True) for position in range(len(images))
-                   if images[position].dim() == 3}
-        originals = [(0, 0)] * len(images)
-        if encoded:
-            target = device if device.type == "cuda" else "cpu"
-            try:
-                pixels = decode_jpeg([images[p] for p in encoded], mode=ImageReadMode.RGB, device=target)
-            except RuntimeError:
-                pixels = [self._decode_one(images[p], target) for p in encoded]
-            for position, image in zip(encoded, pixels, strict=True):
-                originals[position] = tuple(image.shape[1:])
-                decoded[position] = _fit(image.to(device), self.max_side)
-        return [decoded[position] for position in range(len(images))], originals
-
-    def _decode_one(self, data: Tensor, target) -> Tensor:
-        try:
-            return decode_jpeg(data, mode=ImageReadMode.RGB, device=target)
-        except RuntimeError:
-            self.decode_fallbacks += 1
-            log.warning("batched JPEG decode failed on one image; decoded by PIL (%d so far)", self.decode_fallbacks)
-            return decode_on_cpu(data.numpy().tobytes(), "in this batch")
-
+    # --- where the views are drawn ---------------------------------------------------------------------
     def on_device(self, batch: dict, device: torch.device) -> dict:
-        """The batch with ``view1`` .. ``viewN`` (normalised float, channels_last, on ``device``)."""
+        """The training process's part: the batch with ``view1`` .. ``viewN`` on ``device``."""
+        if "images" in batch:
+            batch = self.draw_views(batch, device)
         self.decode_fallbacks += int(batch.pop("decode_fallbacks"))
-        images, originals = self.decode(batch.pop("images"), device)
+        return batch
+
+    def draw_views(self, batch: dict, device: torch.device) -> dict:
+        """Replaces the batch's images by ``view1`` .. ``viewN`` (normalised float, channels_last, on ``device``)."""
+        images, originals, fallbacks = self.decode(batch.pop("images"), device)
+        batch["decode_fallbacks"] += fallbacks
         sizes = batch.pop("original_size").tolist()
         sizes = [tuple(size) if size[0] else original for size, original in zip(sizes, originals, strict=True)]
         views = self.augment(pad_to_batch(images), [tuple(image.shape[1:]) for image in images], sizes,
                              batch.pop("seed").numpy())
         batch.update({f"view{k + 1}": view for k, view in enumerate(views)})
         return batch
+
+    def decode(self, images: list[Tensor], device: torch.device) -> tuple[list[Tensor], list[tuple[int, int]], int]:
+        """Decoded images on ``device`` (capped to ``max_side``), their original sizes ((0, 0) for those
+        that arrived decoded) and how many needed PIL. Encoded ones go through one batched ``decode_jpeg``;
+        when it fails, each is retried alone and the unreadable ones are decoded by PIL."""
+        encoded = [position for position, image in enumerate(images) if image.dim() == 1]
+        decoded = {position: images[position].to(device, non_blocking=True) for position in range(len(images))
+                   if images[position].dim() == 3}
+        originals, fallbacks = [(0, 0)] * len(images), 0
+        if encoded:
+            target = device if device.type == "cuda" else "cpu"
+            try:
+                pixels = decode_jpeg([images[p] for p in encoded], mode=ImageReadMode.RGB, device=target)
+            except RuntimeError:
+                pixels = []
+                for position in encoded:
+                    try:
+                        pixels.append(decode_jpeg(images[position], mode=ImageReadMode.RGB, device=target))
+                    except RuntimeError:
+                        fallbacks += 1
+                        log.warning("the batched JPEG decoder refused one image; PIL decodes it")
+                        pixels.append(decode_on_cpu(images[position].numpy().tobytes(), "in this batch"))
+            for position, image in zip(encoded, pixels, strict=True):
+                originals[position] = tuple(image.shape[1:])
+                decoded[position] = _fit(image.to(device), self.max_side)
+        return [decoded[position] for position in range(len(images))], originals, fallbacks
 
     def augment(self, batch: Tensor, loaded_sizes: list[tuple[int, int]], original_sizes: list[tuple[int, int]],
                 seeds: np.ndarray) -> list[Tensor]:

@@ -58,7 +58,8 @@ def build_train_dataset(config: dict[str, Any]) -> Dataset:
 def build_views(config: dict[str, Any], dataset: Dataset, num_views: int,
                 device: torch.device) -> PILViews | BatchedViews:
     """The augmentation path ``runtime.augment`` names (auto: batched). On the batched path a dataset of
-    image files reads them undecoded, to be decoded in workers, or in batches on the GPU."""
+    image files reads them undecoded, to be decoded in workers, or in batches on the GPU; the views are
+    drawn on the GPU, or in the workers when training on the CPU (in parallel with the step)."""
     choice = config["runtime"].get("augment", "auto")
     if choice not in AUGMENT_PATHS:
         raise ValueError(f"runtime.augment={choice!r} is not a choice; use one of {', '.join(AUGMENT_PATHS)}")
@@ -71,7 +72,9 @@ def build_views(config: dict[str, Any], dataset: Dataset, num_views: int,
     encoded = callable(getattr(root, "keep_images_encoded", None))
     if encoded:
         root.keep_images_encoded()
-    return BatchedViews(image_size, num_views, encoded_source=encoded, decode_on_device=encoded and device.type == "cuda")
+    on_gpu = device.type == "cuda"
+    return BatchedViews(image_size, num_views, encoded_source=encoded, decode_on_device=encoded and on_gpu,
+                        augment_in_workers=not on_gpu)
 
 
 def build_model(config: dict[str, Any]) -> nn.Module:
