@@ -18,7 +18,6 @@ Rates are steady-state: the first batch (worker start-up) is not timed. The last
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import sys

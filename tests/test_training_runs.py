@@ -80,12 +80,13 @@ def _reproduce(sweeps: Path, *extra: str) -> subprocess.Popen:
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
-def test_sigterm_then_restart_resumes_and_matches_an_uninterrupted_run(tmp_path):
-    reference = _reproduce(tmp_path / "reference")
+@pytest.mark.parametrize("augment", ["batched", "pil"])
+def test_sigterm_then_restart_resumes_and_matches_an_uninterrupted_run(tmp_path, augment):
+    reference = _reproduce(tmp_path / "reference", f"runtime.augment={augment}")
     assert reference.wait(timeout=600) == 0, reference.stdout.read()
     (ref_dir,) = (tmp_path / "reference" / "table2_tiny" / "runs").iterdir()
 
-    interrupted = _reproduce(tmp_path / "interrupted")
+    interrupted = _reproduce(tmp_path / "interrupted", f"runtime.augment={augment}")
     result = tmp_path / "interrupted" / "table2_tiny" / "runs" / ref_dir.name / "result.json"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -97,17 +98,31 @@ def test_sigterm_then_restart_resumes_and_matches_an_uninterrupted_run(tmp_path)
     assert "checkpoint saved" in output, output
     assert json.loads(result.read_text())["status"] == "running"
 
-    resumed = _reproduce(tmp_path / "interrupted")
+    resumed = _reproduce(tmp_path / "interrupted", f"runtime.augment={augment}")
     output = resumed.communicate(timeout=600)[0]
     assert resumed.returncode == 0, output
     final, expected = json.loads(result.read_text()), _read(ref_dir)
     assert final["status"] == "completed" and final["resumed_from"] >= 3
+    assert final["data"]["augment"] == augment
     assert final["metrics"] == expected["metrics"]
     assert final["final_loss"] == expected["final_loss"]
 
-    again = _reproduce(tmp_path / "interrupted")
+    again = _reproduce(tmp_path / "interrupted", f"runtime.augment={augment}")
     output = again.communicate(timeout=300)[0]
     assert "already completed with the same config hash, skipped" in output
+
+
+def test_batched_and_pil_augmentation_train_equally_well(tmp_path):
+    """Both recipes draw the same laws: their probe accuracies differ by no more than seed noise."""
+    top1 = {}
+    for augment in ("batched", "pil"):
+        config = small_run_config("table='2'", "row=augmentation", f"runtime.augment={augment}",
+                                  cache_dir=tmp_path / "cache")
+        record = run_experiment(config, tmp_path / augment)
+        assert record["data"]["augment"] == augment
+        assert 0 <= record["timing"]["data_wait_fraction"] <= 1
+        top1[augment] = record["metrics"]["imagenet"]["top1"]
+    assert abs(top1["batched"] - top1["pil"]) < 6.0, top1
 
 
 def _distributed_worker(rank: int, world_size: int, port: int, config: dict, run_dir: str) -> None:
