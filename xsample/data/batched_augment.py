@@ -1,9 +1,10 @@
 """The SimCLR recipe of ``augment.simclr_augmentation`` as batched tensor operations on the training device.
 
-DataLoader workers only read (and, off the GPU, decode) images; the training process then draws every
-view of a batch in a handful of batched operations on whatever device the batch is on: one
-``roi_align`` for all random resized crops, then flip, colour jitter (per-sample random order),
-grayscale, Gaussian blur (per-sample sigma, separable grouped convolution) and normalisation.
+DataLoader workers only read (and, off the GPU, decode) images; every view of a batch is then drawn
+in a handful of batched operations on the device the batch trains on (by the training process on a
+GPU, by the workers' collate when training on the CPU): one ``roi_align`` for all random resized
+crops, then flip, colour jitter (per-sample random order), grayscale, Gaussian blur (per-sample
+sigma, separable grouped convolution) and normalisation.
 
 Randomness: each sample carries the seed its PIL views would have used (from seed, epoch, index);
 every random number of view ``v`` is the ``v * DRAWS_PER_VIEW + j``-th output of SplitMix64 started at
@@ -29,16 +30,22 @@ from torch import Tensor
 from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.ops import roi_align
 
-from xsample.data.augment import IMAGENET_MEAN, IMAGENET_STD, _blur_kernel
+from xsample.data.augment import (
+    BLUR_PROBABILITY,
+    BLUR_SIGMA,
+    CROP_RATIO,
+    GRAYSCALE_PROBABILITY,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    JITTER,
+    JITTER_PROBABILITY,
+    _blur_kernel,
+    default_min_crop_scale,
+)
 
 log = logging.getLogger(__name__)
 
-# torchvision's SimCLR settings (augment.simclr_augmentation), written once for both paths.
-CROP_RATIO = (3 / 4, 4 / 3)
-CROP_TRIES = 10
-JITTER = {"brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0.1}
-JITTER_PROBABILITY, GRAYSCALE_PROBABILITY, BLUR_PROBABILITY = 0.8, 0.2, 0.5
-BLUR_SIGMA = (0.1, 2.0)
+CROP_TRIES = 10  # torchvision RandomResizedCrop's attempts before its centre-crop fallback
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale
 
 # Layout of one view's uniform draws.
@@ -281,7 +288,7 @@ class BatchedViews:
         self.encoded_source = encoded_source
         self.decode_on_device = decode_on_device
         self.augment_in_workers = augment_in_workers
-        self.min_crop_scale = min_crop_scale if min_crop_scale is not None else (0.08 if image_size >= 128 else 0.2)
+        self.min_crop_scale = min_crop_scale if min_crop_scale is not None else default_min_crop_scale(image_size)
         self.blur_kernel = _blur_kernel(image_size)
         self.max_side = max_loaded_side(image_size)
         self.decode_fallbacks = 0  # images libjpeg (or the GPU decoder) could not read, decoded by PIL instead

@@ -74,7 +74,8 @@ def _distributed_position() -> tuple[int, int]:
 
 
 class CaptionedShards(IterableDataset):
-    """Items ``{"image": PIL RGB, "index": int, "label": -1, "caption": str}`` from webdataset shards.
+    """Items ``{"image": PIL RGB, "index": int, "label": -1, "caption": str}`` from webdataset shards
+    (``image`` an ``EncodedImage`` of JPEG bytes after ``keep_images_encoded``).
 
     Each (DDP rank, DataLoader worker) pair reads its own shards. With ``resampled=True`` (training) every
     pair draws shards with replacement from a generator seeded by (seed, epoch, rank, worker) and yields a
