@@ -130,12 +130,16 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
         train_seconds, history = state["train_seconds"], state["loss_history"]
         data_wait_seconds = state.get("data_wait_seconds", 0.0)
         resumed_from = step
+        previous_augment = state.get("augment", setup.views.name)
     last_checkpoint_step = resumed_from
 
     trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
     log = Logger(info, total_steps, global_batch)
     if resumed_from is not None:
         log(f"resumed from step {resumed_from} ({run_dir})")
+        if previous_augment != setup.views.name:
+            log(f"note: steps up to {resumed_from} drew their views with runtime.augment={previous_augment}, the rest "
+                f"with {setup.views.name}: same augmentation laws, but not the views an uninterrupted run would draw")
 
     def checkpoint(current_step: int) -> None:
         nonlocal last_checkpoint_step, checkpoint_clock
@@ -143,6 +147,7 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
             save_checkpoint(run_dir, {
                 "config_hash": config_hash, "step": current_step, "samples_seen": samples_seen,
                 "train_seconds": train_seconds, "data_wait_seconds": data_wait_seconds, "loss_history": history,
+                "augment": setup.views.name,
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
             })
