@@ -173,5 +173,6 @@ def test_xclr_trains_on_webdataset_shards_with_a_caption_cache(tmp_path):
     assert record["status"] == "completed"
     assert record["data"]["train_size"] == 192 and record["timing"]["steps"] == 2 * (192 // 64)
     assert record["data"]["samples_skipped"] >= 1, "the corrupt JPEG is skipped and counted"
+    assert record["data"]["augment"] == "batched" and record["data"]["decode"] == "workers", "JPEG bytes reach the workers"
     cache_dirs = list((tmp_path / "cache").iterdir())
     assert len(cache_dirs) == 1 and json.loads((cache_dirs[0] / "manifest.json").read_text())["count"] == 192
