@@ -8,10 +8,13 @@ from typing import Any
 
 import pandas as pd
 
+from xsample.heartbeat import staleness
+
 LABELS = ("table", "scale", "method", "dataset", "dataset_used", "setting", "seed")
 # Two runs with the same identity are the same experiment: the newest one counts.
 IDENTITY = ("table", "scale", "method", "dataset", "setting", "seed")
-STATUSES = ("completed", "running", "failed", "missing", "corrupt")
+# "stale": result.json says running, but its heartbeat stopped and its process or SLURM job is gone.
+STATUSES = ("completed", "running", "stale", "failed", "missing", "corrupt")
 PLAN_FILE = "sweep_plan.json"
 BASE_COLUMNS = ("path", "status", *LABELS, "error", "config_hash", "mtime", "superseded_by", "metrics")
 
@@ -66,6 +69,9 @@ def _read_result(result_file: Path, path: str) -> dict[str, Any]:
     metrics = result.get("metrics") if isinstance(result.get("metrics"), dict) else {}
     row.update(status=result["status"], error=result.get("error"), config_hash=result.get("config_hash"),
                metrics=metrics, **_flatten(metrics))
+    dead = staleness(result.get("heartbeat")) if result["status"] == "running" else None
+    if dead is not None:
+        row.update(status="stale", error=dead)
     return row
 
 
@@ -125,7 +131,7 @@ def _merge_plan(sweep_dir: Path, rows: dict[Path, dict[str, Any]]) -> None:
 
 
 def _mark_superseded(frame: pd.DataFrame) -> None:
-    readable = frame[frame["status"].isin(["completed", "running", "failed"])]
+    readable = frame[frame["status"].isin(["completed", "running", "stale", "failed"])]
     for _, group in readable.groupby(list(IDENTITY), dropna=False, sort=False):
         if len(group) < 2:
             continue

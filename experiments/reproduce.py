@@ -10,7 +10,6 @@ regenerated (analysis/) and its location printed.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import subprocess
@@ -39,6 +38,7 @@ from experiments.sweep import (  # noqa: E402
     slurm_available,
 )
 from xsample.io import atomic_write_json  # noqa: E402
+from xsample.locks import exclusive_lock  # noqa: E402
 from xsample.train.checkpoint import ConfigMismatchError  # noqa: E402
 from xsample.train.provenance import config_hash  # noqa: E402
 from xsample.train.run import is_completed, read_result, run_experiment  # noqa: E402
@@ -55,17 +55,22 @@ def exclusive(run_dir: Path):
     if _global_rank() != 0:
         yield
         return
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / ".lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with exclusive_lock(run_dir / ".lock", what="run"):
+        yield
 
 
 def _execute(run_config: dict, run_dir: Path, *, force: bool) -> str:
-    """Run one config unless already completed; returns the final status."""
+    """Run one config unless already completed; returns the final status. An I/O failure (an
+    unwritable or full run directory) fails this run only: the sweep goes on with the others."""
+    try:
+        return _execute_locked(run_config, run_dir, force=force)
+    except OSError as error:
+        print(f"xsample: {run_dir.name} failed: cannot write its run directory {run_dir}: {error} "
+              "(result.json could not record it)", flush=True)
+        return "failed"
+
+
+def _execute_locked(run_config: dict, run_dir: Path, *, force: bool) -> str:
     name = run_dir.name
     with exclusive(run_dir):
         if is_completed(run_dir, run_config) and not force:
@@ -81,8 +86,10 @@ def _execute(run_config: dict, run_dir: Path, *, force: bool) -> str:
         except ConfigMismatchError as error:
             print(f"xsample: {name}: {error}", flush=True)
             return "failed"
-        except Exception as error:  # recorded in result.json; the sweep goes on with the other runs
-            print(f"xsample: {name} failed: {type(error).__name__}: {error} (see {run_dir / 'result.json'})", flush=True)
+        except Exception as error:  # recorded in result.json when writable; the sweep goes on with the other runs
+            recorded = (read_result(run_dir) or {}).get("status") == "failed"
+            where = f"see {run_dir / 'result.json'}" if recorded else "result.json could not record it"
+            print(f"xsample: {name} failed: {type(error).__name__}: {error} ({where})", flush=True)
             return "failed"
     return record["status"]
 
@@ -162,7 +169,10 @@ def cli() -> None:
         print(format_plan(jobs))
         return
     if multirun:
-        _write_sweep_plans(jobs)
+        try:
+            _write_sweep_plans(jobs)
+        except OSError as error:
+            raise SystemExit(f"xsample: {error}; make the sweep directory writable or set paths.sweeps=DIR") from None
     main()
     if multirun:
         # Every table under the sweeps root is re-rendered (cheap), so the reproduced-vs-reported

@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from xsample.validation import InvalidConfigError, check_run_config, integer_seed
+
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 SCALES = ("tiny", "paper")
 
@@ -51,8 +53,15 @@ def experiment_labels(cfg: dict[str, Any]) -> dict[str, Any]:
         "dataset": dataset,
         "dataset_used": _data_for(cfg, used)["name"] if scale == "tiny" else dataset,
         "setting": None if table.get("setting") in (None, "None") else str(table["setting"]),
-        "seed": int(cfg["seed"]),
+        "seed": _seed(cfg),
     }
+
+
+def _seed(cfg: dict[str, Any]) -> int:
+    try:
+        return integer_seed(cfg["seed"])
+    except InvalidConfigError as error:
+        raise ConfigError(str(error)) from None
 
 
 def run_name(labels: dict[str, Any]) -> str:
@@ -71,6 +80,10 @@ def sweep_dir(cfg: dict[str, Any]) -> Path:
 def build_run_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """The resolved, self-contained config of one run (what result.json records and hashes)."""
     scale_cfg, table, method = cfg["scale"], cfg["table"], cfg["method"]
+    try:
+        check_run_config(cfg)
+    except InvalidConfigError as error:
+        raise ConfigError(str(error)) from None
     scale = scale_cfg["name"]
     if scale not in SCALES:
         raise ConfigError(f"unknown scale={scale!r}; choose tiny or paper")
@@ -94,7 +107,7 @@ def build_run_config(cfg: dict[str, Any]) -> dict[str, Any]:
     run = {
         "experiment": labels,
         "task": table["task"],
-        "seed": int(cfg["seed"]),
+        "seed": _seed(cfg),
         "method": method_cfg,
         "graph": copy.deepcopy(cfg["graph"]) if method["name"] == "xclr" or table["task"] == "graph_stats" else None,
         "data": data,

@@ -175,7 +175,7 @@ def test_table1_report_cells_status_and_figures(table1_sweep, tmp_path):
     assert "corrupt: `runs/broken`" in markdown
     assert "missing: `runs/xclr_seed1`" in markdown
     assert "running: `runs/xclr_seed2`" in markdown
-    assert "Counts: completed 4, running 1, failed 1, missing 1, corrupt 1" in markdown
+    assert "Counts: completed 4, running 1, stale 0, failed 1, missing 1, corrupt 1" in markdown
     tex = (out / "table1_tiny.tex").read_text()
     assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
     assert r"imagenet\_real.top1" in tex

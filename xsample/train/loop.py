@@ -67,20 +67,24 @@ class Logger:
         if self.info.is_main:
             print(message, flush=True)
 
-    def step(self, step: int, loss: float, lr: float, every: int) -> None:
+    def step(self, step: int, loss: float, lr: float, every: int) -> bool:
+        """Print the step's line every ``every`` steps and at the end; True when it printed."""
         self.window_steps += 1
         if step % every and step != self.total_steps:
-            return
+            return False
         elapsed = time.perf_counter() - self.window_start
         rate = self.window_steps * self.global_batch / max(elapsed, 1e-9)
         eta = (self.total_steps - step) * elapsed / max(self.window_steps, 1)
         self(f"step {step}/{self.total_steps}  loss {loss:.4f}  lr {lr:.3g}  {rate:.0f} img/s  ETA {eta / 60:.1f} min")
         self.window_start, self.window_steps = time.perf_counter(), 0
+        return True
 
 
 def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: TrainingSetup,
-             config_hash: str, on_checkpoint: Callable[[int], None] | None = None) -> TrainOutcome:
-    """Train ``setup.model`` with ``setup.loss``; resumes from ``run_dir`` when a checkpoint exists."""
+             config_hash: str, on_checkpoint: Callable[[int], None] | None = None,
+             on_log: Callable[[int], None] | None = None) -> TrainOutcome:
+    """Train ``setup.model`` with ``setup.loss``; resumes from ``run_dir`` when a checkpoint exists.
+    ``on_checkpoint(step)`` follows every checkpoint, ``on_log(step)`` every logged step (main rank)."""
     optim_cfg, runtime = config["optim"], config["runtime"]
     world, device = info.world_size, info.device
     global_batch = int(optim_cfg["batch_size"])
@@ -176,7 +180,9 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
                 now = time.perf_counter()
                 train_seconds, tick = train_seconds + now - tick, now
                 history.append((step, global_loss))
-                log.step(step, history[-1][1], optimizer.param_groups[0]["lr"], int(runtime.get("log_every_steps", 10)))
+                logged = log.step(step, history[-1][1], optimizer.param_groups[0]["lr"], int(runtime.get("log_every_steps", 10)))
+                if logged and on_log is not None and info.is_main:
+                    on_log(step)
 
                 stop = not all_ranks_true(not guard.requested, info)
                 due = (every_steps and step % every_steps == 0) or (
