@@ -66,7 +66,8 @@ class ResultWriter:
         self.record.update(fields)
         if self.info.is_main:
             beat(self._heartbeat)
-            atomic_write_json(self.path, {**self.record, "heartbeat": public(self._heartbeat)})
+            self.record["heartbeat"] = public(self._heartbeat)
+            atomic_write_json(self.path, self.record)
 
     def log_step(self, step: int) -> None:
         """Heartbeat at a training log step."""
