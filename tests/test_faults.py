@@ -3,12 +3,14 @@ directories, the umask, run-lock waits and config values that must be refused up
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import socket
 import stat
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 from datetime import datetime, timezone
@@ -21,7 +23,7 @@ import xsample.io
 from analysis.__main__ import main as analysis_cli
 from analysis.reported import ReportedNumbersError, load_all
 from xsample.data import build_dataset
-from xsample.graph import CacheMismatchError, CaptionEmbeddingCache
+from xsample.graph import CacheMismatchError, CaptionEmbeddingCache, cache_directory, dataset_identity
 from xsample.graph.__main__ import main as graph_cli
 from xsample.graph.cache import MANIFEST_NAME
 from xsample.heartbeat import new_heartbeat, staleness
@@ -74,6 +76,27 @@ def test_other_captions_get_another_cache(tmp_path):
     first = CaptionEmbeddingCache.for_dataset(clean, options={"size": "3k"}, **common)
     second = CaptionEmbeddingCache.for_dataset(noisy, options={"size": "3k", "caption_noise": 0.5}, **common)
     assert first.directory != second.directory
+
+
+def _caption_shard(path: Path, captions: list[str]) -> None:
+    with tarfile.open(path, "w") as tar:
+        for position, caption in enumerate(captions):
+            data = caption.encode()
+            info = tarfile.TarInfo(f"{path.stem}{position:04d}.txt")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    path.with_name(f"{path.stem}_stats.json").write_text(json.dumps({"successes": len(captions)}))
+
+
+def test_another_shard_set_is_another_cc3m_dataset(tmp_path):
+    root = tmp_path / "cc3m"
+    root.mkdir()
+    _caption_shard(root / "00000.tar", ["a red circle", "a blue star"])
+    first = dataset_identity(build_dataset("cc3m", "train", root=root), name="cc3m", split="train", root=root)
+    _caption_shard(root / "00001.tar", ["a green square"])
+    second = dataset_identity(build_dataset("cc3m", "train", root=root), name="cc3m", split="train", root=root)
+    assert (first["count"], second["count"]) == (2, 3) and first["fingerprint"] != second["fingerprint"]
+    assert cache_directory(tmp_path, first, "bag_of_words", "{}") != cache_directory(tmp_path, second, "bag_of_words", "{}")
 
 
 def test_a_cache_whose_rows_are_not_the_datasets_is_refused(tmp_path):
