@@ -7,6 +7,7 @@ point to a run (which data at which scale, which recipe, which directory) is tes
 from __future__ import annotations
 
 import copy
+import hashlib
 import re
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from xsample.validation import InvalidConfigError, check_run_config, integer_see
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 SCALES = ("tiny", "paper")
+JOB_DIRNAME_MAX = 80
 
 
 class ConfigError(ValueError):
@@ -71,6 +73,15 @@ def run_name(labels: dict[str, Any]) -> str:
         parts.append(labels["setting"])
     parts.append(f"seed{labels['seed']}")
     return re.sub(r"[^A-Za-z0-9_.=-]+", "-", "_".join(parts))
+
+
+def short_job_dirname(override_dirname: str) -> str:
+    """Hydra's job directory name (every override joined) kept under JOB_DIRNAME_MAX characters:
+    a dozen overrides otherwise exceed the file-name limit. Long names keep their start plus a hash."""
+    name = override_dirname.replace("/", "_") or "default"
+    if len(name) <= JOB_DIRNAME_MAX:
+        return name
+    return f"{name[:JOB_DIRNAME_MAX - 13]}-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
 
 
 def sweep_dir(cfg: dict[str, Any]) -> Path:

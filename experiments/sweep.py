@@ -6,7 +6,6 @@ job list printed here is exactly what `-m` launches.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import subprocess
 from pathlib import Path
@@ -31,20 +30,6 @@ from experiments.run_config import (
 
 TABLES = sorted(p.stem for p in (CONFIGS_DIR / "table").glob("*.yaml"))
 LAUNCHERS = sorted(p.stem for p in (CONFIGS_DIR / "launcher").glob("*.yaml"))
-JOB_DIRNAME_MAX = 80
-
-
-def short_job_dirname(override_dirname: str) -> str:
-    """Hydra's job directory name (every override joined) kept under JOB_DIRNAME_MAX characters:
-    a dozen overrides otherwise exceed the file-name limit. Long names keep their start plus a hash."""
-    name = override_dirname.replace("/", "_") or "default"
-    if len(name) <= JOB_DIRNAME_MAX:
-        return name
-    return f"{name[:JOB_DIRNAME_MAX - 13]}-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
-
-
-# configs/reproduce.yaml names Hydra's job directories through this resolver.
-OmegaConf.register_new_resolver("xsample_job_dir", short_job_dirname, replace=True)
 
 
 def slurm_available() -> tuple[bool, str]:

@@ -277,7 +277,7 @@ def test_reproduce_prints_one_line_for_nan(monkeypatch):
 
 
 def test_job_directory_names_stay_short():
-    from experiments.sweep import JOB_DIRNAME_MAX, short_job_dirname
+    from experiments.run_config import JOB_DIRNAME_MAX, short_job_dirname
 
     overrides = ",".join(f"scale.optim.some_long_option_name_{i}=value_{i}" for i in range(12))
     name = short_job_dirname(overrides)
