@@ -39,9 +39,10 @@ def _matches(value: object, wanted: object) -> bool:
 
 
 def _select(runs: pd.DataFrame, method: str, dataset: str | None, setting: str | None) -> pd.DataFrame:
-    mask = runs["method"].map(lambda m: m == method) & runs["setting"].map(lambda s: _matches(s, setting))
+    # astype(bool): on no runs, map keeps the string dtype and & would fail.
+    mask = runs["method"].map(lambda m: m == method).astype(bool) & runs["setting"].map(lambda s: _matches(s, setting)).astype(bool)
     if dataset is not None:
-        mask &= runs["dataset"].map(lambda d: d == dataset)
+        mask &= runs["dataset"].map(lambda d: d == dataset).astype(bool)
     return runs[mask]
 
 

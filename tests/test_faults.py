@@ -146,6 +146,13 @@ def test_killed_run_is_reported_stale_live_and_recent_ones_running(tmp_path, cap
     assert any(line.startswith("stale: 1 run(s)") for line in lines)
 
 
+def test_report_lists_stale_runs_even_with_nothing_completed(tmp_path, capsys):
+    _running_result(tmp_path / "table1_tiny" / "runs" / "dead", _dead_pid(), seconds_ago=600, seed=0)
+    assert analysis_cli(["report", str(tmp_path), "--out", str(tmp_path / "report")]) == 0
+    markdown = (tmp_path / "report" / "table1_tiny.md").read_text()
+    assert "stale 1" in markdown and "- stale: `table1_tiny/runs/dead`: no heartbeat for 10 min" in markdown
+
+
 def test_stale_needs_the_slurm_job_gone(monkeypatch):
     heartbeat = {"host": "node-7", "pid": 4242, "slurm_job_id": "991", "last_update": _iso(3600), "log_interval_s": 30}
     monkeypatch.setattr("xsample.heartbeat._slurm_job_state", lambda job: "RUNNING")
