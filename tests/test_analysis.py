@@ -260,13 +260,13 @@ def test_compute_fig3_and_fig5_tables_and_figures(tmp_path):
     out = tmp_path / "out"
     write_report(sweep, out)
 
-    compute_rows = pd.read_csv(out / "tablecompute_tiny.csv").set_index("method")
+    compute_rows = pd.read_csv(out / "compute_tiny.csv").set_index("method")
     assert compute_rows.loc["xclr", "ratio_vs_simclr"] == pytest.approx(1.1)
     assert compute_rows.loc["xclr", "reported_ratio"] == "not public"
-    fig3 = read_cells(out, "tablefig3_tiny")
+    fig3 = read_cells(out, "fig3_tiny")
     quarter = fig3[(fig3["method"] == "supcon") & (fig3["setting"] == "fraction=0.25")].iloc[0]
     assert (quarter["mean"], quarter["n"]) == (63.0, 2)
-    fig5 = pd.read_csv(out / "tablefig5_tiny.csv").set_index("setting")
+    fig5 = pd.read_csv(out / "fig5_tiny.csv").set_index("setting")
     assert fig5.loc["fig5_class_names", "mean"] == pytest.approx(0.3)
     assert fig5.loc["fig5_captions", "quantiles.q99"] == pytest.approx(0.6)
     for stem in ("fig3_tiny", "fig5_tiny", "compute_tiny"):
@@ -313,4 +313,4 @@ def test_a_sweeps_root_with_several_tables_keeps_their_plans_apart(tmp_path):
     assert sorted(zip(runs["table"], runs["method"], runs["status"], strict=True)) == [
         ("1", "xclr", "completed"), ("fig3", "simclr", "missing"), ("fig3", "xclr", "completed")]
     written = write_report(tmp_path, tmp_path / "out", scale="tiny")
-    assert {p.name for p in written} >= {"table1_tiny.md", "tablefig3_tiny.md"}
+    assert {p.name for p in written} >= {"table1_tiny.md", "fig3_tiny.md"}
