@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,12 @@ def _composed_with_grid(overrides: list[str]) -> tuple[dict[str, Any], list[str]
     return OmegaConf.to_container(cfg, resolve=True), grid
 
 
+@lru_cache(maxsize=64)
+def _reference_config(overrides: tuple[str, ...]) -> dict[str, Any]:
+    """The run config of a reference (many jobs of a sweep share one; read only, never modified)."""
+    return build_run_config(_composed_with_grid(list(overrides))[0])
+
+
 def plan_run(overrides: list[str]) -> PlannedRun:
     """Compose one job's run (needs an initialised Hydra) and name it by its identity.
 
@@ -111,9 +118,8 @@ def plan_run(overrides: list[str]) -> PlannedRun:
     difference of the resolved run config against it is the run's variant (xsample.train.identity)."""
     composed, grid = _composed_with_grid(overrides)
     config = build_run_config(composed)
-    reference_overrides = [o for o in overrides if _key(o) in (*REFERENCE_KEYS, *grid)]
-    reference, _ = _composed_with_grid(reference_overrides)
-    departures = variant(config, build_run_config(reference))
+    reference = _reference_config(tuple(o for o in overrides if _key(o) in (*REFERENCE_KEYS, *grid)))
+    departures = variant(config, reference)
     config["experiment"].update(variant=variant_label(departures), variant_tag=variant_tag(departures))
     planned = PlannedRun(config, sweep_dir(composed) / "runs" / run_name(config["experiment"]), composed)
     if composed.get("finetune_from"):

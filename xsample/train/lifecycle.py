@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import fcntl
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -35,18 +36,18 @@ class RunOutcome:
 @contextmanager
 def run_lock(run_dir: Path) -> Iterator[None]:
     """Serialise jobs that share a run (a fine-tune job training its missing base run while the base row's
-    own job runs). The lock file sits beside the run directory, so taking it writes nothing inside.
+    own job runs). The lock is held on the directory itself, so taking it writes nothing inside.
     Only global rank 0 locks: the other ranks wait for it in collectives."""
     if environment_rank() != 0:
         yield
         return
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    with open(run_dir.parent / f".{run_dir.name}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(run_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # closing releases the lock
 
 
 def execute_run(config: dict[str, Any], run_dir: Path | str, *, force: bool = False,
