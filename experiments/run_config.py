@@ -1,7 +1,8 @@
 """From one composed Hydra config (as a plain dict) to the run config the xsample library executes.
 
 Everything here is a pure function of the composed config, so the mapping from a table's sweep
-point to a run (which data at which scale, which recipe, which directory) is testable without Hydra.
+point to a run (which data at which scale, which recipe) and the checks of its values are testable
+without Hydra. Which directory a run gets is decided in sweep.plan_run (it compares two compositions).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
 class ConfigError(ValueError):
-    """A config the harness cannot run (unknown dataset or scale); reproduce.py prints it as one line."""
+    """A config the harness cannot run (unknown dataset, or none at this scale); reproduce.py prints it as one line."""
 
 
 def _data_for(cfg: dict[str, Any], dataset: str) -> dict[str, Any]:
@@ -54,10 +55,6 @@ def experiment_labels(cfg: dict[str, Any]) -> dict[str, Any]:
         "variant": None,
         "variant_tag": None,
     }
-
-
-def sweep_dir(cfg: dict[str, Any]) -> Path:
-    return Path(cfg["paths"]["sweeps"]) / f"table{cfg['table']['id']}_{cfg['scale']['name']}"
 
 
 def build_run_config(cfg: dict[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import OmegaConf, open_dict
 
-from experiments.run_config import CONFIGS_DIR, ConfigError, build_run_config, resources, sweep_dir
+from experiments.run_config import CONFIGS_DIR, ConfigError, build_run_config, resources
 from xsample.train.identity import run_name, variant, variant_label, variant_tag
 from xsample.train.provenance import config_hash
 
@@ -96,13 +96,15 @@ class PlannedRun:
         return self.run_dir.parent.parent
 
 
-def _composed_with_grid(overrides: list[str]) -> tuple[dict[str, Any], list[str]]:
-    """The resolved composed config and the table's own grid keys (hydra.sweeper.params)."""
+def _composed_with_grid(overrides: list[str]) -> tuple[dict[str, Any], list[str], Path]:
+    """The resolved composed config, the table's own grid keys (hydra.sweeper.params) and the sweep
+    directory (hydra.sweep.dir in configs/reproduce.yaml, the one place that names it)."""
     cfg = _compose(overrides, with_hydra=True)
     grid = [str(key) for key in (OmegaConf.select(cfg, "hydra.sweeper.params") or {})]
+    sweep = Path(OmegaConf.select(cfg, "hydra.sweep.dir"))
     with open_dict(cfg):
         del cfg["hydra"]
-    return OmegaConf.to_container(cfg, resolve=True), grid
+    return OmegaConf.to_container(cfg, resolve=True), grid, sweep
 
 
 @lru_cache(maxsize=64)
@@ -116,12 +118,12 @@ def plan_run(overrides: list[str]) -> PlannedRun:
 
     The reference is the same table, scale and grid point without the job's other overrides; every
     difference of the resolved run config against it is the run's variant (xsample.train.identity)."""
-    composed, grid = _composed_with_grid(overrides)
+    composed, grid, sweep = _composed_with_grid(overrides)
     config = build_run_config(composed)
     reference = _reference_config(tuple(o for o in overrides if _key(o) in (*REFERENCE_KEYS, *grid)))
     departures = variant(config, reference)
     config["experiment"].update(variant=variant_label(departures), variant_tag=variant_tag(departures))
-    planned = PlannedRun(config, sweep_dir(composed) / "runs" / run_name(config["experiment"]), composed)
+    planned = PlannedRun(config, sweep / "runs" / run_name(config["experiment"]), composed)
     if composed.get("finetune_from"):
         planned.base = plan_run([o for o in overrides if _key(o) != "row"] + [f"row={composed['finetune_from']}"])
         config["init_from"] = {"run_dir": str(planned.base.run_dir), "config_hash": config_hash(planned.base.config)}

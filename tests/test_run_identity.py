@@ -117,6 +117,7 @@ def test_a_temperature_sweep_gives_distinct_directories_and_report_rows(tmp_path
     assert sum("method.temperature=0.2" in row for row in rows) == 1, rows
 
 
+@pytest.mark.slow
 def test_a_sweep_whose_runs_all_fail_reports_without_a_traceback_and_exits_non_zero(tmp_path):
     out = _reproduce(tmp_path, "-m", "table=2", "row=augmentation,true_class", "scale.optim.lars.lr=1e30",
                      "scale.checkpoint_every_steps=1000", *FEW_STEPS)
