@@ -24,7 +24,7 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.errors import HydraException  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from experiments.run_config import ConfigError, value_problems  # noqa: E402
+from experiments.run_config import ConfigError, InvalidValues  # noqa: E402
 from experiments.sweep import (  # noqa: E402
     _option,
     check_choices,
@@ -57,14 +57,18 @@ def main(cfg: DictConfig) -> str:
     return execute_run(planned.config, planned.run_dir, force=bool(cfg.force), log=_log).status
 
 
-def _problems(jobs: list[dict]) -> list[str]:
-    """Every problem of every run of the sweep (values, dataset roots, text encoders), each once."""
+def _missing_inputs(jobs: list[dict]) -> list[str]:
+    """Every missing input of every run of the sweep (dataset roots, text encoders), each once."""
     found: dict[str, None] = {}
     for job in jobs:
         for planned in job["planned"]:
-            for problem in value_problems(planned.composed) + input_problems(planned.config):
-                found.setdefault(problem)
+            found.update(dict.fromkeys(input_problems(planned.config)))
     return list(found)
+
+
+def _refuse(problems: list[str]) -> None:
+    print("\n".join(f"xsample: {problem}" for problem in problems), file=sys.stderr, flush=True)
+    raise SystemExit(f"xsample: {len(problems)} problem(s) above; nothing was run")
 
 
 def _unfinished(jobs: list[dict]) -> list[str]:
@@ -138,16 +142,17 @@ def cli() -> None:
         why = "chosen"
     try:
         jobs = describe_jobs(expand(overrides) if multirun else [overrides])
+    except InvalidValues as error:
+        _refuse(error.problems)
     except (ConfigError, HydraException) as error:
         raise SystemExit(f"xsample: {config_error_line(error)}") from None
     sweeps = sorted({job["sweep_dir"] for job in jobs})
     print(f"xsample: launcher={launcher} ({why}); sweep dir: {', '.join(sweeps)}; {len(jobs)} job(s)", flush=True)
-    problems = _problems(jobs)
+    problems = _missing_inputs(jobs)
     if plan:
         print(format_plan(jobs))
     if problems:
-        print("\n".join(f"xsample: {problem}" for problem in problems), file=sys.stderr, flush=True)
-        raise SystemExit(f"xsample: {len(problems)} problem(s) above; nothing was run")
+        _refuse(problems)
     if plan:
         return
     if multirun:

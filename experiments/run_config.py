@@ -8,6 +8,7 @@ without Hydra. Which directory a run gets is decided in sweep.plan_run (it compa
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,14 @@ CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 class ConfigError(ValueError):
     """A config the harness cannot run (unknown dataset, or none at this scale); reproduce.py prints it as one line."""
+
+
+class InvalidValues(ConfigError):
+    """Settings outside their ranges, one line each (``problems``), found before anything is built."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
 
 
 def _data_for(cfg: dict[str, Any], dataset: str) -> dict[str, Any]:
@@ -108,10 +117,12 @@ def resources(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def _number(value: Any) -> float | None:
+    """The finite number ``value`` stands for, else None."""
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         return None
+    return number if math.isfinite(number) else None
 
 
 def value_problems(cfg: dict[str, Any]) -> list[str]:

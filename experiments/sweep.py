@@ -20,7 +20,14 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import OmegaConf, open_dict
 
-from experiments.run_config import CONFIGS_DIR, ConfigError, build_run_config, resources
+from experiments.run_config import (
+    CONFIGS_DIR,
+    ConfigError,
+    InvalidValues,
+    build_run_config,
+    resources,
+    value_problems,
+)
 from xsample.train.identity import run_name, variant, variant_label, variant_tag
 from xsample.train.provenance import config_hash
 
@@ -119,6 +126,9 @@ def plan_run(overrides: list[str]) -> PlannedRun:
     The reference is the same table, scale and grid point without the job's other overrides; every
     difference of the resolved run config against it is the run's variant (xsample.train.identity)."""
     composed, grid, sweep = _composed_with_grid(overrides)
+    problems = value_problems(composed)
+    if problems:
+        raise InvalidValues(problems)
     config = build_run_config(composed)
     reference = _reference_config(tuple(o for o in overrides if _key(o) in (*REFERENCE_KEYS, *grid)))
     departures = variant(config, reference)
@@ -145,13 +155,18 @@ def expand(overrides: list[str]) -> list[list[str]]:
 
 def describe_jobs(jobs: list[list[str]]) -> list[dict[str, Any]]:
     """Per job: labels, run directory (relative to the sweep dir), config hash, resources, and the
-    planned runs themselves (``planned``: the job's run, then the base run a fine-tuning job trains first)."""
-    described = []
+    planned runs themselves (``planned``: the job's run, then the base run a fine-tuning job trains first).
+    Settings out of range in any job raise InvalidValues listing them all."""
+    described, problems = [], {}
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONFIGS_DIR), version_base="1.3"):
             for job in jobs:
-                planned = plan_run(job)
+                try:
+                    planned = plan_run(job)
+                except InvalidValues as error:  # every job is checked, so that all problems show at once
+                    problems.update(dict.fromkeys(error.problems))
+                    continue
                 cfg = planned.composed
                 described.append({
                     "overrides": job, "experiment": planned.config["experiment"],
@@ -162,6 +177,8 @@ def describe_jobs(jobs: list[list[str]]) -> list[dict[str, Any]]:
                 })
     finally:
         GlobalHydra.instance().clear()
+    if problems:
+        raise InvalidValues(list(problems))
     return described
 
 
