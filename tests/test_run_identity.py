@@ -82,14 +82,21 @@ def test_another_configs_directory_is_refused_untouched_even_with_force(tmp_path
     assert sorted(p.name for p in run_dir.iterdir()) == ["result.json"]
 
 
-def test_a_completed_run_of_the_same_config_is_skipped(tmp_path):
+def test_a_completed_run_of_the_same_config_is_skipped_and_force_reruns_it(tmp_path, monkeypatch):
     config = small_run_config("table='2'", "row=augmentation")
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "result.json").write_text(json.dumps({"status": "completed", "config": config,
                                                      "config_hash": config_hash(config)}))
+    (run_dir / "checkpoint.pt").write_bytes(b"old")
     outcome = execute_run(config, run_dir, log=lambda line: None)
     assert outcome.status == "completed" and outcome.skipped
+    seen = []
+    monkeypatch.setattr("xsample.train.lifecycle.run_experiment",
+                        lambda config, directory: seen.append(sorted(p.name for p in Path(directory).glob("*"))) or {"status": "completed"})
+    outcome = execute_run(config, run_dir, force=True, log=lambda line: None)
+    assert outcome.status == "completed" and not outcome.skipped
+    assert seen == [[]], "force=true discards the previous run of the same config before running it again"
 
 
 @pytest.mark.slow

@@ -66,7 +66,7 @@ def execute_run(config: dict[str, Any], run_dir: Path | str, *, force: bool = Fa
         if previous is not None and previous.get("status") == "completed" and not force:
             log(f"xsample: {name}: already completed with the same config hash, skipped")
             return RunOutcome("completed", run_dir, skipped=True)
-        if force and run_dir.exists() and environment_rank() == 0:
+        if force and environment_rank() == 0 and run_dir.is_dir() and any(run_dir.iterdir()):
             log(f"xsample: {name}: force=true, discarding the previous run of this config in {run_dir}")
             shutil.rmtree(run_dir)
         try:
