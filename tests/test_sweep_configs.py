@@ -29,6 +29,7 @@ def test_table_sweep_expands(table, scale):
     assert len(jobs) == EXPECTED_JOBS[table]
     run_dirs = [job["run_dir"] for job in jobs]
     assert len(set(run_dirs)) == len(run_dirs), "two jobs of one sweep share a run directory"
+    assert {job["experiment"]["variant"] for job in jobs} == {None}, "a table's own grid has no variants"
     assert {job["experiment"]["scale"] for job in jobs} == {scale}
     assert {job["experiment"]["table"] for job in jobs} == {table}
     assert len({job["sweep_dir"] for job in jobs}) == 1
