@@ -8,10 +8,12 @@ from typing import Any
 
 import yaml
 
+from analysis.catalog import table_names
+
 DEFAULT_FILE = Path(__file__).with_name("reported_numbers.yaml")
 PAPER_VERSIONS = ("workshop", "v1", "v2")
 KINDS = ("absolute", "difference", "difference_range")
-TABLES = ("1", "2", "3", "4", "finetune", "compute", "fig3", "fig5")
+TABLES = tuple(table_names())
 # Metric columns an entry may name, in the paper's table order (the report orders columns by this).
 EVALUATION_COLUMNS = ("imagenet.top1", "imagenet.knn_top1", "zero_shot.imagenet", "imagenet_real.top1",
                       "imagenet9.original", "imagenet9.only_fg", "imagenet9.no_fg", "imagenet9.mixed_same",

@@ -228,18 +228,19 @@ def test_a_failure_result_json_cannot_record_is_named(tmp_path, monkeypatch):
         run_experiment(_failing_config(), tmp_path / "run")
 
 
-def test_one_runs_io_failure_fails_that_run_not_the_sweep(tmp_path, capsys, monkeypatch):
-    from experiments import reproduce
+def test_one_runs_io_failure_fails_that_run_not_the_sweep(tmp_path, monkeypatch):
+    from xsample.train import lifecycle
 
+    lines = []
     (tmp_path / "runs").write_text("a file where the runs directory should be")
-    assert reproduce._execute(_failing_config(), tmp_path / "runs" / "a", force=False) == "failed"
-    assert "cannot write its run directory" in capsys.readouterr().out
+    outcome = lifecycle.execute_run(_failing_config(), tmp_path / "runs" / "a", log=lines.append)
+    assert outcome.status == "failed" and "cannot write its run directory" in lines[-1]
 
-    monkeypatch.setattr(reproduce, "run_experiment", lambda config, run_dir: (_ for _ in ()).throw(
+    monkeypatch.setattr(lifecycle, "run_experiment", lambda config, run_dir: (_ for _ in ()).throw(
         xsample.io.WriteError(13, f"cannot write {run_dir}/result.json: Permission denied")))
-    assert reproduce._execute(_failing_config(), tmp_path / "ok" / "b", force=False) == "failed"
-    out = capsys.readouterr().out
-    assert "Permission denied" in out and "result.json could not record it" in out and "see " not in out
+    outcome = lifecycle.execute_run(_failing_config(), tmp_path / "ok" / "b", log=lines.append)
+    assert outcome.status == "failed"
+    assert "Permission denied" in lines[-1] and "result.json could not record it" in lines[-1] and "see " not in lines[-1]
 
 
 # ---- 4. umask ----------------------------------------------------------------------------------------
@@ -263,24 +264,25 @@ def _describe(*overrides: str):
 
 
 def test_non_finite_and_non_integer_values_are_refused_before_running(tmp_path):
-    from experiments.run_config import ConfigError
+    from experiments.run_config import InvalidValues
 
-    with pytest.raises(ConfigError, match=r"method.temperature=nan is not a finite number"):
-        _describe("table='1'", "method=simclr", "method.temperature=nan")
-    with pytest.raises(ConfigError, match=r"seed must be an integer, got 1.5"):
-        _describe("table='1'", "seed=1.5")
+    with pytest.raises(InvalidValues) as refused:
+        _describe("table='1'", "method=simclr", "method.temperature=nan", "scale.optim.lars.lr=inf", "seed=1.5")
+    assert refused.value.problems == ["method.temperature must be > 0, got nan",
+                                      "scale.optim.lars.lr=inf is not a finite number; give a finite value",
+                                      "seed must be an integer, got 1.5; e.g. seed=1"]
     with pytest.raises(InvalidConfigError, match=r"optim.lr=inf"):
         run_experiment({"seed": 0, "optim": {"lr": float("inf")}}, tmp_path / "run")
     assert not (tmp_path / "run").exists()
 
 
-def test_reproduce_prints_one_line_for_nan(monkeypatch):
+def test_reproduce_refuses_nan_in_one_line(monkeypatch, capsys):
     from experiments import reproduce
 
-    monkeypatch.setattr(sys, "argv", ["reproduce.py", "table=1", "method.temperature=nan", "launcher=plan"])
-    with pytest.raises(SystemExit) as exit_info:
+    monkeypatch.setattr(sys, "argv", ["reproduce.py", "table=1", "scale.optim.lars.lr=nan", "launcher=plan"])
+    with pytest.raises(SystemExit, match="nothing was run"):
         reproduce.cli()
-    assert str(exit_info.value.code) == "xsample: method.temperature=nan is not a finite number; give a finite value"
+    assert "xsample: scale.optim.lars.lr=nan is not a finite number; give a finite value" in capsys.readouterr().err
 
 
 def test_job_directory_names_stay_short():
@@ -318,10 +320,10 @@ def test_waiting_for_a_held_lock_names_the_holder(tmp_path):
     messages, acquired = [], threading.Event()
 
     def second_command():
-        with exclusive_lock(tmp_path / ".lock", what="run", announce=messages.append):
+        with exclusive_lock(tmp_path, what="run", announce=messages.append):
             acquired.set()
 
-    with exclusive_lock(tmp_path / ".lock", what="run"):
+    with exclusive_lock(tmp_path, what="run"):
         waiter = threading.Thread(target=second_command)
         waiter.start()
         deadline = time.monotonic() + 10
@@ -331,6 +333,4 @@ def test_waiting_for_a_held_lock_names_the_holder(tmp_path):
     waiter.join(10)
     assert acquired.is_set()
     assert len(messages) == 1
-    assert messages[0].startswith(f"xsample: waiting for the run lock held by PID {os.getpid()} on "
-                                  f"{socket.gethostname()} (since ")
-    assert messages[0].endswith(f": {tmp_path / '.lock'}")
+    assert messages == [f"xsample: waiting for the run lock held by PID {os.getpid()} on {socket.gethostname()}: {tmp_path}"]
