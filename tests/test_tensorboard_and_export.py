@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
 import xsample.train.components as components
-from tests.engine_helpers import small_run_config
+from tests.engine_helpers import small_run_config, tensorboard_scalars
+from xsample.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from xsample.export import ExportError, export_run, main
 from xsample.models import load_backbone
 from xsample.train import run_experiment
@@ -23,13 +23,6 @@ from xsample.train.run import ResultWriter
 from xsample.train.tracking import ScalarTracker
 
 STEPS = 7  # one epoch of 896 samples (max_samples=1024, class-balanced) in batches of 128
-
-
-def _scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """Scalars as TensorBoard shows them: purged events are gone."""
-    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    events.Reload()
-    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
 def _raw_loss_steps(run_dir: Path) -> list[int]:
@@ -60,7 +53,7 @@ def tiny_run(tmp_path_factory) -> tuple[dict, Path]:
 
 def test_event_scalars_match_the_result_loss_curve(tiny_run):
     record, run_dir = tiny_run
-    scalars = _scalars(run_dir)
+    scalars = tensorboard_scalars(run_dir)
     assert [step for step, _ in scalars["train/loss"]] == list(range(1, STEPS + 1))
     assert scalars["train/loss"] == [(step, pytest.approx(loss, abs=1e-5)) for step, loss in record["loss_curve"]]
     for tag in ("train/lr", "train/images_per_s", "train/data_wait_fraction", "train/grad_norm"):
@@ -96,7 +89,7 @@ def test_a_crashed_and_resumed_run_has_each_step_once(tmp_path, monkeypatch):
 
     assert record["resumed_from"] == 4
     assert _raw_loss_steps(tmp_path / "run") == [1, 2, 3, 4, 5, 5, 6, 7], "step 5 was written twice on disk"
-    loss = _scalars(tmp_path / "run")["train/loss"]
+    loss = tensorboard_scalars(tmp_path / "run")["train/loss"]
     assert [step for step, _ in loss] == list(range(1, STEPS + 1)), "TensorBoard shows it once"
     assert loss == [(step, pytest.approx(value, abs=1e-5)) for step, value in record["loss_curve"]]
 
@@ -162,7 +155,10 @@ def test_a_clip_export_loads_both_towers_with_open_clip(tmp_path):
     config, model = _random_run(tmp_path / "run", tmp_path / "cache", "method=clip", "model.clip.embed_dim=32",
                                 "model.clip.text.width=64", "model.clip.text.layers=1")
     export_run(tmp_path / "run", tmp_path / "export")
-    loaded = open_clip.create_model(f"local-dir:{tmp_path / 'export'}").eval()
+    loaded, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{tmp_path / 'export'}")
+    loaded.eval()
+    normalize = preprocess.transforms[-1]
+    assert (tuple(normalize.mean), tuple(normalize.std)) == (IMAGENET_MEAN, IMAGENET_STD)
     images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     captions = ["a red circle", "two blue squares"]
     tokenizer = open_clip.get_tokenizer(f"local-dir:{tmp_path / 'export'}")
