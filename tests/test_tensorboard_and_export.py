@@ -111,7 +111,7 @@ def test_a_tiny_export_gives_the_run_model_features(tiny_run, tmp_path, capsys):
     assert main([str(run_dir), "--out", str(tmp_path / "export")]) == 0
     description = json.loads((tmp_path / "export" / "config.json").read_text())
     assert description["architecture"] == "resnet_tiny" and description["load_with"]["timm"] is None
-    assert "not by timm" in description["load_with"]["why_not_timm"]
+    assert "timm cannot rebuild it: resnet_tiny is defined by xsample" in description["load_with"]["why_not_timm"]
     assert description["provenance"]["config_hash"] == record["config_hash"]
     assert description["provenance"]["metrics"] == record["metrics"] and description["image_size"] == 32
 

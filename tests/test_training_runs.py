@@ -53,6 +53,8 @@ def test_tiny_clip_on_shapes_completes_with_zero_shot(tmp_path):
     metrics = record["metrics"]
     assert metrics["imagenet"]["top1"] > 100.0 / 10 + 10, metrics
     assert "imagenet" in metrics["zero_shot"]
+    logit_scales = [value for _, value in tensorboard_scalars(tmp_path / "run")["train/logit_scale"]]
+    assert logit_scales and all(1.0 <= value <= 100.0 for value in logit_scales)
 
 
 def test_nan_loss_fails_the_run_with_its_step(tmp_path):

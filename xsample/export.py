@@ -108,7 +108,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
                    f"pretrained_cfg_overlay={{'file': {str(weights_path)!r}}}, num_classes=0)"),
                "open_clip": f"open_clip.create_model('local-dir:{out_dir}')" if is_clip and not not_timm else None}
     if not_timm:
-        loaders["why_not_timm"] = f"{not_timm}; load it with xsample.models.load_backbone"
+        tools = "timm and open_clip (which builds CLIP's image tower with timm)" if is_clip else "timm"
+        loaders["why_not_timm"] = f"{tools} cannot rebuild it: {not_timm}; load it with xsample.models.load_backbone"
     description = {
         "architecture": model_cfg["backbone"],
         "small_image_stem": bool(model_cfg.get("small_image_stem", False)),
