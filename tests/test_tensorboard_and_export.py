@@ -98,7 +98,7 @@ def test_logger_none_writes_no_events_and_an_unknown_logger_is_refused(tmp_path)
     config = _tiny_config(tmp_path / "cache", "runtime.logger=none")
     model = torch.nn.Linear(2, 1)
     with ScalarTracker(config, tmp_path, DistInfo(0, 1, 0, torch.device("cpu")), 128, STEPS, None) as tracker:
-        tracker.after_step(3, 1.0, model, torch.optim.SGD(model.parameters(), lr=0.1))
+        tracker.after_step(3, 1.0, model, torch.optim.SGD(model.parameters(), lr=0.1), data_wait=0.1)
     assert not list(tmp_path.glob("events.out.tfevents.*"))
     config["runtime"]["logger"] = "wandb"
     with pytest.raises(ValueError, match="runtime.logger='wandb' is not supported; choose one of tensorboard, none"):

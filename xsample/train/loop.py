@@ -161,9 +161,10 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
                 views, batch_size=local_batch, sampler=sampler, num_workers=loader_workers,
                 pin_memory=device.type == "cuda", drop_last=True, persistent_workers=False,
             )
-            tick = time.perf_counter()
+            tick = fetch_started = time.perf_counter()
             # A stream may run out early (workers drop their partial batches): the loop then restarts it.
-            for batch in tracker.batches(itertools.islice(loader, steps_per_epoch - batch_in_epoch)):
+            for batch in itertools.islice(loader, steps_per_epoch - batch_in_epoch):
+                data_wait = time.perf_counter() - fetch_started
                 with _autocast(device, runtime.get("precision", "auto")):
                     loss = setup.compute_loss(trained, batch, device)
                 global_loss = mean_over_ranks(loss, info)
@@ -180,7 +181,7 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
                 train_seconds, tick = train_seconds + now - tick, now
                 history.append((step, global_loss))
                 log.step(step, history[-1][1], optimizer.param_groups[0]["lr"], int(runtime.get("log_every_steps", 10)))
-                tracker.after_step(step, global_loss, trained, optimizer)
+                tracker.after_step(step, global_loss, trained, optimizer, data_wait)
 
                 stop = not all_ranks_true(not guard.requested, info)
                 due = (every_steps and step % every_steps == 0) or (
@@ -188,6 +189,7 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
                 )
                 if stop or due or step % steps_per_epoch == 0:
                     checkpoint(step)
+                fetch_started = time.perf_counter()
                 if stop:
                     log(f"signal received: checkpoint saved at step {step}, handing over to the scheduler")
                     guard.hand_over()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,20 +60,11 @@ class ScalarTracker:
     def _start_window(self) -> None:
         self.window_start, self.window_steps, self.window_wait = time.perf_counter(), 0, 0.0
 
-    def batches(self, loader: Iterable) -> Iterator:
-        """The loader's batches, timing how long the loop waits for each."""
-        iterator = iter(loader)
-        while True:
-            asked = time.perf_counter()
-            try:
-                batch = next(iterator)
-            except StopIteration:
-                return
-            self.window_wait += time.perf_counter() - asked
-            yield batch
-
-    def after_step(self, step: int, loss: float, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    def after_step(self, step: int, loss: float, model: nn.Module, optimizer: torch.optim.Optimizer,
+                   data_wait: float) -> None:
+        """Record a finished step; ``data_wait`` is the seconds it spent blocked on the data loader."""
         self.window_steps += 1
+        self.window_wait += data_wait
         if self.writer is None:
             return
         self.writer.add_scalar("train/loss", loss, step)
