@@ -51,6 +51,7 @@ def tiny_run(tmp_path_factory) -> tuple[dict, Path]:
     return run_experiment(config, root / "run"), root / "run"
 
 
+@pytest.mark.slow  # trains a tiny run (about 15 s on 2 idle cores)
 def test_event_scalars_match_the_result_loss_curve(tiny_run):
     record, run_dir = tiny_run
     scalars = tensorboard_scalars(run_dir)
@@ -63,6 +64,7 @@ def test_event_scalars_match_the_result_loss_curve(tiny_run):
     assert scalars["eval/imagenet/top1"] == [(STEPS, pytest.approx(record["metrics"]["imagenet"]["top1"]))]
 
 
+@pytest.mark.slow  # trains a tiny run (about 15 s on 2 idle cores)
 def test_a_crashed_and_resumed_run_has_each_step_once(tmp_path, monkeypatch):
     """The first process dies at step 6 after checkpointing step 4 and writing events up to step 5."""
     config = _tiny_config(tmp_path / "cache", "scale.checkpoint_every_steps=4")
