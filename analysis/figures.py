@@ -33,19 +33,18 @@ def _title(text: str, scale: str) -> str:
 
 def write_table_figures(runs: pd.DataFrame, table: str, scale: str, out: Path) -> list[Path]:
     """The figures a table has, when its data exist."""
-    written = training_curves_figure(runs, table, scale, out)
     if table == "fig3":
-        written += data_scarcity_figure(runs, scale, out)
+        return data_scarcity_figure(runs, scale, out)
     if table == "fig5":
-        written += graph_similarity_figure(runs, scale, out)
+        return graph_similarity_figure(runs, scale, out)
     if table == "compute":
-        written += compute_figure(runs, scale, out)
-    return written
+        return compute_figure(runs, scale, out)
+    return []
 
 
-def training_curves_figure(runs: pd.DataFrame, table: str, scale: str, out: Path) -> list[Path]:
-    """Training loss against step, one line per table row (method, setting, and dataset when several):
-    the mean over completed seeds with a ±1 std band. Written as table<table>_<scale>_training_curves."""
+def training_curves_figure(runs: pd.DataFrame, table: str, scale: str, out: Path, stem: str) -> list[Path]:
+    """Training loss against step, one line per table row (method, setting, variant, and dataset when
+    several): the mean over completed seeds with a ±1 std band. Written as <stem>_training_curves."""
     done = completed_runs(runs, table, scale).dropna(subset=["loss_curve"])
     if done.empty:
         return []
@@ -53,8 +52,9 @@ def training_curves_figure(runs: pd.DataFrame, table: str, scale: str, out: Path
 
     def row_label(run) -> str:
         setting = f" ({run.setting})" if isinstance(run.setting, str) and run.setting else ""
+        variant = f" [{run.variant}]" if isinstance(run.variant, str) and run.variant else ""
         dataset = f", {run.dataset}" if several_datasets else ""
-        return f"{run.method}{setting}{dataset}"
+        return f"{run.method}{setting}{variant}{dataset}"
 
     data = pd.DataFrame([{"row": row_label(run), "seed": run.seed, "step": step, "loss": loss}
                          for run in done.itertuples(index=False) for step, loss in run.loss_curve])
@@ -65,7 +65,7 @@ def training_curves_figure(runs: pd.DataFrame, table: str, scale: str, out: Path
     axes.set(xlabel="training step", ylabel="training loss",
              title=_title(f"Training curves, {'table ' + table if table.isdigit() else table}: mean ± std over seeds", scale))
     axes.legend(fontsize=7, title=None)
-    return save_figure(figure, out, f"table{table}_{scale}_training_curves")
+    return save_figure(figure, out, f"{stem}_training_curves")
 
 
 def _fraction(setting: object) -> float:
@@ -84,7 +84,7 @@ def _imagenet_stand_in(runs: pd.DataFrame) -> str:
 
 
 def data_scarcity_figure(runs: pd.DataFrame, scale: str, out: Path) -> list[Path]:
-    done = completed_runs(runs, "fig3", scale)
+    done = completed_runs(runs, "fig3", scale, own_only=True)
     if "imagenet.top1" not in done:
         return []
     data = done.assign(fraction=done["setting"].map(_fraction)).dropna(subset=["fraction", "imagenet.top1"])

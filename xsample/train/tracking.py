@@ -22,12 +22,18 @@ from xsample.train.distributed import DistInfo
 LOGGERS = ("tensorboard", "none")
 
 
+def logger_problem(config: dict[str, Any]) -> str | None:
+    """The line that says ``runtime.logger`` is not one of LOGGERS, or None."""
+    choice = (config.get("runtime") or {}).get("logger", "tensorboard")
+    return None if choice in LOGGERS else f"runtime.logger={choice!r} is not supported; choose one of {', '.join(LOGGERS)}"
+
+
 def logger_choice(config: dict[str, Any]) -> str:
     """``runtime.logger``, checked: "tensorboard" (default) or "none"."""
-    choice = str((config.get("runtime") or {}).get("logger", "tensorboard"))
-    if choice not in LOGGERS:
-        raise ValueError(f"runtime.logger={choice!r} is not supported; choose one of {', '.join(LOGGERS)}")
-    return choice
+    problem = logger_problem(config)
+    if problem is not None:
+        raise ValueError(problem)
+    return config.get("runtime", {}).get("logger", "tensorboard")
 
 
 def _event_writer(config: dict[str, Any], run_dir: Path, info: DistInfo, purge_step: int | None = None):
