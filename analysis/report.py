@@ -230,6 +230,7 @@ class TableReport:
         if claim_rows:
             written.append(write_text_atomic(out / f"{self.stem}_claims.csv", self.claims.to_csv(index=False)))
         written += figures.write_table_figures(self.runs, self.table, self.scale, out)
+        written += figures.training_curves_figure(self.runs, self.table, self.scale, out, self.stem)
         return written
 
     def _markdown(self, header, rows, notes, claim_header, claim_rows) -> str:

@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from xsample.train.tracking import logger_problem
 from xsample.validation import InvalidConfigError, integer_seed, non_finite_values
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -159,6 +160,8 @@ def value_problems(cfg: dict[str, Any]) -> list[str]:
         integer_seed(cfg.get("seed"))
     except InvalidConfigError as error:
         problems.append(str(error))
+    if (problem := logger_problem(cfg)) is not None:
+        problems.append(problem)
     return problems
 
 

@@ -21,6 +21,7 @@ from xsample.train.distributed import DistInfo, all_ranks_true, mean_over_ranks
 from xsample.train.global_batchnorm import convert_batchnorm_for_distributed
 from xsample.train.preemption import PreemptionGuard
 from xsample.train.sampling import ResumableDistributedSampler, SeededViewsDataset, StreamedViews
+from xsample.train.tracking import ScalarTracker
 
 
 class NonFiniteLossError(RuntimeError):
@@ -129,12 +130,14 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
 
     trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
     log = Logger(info, total_steps, global_batch)
+    tracker = ScalarTracker(config, run_dir, info, global_batch, total_steps, resumed_from)
     if resumed_from is not None:
         log(f"resumed from step {resumed_from} ({run_dir})")
 
     def checkpoint(current_step: int) -> None:
         nonlocal last_checkpoint_step, checkpoint_clock
         if info.is_main:
+            tracker.flush()  # every event up to the checkpoint is on disk before the checkpoint is
             save_checkpoint(run_dir, {
                 "config_hash": config_hash, "step": current_step, "samples_seen": samples_seen,
                 "train_seconds": train_seconds, "loss_history": history,
@@ -150,7 +153,7 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
     checkpoint_clock = time.monotonic()
     loader_workers = int(runtime.get("num_workers", 0))
 
-    with PreemptionGuard() as guard:
+    with PreemptionGuard() as guard, tracker:
         trained.train()
         while step < total_steps:
             epoch, batch_in_epoch = divmod(step, steps_per_epoch)
@@ -162,9 +165,10 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
                 views, batch_size=local_batch, sampler=sampler, num_workers=loader_workers,
                 pin_memory=device.type == "cuda", drop_last=True, persistent_workers=False,
             )
-            tick = time.perf_counter()
+            tick = fetch_started = time.perf_counter()
             # A stream may run out early (workers drop their partial batches): the loop then restarts it.
             for batch in itertools.islice(loader, steps_per_epoch - batch_in_epoch):
+                data_wait = time.perf_counter() - fetch_started
                 with _autocast(device, runtime.get("precision", "auto")):
                     loss = setup.compute_loss(trained, batch, device)
                 global_loss = mean_over_ranks(loss, info)
@@ -183,6 +187,7 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
                 logged = log.step(step, history[-1][1], optimizer.param_groups[0]["lr"], int(runtime.get("log_every_steps", 10)))
                 if logged and on_log is not None and info.is_main:
                     on_log(step)
+                tracker.after_step(step, global_loss, trained, optimizer, data_wait)
 
                 stop = not all_ranks_true(not guard.requested, info)
                 due = (every_steps and step % every_steps == 0) or (
@@ -190,6 +195,7 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
                 )
                 if stop or due or step % steps_per_epoch == 0:
                     checkpoint(step)
+                fetch_started = time.perf_counter()
                 if stop:
                     log(f"signal received: checkpoint saved at step {step}, handing over to the scheduler")
                     guard.hand_over()

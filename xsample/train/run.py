@@ -116,6 +116,9 @@ def _train_and_evaluate(config: dict[str, Any], run_dir: Path, info: DistInfo, w
     from xsample.train.evaluate import evaluate_model
     from xsample.train.finetune import load_initial_weights
     from xsample.train.loop import pretrain
+    from xsample.train.tracking import logger_choice, write_final_metrics
+
+    logger_choice(config)  # an unknown runtime.logger fails before the data and the graph are built
 
     setup = build_training_setup(config, info.device)
     load_initial_weights(setup.model, config, run_dir)
@@ -137,6 +140,7 @@ def _train_and_evaluate(config: dict[str, Any], run_dir: Path, info: DistInfo, w
         timing["eval_s"] = round(time.perf_counter() - started, 3)
         not_available = config["eval"].get("not_available") or []
         writer.update(metrics=metrics, eval_details=details, evals_not_available=not_available, timing=timing, final_loss=outcome.loss_history[-1][1] if outcome.loss_history else None)
+        write_final_metrics(config, run_dir, info, outcome.steps, metrics)
     barrier(info)
 
 
