@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch.multiprocessing as mp
 
-from tests.engine_helpers import REPO, small_run_config
+from tests.engine_helpers import REPO, small_run_config, tensorboard_scalars
 from xsample.data import build_dataset
 from xsample.train import run_experiment
 from xsample.train.checkpoint import ConfigMismatchError
@@ -53,6 +53,8 @@ def test_tiny_clip_on_shapes_completes_with_zero_shot(tmp_path):
     metrics = record["metrics"]
     assert metrics["imagenet"]["top1"] > 100.0 / 10 + 10, metrics
     assert "imagenet" in metrics["zero_shot"]
+    logit_scales = [value for _, value in tensorboard_scalars(tmp_path / "run")["train/logit_scale"]]
+    assert logit_scales and all(1.0 <= value <= 100.0 for value in logit_scales)
 
 
 def test_nan_loss_fails_the_run_with_its_step(tmp_path):
@@ -63,12 +65,14 @@ def test_nan_loss_fails_the_run_with_its_step(tmp_path):
     assert record["status"] == "failed" and "at step" in record["error"]
 
 
-def test_a_changed_config_refuses_the_old_checkpoint(tmp_path):
+def test_a_changed_config_is_refused_before_the_old_run_is_touched(tmp_path):
     config = small_run_config("table='2'", "row=augmentation", cache_dir=tmp_path / "c")
     run_experiment(config, tmp_path / "run")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()}
     config["method"]["temperature"] = 0.5
-    with pytest.raises(ConfigMismatchError, match="force=true"):
+    with pytest.raises(ConfigMismatchError, match=r"method.temperature 0.1 -> 0.5"):
         run_experiment(config, tmp_path / "run")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()} == before
 
 
 def _reproduce(sweeps: Path, *extra: str) -> subprocess.Popen:
@@ -106,6 +110,8 @@ def test_sigterm_then_restart_resumes_and_matches_an_uninterrupted_run(tmp_path,
     assert final["data"]["augment"] == augment
     assert final["metrics"] == expected["metrics"]
     assert final["final_loss"] == expected["final_loss"]
+    steps = [step for step, _ in tensorboard_scalars(result.parent)["train/loss"]]
+    assert steps == list(range(1, final["timing"]["steps"] + 1)), "TensorBoard: each step once across the restart"
 
     again = _reproduce(tmp_path / "interrupted", f"runtime.augment={augment}")
     output = again.communicate(timeout=300)[0]

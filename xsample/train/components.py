@@ -17,11 +17,10 @@ from xsample.data import build_dataset, class_balanced_subset, simclr_augmentati
 from xsample.data.batched_augment import BatchedViews
 from xsample.models import CLIPModel, ContrastiveModel, ProjectionHead, build_backbone
 from xsample.train.optim import build_optimizer, cosine_schedule_with_warmup
-from xsample.train.sampling import PILViews
+from xsample.train.sampling import PILViews, augment_problem
 from xsample.train.side_information import build_side_information
 
 METHODS = ("simclr", "supcon", "xclr", "clip")
-AUGMENT_PATHS = ("auto", "batched", "pil")
 
 
 @dataclass
@@ -60,11 +59,10 @@ def build_views(config: dict[str, Any], dataset: Dataset, num_views: int,
     """The augmentation path ``runtime.augment`` names (auto: batched). On the batched path a dataset of
     image files reads them undecoded, to be decoded in workers, or in batches on the GPU; the views are
     drawn on the GPU, or in the workers when training on the CPU (in parallel with the step)."""
-    choice = config["runtime"].get("augment", "auto")
-    if choice not in AUGMENT_PATHS:
-        raise ValueError(f"runtime.augment={choice!r} is not a choice; use one of {', '.join(AUGMENT_PATHS)}")
+    if (problem := augment_problem(config)) is not None:
+        raise ValueError(problem)
     image_size = int(config["data"]["image_size"])
-    if choice == "pil":
+    if config["runtime"].get("augment", "auto") == "pil":
         return PILViews(simclr_augmentation(image_size), num_views)
     root = dataset
     while isinstance(root, Subset):

@@ -13,6 +13,13 @@ import torch
 from torch.utils.data import Dataset, IterableDataset, Sampler, default_collate
 
 _EPOCH_STRIDE = 1 << 32
+AUGMENT_PATHS = ("auto", "batched", "pil")  # runtime.augment; auto = batched
+
+
+def augment_problem(config: dict) -> str | None:
+    """The line that says ``runtime.augment`` is not one of AUGMENT_PATHS, or None."""
+    choice = (config.get("runtime") or {}).get("augment", "auto")
+    return None if choice in AUGMENT_PATHS else f"runtime.augment={choice!r} is not a choice; use one of {', '.join(AUGMENT_PATHS)}"
 
 
 def _mix(*values: int) -> int:
