@@ -15,8 +15,12 @@ from analysis.reported import ReportedNumber
 # Metrics with their own table layout, kept out of the generic evaluation columns.
 SPECIAL_PREFIXES = ("compute.", "graph_similarity.")
 COMPUTE_METHODS = ("simclr", "supcon", "xclr", "clip")
-CELL_COLUMNS = ["method", "setting", "dataset", "column", "mean", "std", "n", "reported", "paper_version",
-                "source", "diff", "tolerance", "flag"]
+CELL_COLUMNS = ["method", "setting", "dataset", "column", "mean", "std", "n", "gain_over_untrained", "reported",
+                "paper_version", "source", "diff", "tolerance", "flag"]
+# The baseline every trained method's gain is measured against: the same network at initialisation.
+UNTRAINED = "untrained"
+# A sanity run's setting ends in "sanity=<check>" (experiments/run_config.py); its baseline is the plain setting's.
+SANITY_PREFIX = "sanity="
 CLAIM_COLUMNS = ["id", "claim", "dataset", "reported", "paper_version", "source", "reproduced", "reproduced_low",
                  "reproduced_high", "n_minuend", "n_subtrahend", "sign_holds", "within_tolerance", "note"]
 
@@ -75,12 +79,36 @@ def metric_cells(runs: pd.DataFrame, table: str, scale: str, reported: list[Repo
                 diff = math.nan
             cells.append({
                 "method": method, "setting": setting, "dataset": dataset, "column": column,
-                "mean": mean, "std": _std(values), "n": len(values),
+                "mean": mean, "std": _std(values), "n": len(values), "gain_over_untrained": math.nan,
                 "reported": reported_value, "paper_version": _versions(entry), "source": entry.source if entry else None,
                 "diff": diff, "tolerance": entry.tolerance if entry else math.nan,
                 "flag": bool(entry is not None and not math.isnan(diff) and abs(diff) > entry.tolerance),
             })
-    return pd.DataFrame(cells, columns=CELL_COLUMNS)
+    frame = pd.DataFrame(cells, columns=CELL_COLUMNS)
+    frame["gain_over_untrained"] = [_gain_over_untrained(frame, cell) for cell in frame.itertuples(index=False)]
+    return frame
+
+
+def _without_sanity(setting: object) -> str | None:
+    if not isinstance(setting, str):  # None or NaN: no setting
+        return None
+    kept = [part for part in setting.split(", ") if not part.startswith(SANITY_PREFIX)]
+    return ", ".join(kept) or None
+
+
+def _gain_over_untrained(cells: pd.DataFrame, cell) -> float:
+    """mean - the untrained mean of the same dataset and column, at the same setting (a sanity run: the
+    setting without its sanity part; none: the untrained runs without a setting, or the only untrained row,
+    as in tables whose setting is the row name)."""
+    if cell.method == UNTRAINED or cell.n == 0:
+        return math.nan
+    baselines = cells[(cells["method"] == UNTRAINED) & (cells["dataset"] == cell.dataset)
+                      & (cells["column"] == cell.column) & (cells["n"] > 0)]
+    for setting in dict.fromkeys([cell.setting, _without_sanity(cell.setting), None]):
+        chosen = baselines[baselines["setting"].map(lambda s, wanted=setting: _matches(s, wanted))]
+        if len(chosen):
+            return cell.mean - float(chosen["mean"].iloc[0])
+    return cell.mean - float(baselines["mean"].iloc[0]) if len(baselines) == 1 else math.nan
 
 
 def _versions(entry: ReportedNumber | None) -> str | None:

@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from xsample.train.sanity import SANITY_CHECKS
+
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 SCALES = ("tiny", "paper")
 
@@ -50,9 +52,18 @@ def experiment_labels(cfg: dict[str, Any]) -> dict[str, Any]:
         "method": {"compute": "all", "graph_stats": "none"}.get(table["task"], cfg["method"]["name"]),
         "dataset": dataset,
         "dataset_used": _data_for(cfg, used)["name"] if scale == "tiny" else dataset,
-        "setting": None if table.get("setting") in (None, "None") else str(table["setting"]),
+        "setting": _setting(table.get("setting"), cfg.get("sanity", "none")),
         "seed": int(cfg["seed"]),
     }
+
+
+def _setting(table_setting: Any, sanity: str) -> str | None:
+    """The table's setting label; a sanity run adds `sanity=...` so it is a row of its own, never a seed
+    of the real method."""
+    parts = [] if table_setting in (None, "None") else [str(table_setting)]
+    if sanity != "none":
+        parts.append(f"sanity={sanity}")
+    return ", ".join(parts) or None
 
 
 def run_name(labels: dict[str, Any]) -> str:
@@ -74,6 +85,9 @@ def build_run_config(cfg: dict[str, Any]) -> dict[str, Any]:
     scale = scale_cfg["name"]
     if scale not in SCALES:
         raise ConfigError(f"unknown scale={scale!r}; choose tiny or paper")
+    sanity = cfg.get("sanity", "none")
+    if sanity not in SANITY_CHECKS:
+        raise ConfigError(f"unknown sanity={sanity!r}; choose one of {', '.join(SANITY_CHECKS)}")
     labels = experiment_labels(cfg)
     dataset_key = table.get("tiny_dataset") if scale == "tiny" and table.get("tiny_dataset") else cfg["dataset"]
     data = _data_for(cfg, dataset_key)
@@ -81,11 +95,14 @@ def build_run_config(cfg: dict[str, Any]) -> dict[str, Any]:
     eval_suite = data.pop("eval_suite")
     data.pop("gpu_hours_per_epoch", None)
 
+    # Baselines that train nothing (untrained, raw_pixels) have no recipe and no optim block.
     recipe_name = method["optim_recipe"]
-    optim = copy.deepcopy(scale_cfg["optim"][recipe_name])
-    finetuning = bool(cfg.get("finetune_from"))
-    optim.update(batch_size=int(scale_cfg["batch_size"]),
-                 epochs=int(scale_cfg["finetune_epochs"] if finetuning else scale_cfg["epochs"]))
+    optim = None
+    if recipe_name is not None:
+        optim = copy.deepcopy(scale_cfg["optim"][recipe_name])
+        finetuning = bool(cfg.get("finetune_from"))
+        optim.update(batch_size=int(scale_cfg["batch_size"]),
+                     epochs=int(scale_cfg["finetune_epochs"] if finetuning else scale_cfg["epochs"]))
 
     method_cfg = {k: v for k, v in method.items() if k != "optim_recipe"}
     suite = cfg["eval_suites"][eval_suite]
@@ -95,6 +112,7 @@ def build_run_config(cfg: dict[str, Any]) -> dict[str, Any]:
         "experiment": labels,
         "task": table["task"],
         "seed": int(cfg["seed"]),
+        "sanity": sanity,
         "method": method_cfg,
         "graph": copy.deepcopy(cfg["graph"]) if method["name"] == "xclr" or table["task"] == "graph_stats" else None,
         "data": data,
@@ -124,5 +142,6 @@ def resources(cfg: dict[str, Any]) -> dict[str, Any]:
     dataset_key = table.get("tiny_dataset") if scale == "tiny" and table.get("tiny_dataset") else cfg["dataset"]
     per_epoch = float(_data_for(cfg, dataset_key).get("gpu_hours_per_epoch", 0.0))
     epochs = cfg["scale"]["finetune_epochs"] if cfg.get("finetune_from") else cfg["scale"]["epochs"]
-    res["est_gpu_hours"] = round(per_epoch * epochs * float(cfg.get("data_fraction", 1.0)), 1) if table["task"] == "pretrain" else 0.0
+    trains = table["task"] == "pretrain" and cfg["method"]["optim_recipe"] is not None  # baselines train nothing
+    res["est_gpu_hours"] = round(per_epoch * epochs * float(cfg.get("data_fraction", 1.0)), 1) if trains else 0.0
     return res
