@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections import Counter
 
 import numpy as np
@@ -12,10 +14,13 @@ from torch import nn
 from analysis.report import write_report
 from tests.engine_helpers import small_run_config
 from tests.test_analysis import cell, read_cells, write_result
+from tests.test_sweep_configs import REPO, _composed
+from experiments.run_config import build_run_config, run_name
 from xsample.data import build_dataset
 from xsample.models import PixelFeatures
 from xsample.train import run_experiment
 from xsample.train.baselines import recompute_batchnorm_statistics
+from xsample.train.provenance import config_hash
 from xsample.train.sanity import DetachedSupervision, with_sanity
 
 
@@ -96,3 +101,31 @@ def test_report_shows_each_methods_gain_over_untrained(tmp_path):
     assert supcon["gain_over_untrained"] == 30.0 and shuffled["gain_over_untrained"] == 5.0
     assert np.isnan(cell(cells, "untrained", "imagenet.top1")["gain_over_untrained"])
     assert "+30.0 vs untrained" in (out / "table1_tiny.md").read_text()
+
+
+def test_sanity_is_part_of_the_run_identity():
+    plain = build_run_config(_composed(["table='1'", "method=supcon"]))
+    shuffled = build_run_config(_composed(["table='1'", "method=supcon", "sanity=shuffled_labels"]))
+    assert (plain["sanity"], shuffled["sanity"]) == ("none", "shuffled_labels")
+    assert config_hash(plain) != config_hash(shuffled)
+    assert run_name(plain["experiment"]) != run_name(shuffled["experiment"])
+    assert shuffled["experiment"]["setting"] == "sanity=shuffled_labels"
+
+
+def test_unknown_sanity_is_a_one_line_error():
+    out = subprocess.run([sys.executable, "experiments/reproduce.py", "-m", "table=1", "sanity=typo", "launcher=plan"],
+                         cwd=REPO, capture_output=True, text=True)
+    assert out.returncode != 0
+    assert out.stderr.strip() == "xsample: unknown sanity='typo'; choose one of none, shuffled_labels, misaligned_graph"
+
+
+@pytest.mark.slow
+def test_supcon_loses_its_advantage_when_its_labels_are_shuffled(tmp_path):
+    """End-to-end known answer: the same short SupCon run on the shapes world, with true labels and with
+    labels shuffled across images. A pipeline that ignores or misattaches labels gives two equal numbers."""
+    short = ["table='1'", "method=supcon", "scale.epochs=4", "table.evaluations=[imagenet]", "scale.probe.epochs=30"]
+    top1 = {}
+    for sanity in ("none", "shuffled_labels"):
+        config = small_run_config(*short, "scale.batch_size=64", f"sanity={sanity}", cache_dir=tmp_path / "cache")
+        top1[sanity] = run_experiment(config, tmp_path / sanity)["metrics"]["imagenet"]["top1"]
+    assert top1["none"] - top1["shuffled_labels"] >= MIN_SUPERVISED_ADVANTAGE, top1

@@ -19,8 +19,9 @@ never chosen to favour a method):
 - Backgrounds: each class has a typical background 70% of the time, so background alone predicts the
   class with ~45% accuracy (Bayes, 6 backgrounds for 10 classes), like ImageNet-9, where backgrounds
   alone give roughly 40%: predictive but not the whole story, which is what its variants measure.
-- Class names come in visual families (circle/ring, square/diamond, ...): related names for related
-  shapes, so a text-similarity graph over class names has structure to share, as ImageNet's has.
+- Some classes come in visual families with related names (circle/ring, square/diamond, star/cross),
+  so a text-similarity graph over class names has some structure to share, as ImageNet's has (many
+  near-duplicate dog breeds); the other classes stand alone.
 """
 
 from __future__ import annotations
