@@ -23,6 +23,10 @@ from xsample.train.baselines import recompute_batchnorm_statistics
 from xsample.train.provenance import config_hash
 from xsample.train.sanity import DetachedSupervision, with_sanity
 
+# Measured at step 230 of the tiny profile: SupCon 65.3, shuffled labels 50.9 (untrained 52.3); a 4-epoch run
+# keeps a clear margin, and 2000 test images make a single measurement's noise about 1 point.
+MIN_SUPERVISED_ADVANTAGE = 5.0
+
 
 @pytest.fixture(scope="module")
 def shapes_train():
@@ -77,6 +81,7 @@ def test_pixel_features_flatten_tiny_images_and_pool_large_ones():
     assert PixelFeatures(32).features(torch.ones(2, 3, 224, 224)).shape == (2, 3 * 32 * 32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["untrained", "raw_pixels"])
 def test_baselines_run_through_the_same_evaluation(tmp_path, method):
     config = small_run_config("table='2'", f"row={method}", "scale.probe.epochs=5", cache_dir=tmp_path / "cache")
@@ -123,7 +128,8 @@ def test_unknown_sanity_is_a_one_line_error():
 def test_supcon_loses_its_advantage_when_its_labels_are_shuffled(tmp_path):
     """End-to-end known answer: the same short SupCon run on the shapes world, with true labels and with
     labels shuffled across images. A pipeline that ignores or misattaches labels gives two equal numbers."""
-    short = ["table='1'", "method=supcon", "scale.epochs=4", "table.evaluations=[imagenet]", "scale.probe.epochs=30"]
+    short = ["table='1'", "method=supcon", "scale.epochs=4", "table.evaluations=[imagenet]", "scale.probe.epochs=30",
+             "scale.checkpoint_every_steps=100"]
     top1 = {}
     for sanity in ("none", "shuffled_labels"):
         config = small_run_config(*short, "scale.batch_size=64", f"sanity={sanity}", cache_dir=tmp_path / "cache")
