@@ -14,20 +14,21 @@ from analysis.reported import ReportedNumber
 
 # Metrics with their own table layout, kept out of the generic evaluation columns.
 SPECIAL_PREFIXES = ("compute.", "graph_similarity.")
-COMPUTE_METHODS = ("simclr", "supcon", "xclr", "clip")
-CELL_COLUMNS = ["method", "setting", "dataset", "column", "mean", "std", "n", "gain_over_untrained", "reported",
+CELL_COLUMNS = ["method", "setting", "variant", "dataset", "column", "mean", "std", "n", "gain_over_untrained", "reported",
                 "paper_version", "source", "diff", "tolerance", "flag"]
 # The baseline every trained method's gain is measured against: the same network at initialisation.
 UNTRAINED = "untrained"
-# A sanity run's setting ends in "sanity=<check>" (experiments/run_config.py); its baseline is the plain setting's.
-SANITY_PREFIX = "sanity="
 CLAIM_COLUMNS = ["id", "claim", "dataset", "reported", "paper_version", "source", "reproduced", "reproduced_low",
                  "reproduced_high", "n_minuend", "n_subtrahend", "sign_holds", "within_tolerance", "note"]
 
 
-def completed_runs(runs: pd.DataFrame, table: str, scale: str) -> pd.DataFrame:
+def completed_runs(runs: pd.DataFrame, table: str, scale: str, *, own_only: bool = False) -> pd.DataFrame:
+    """The counted completed runs of ``table`` at ``scale``; ``own_only``: without variants (the runs the
+    table's own grid defines, the only ones a figure or a paper claim compares)."""
     runs = current_runs(runs)
-    return runs[(runs["table"] == table) & (runs["scale"] == scale) & (runs["status"] == "completed")]
+    mask = [_matches(t, table) and _matches(s, scale) and _matches(status, "completed") and (not own_only or _matches(v, None))
+            for t, s, status, v in zip(runs["table"], runs["scale"], runs["status"], runs["variant"], strict=True)]
+    return runs[pd.Series(mask, index=runs.index, dtype=bool)]
 
 
 def evaluation_columns(runs: pd.DataFrame) -> list[str]:
@@ -38,15 +39,17 @@ def evaluation_columns(runs: pd.DataFrame) -> list[str]:
 
 def _matches(value: object, wanted: object) -> bool:
     """Label equality where None/NaN mean "no label" on both sides."""
-    missing = value is None or (isinstance(value, float) and math.isnan(value))
-    return wanted is None if missing else value == wanted
+    missing = value is None or (not isinstance(value, str) and bool(pd.isna(value)))
+    return wanted is None if missing else bool(value == wanted)
 
 
-def _select(runs: pd.DataFrame, method: str, dataset: str | None, setting: str | None) -> pd.DataFrame:
-    mask = runs["method"].map(lambda m: m == method) & runs["setting"].map(lambda s: _matches(s, setting))
-    if dataset is not None:
-        mask &= runs["dataset"].map(lambda d: d == dataset)
-    return runs[mask]
+def _select(runs: pd.DataFrame, method: str, dataset: str | None, setting: str | None,
+            variant: str | None = None) -> pd.DataFrame:
+    """The runs of one table row; ``variant`` None selects the table's own runs (no variant).
+    The mask is built in Python: label columns may be any pandas string dtype, or empty."""
+    mask = [_matches(m, method) and _matches(s, setting) and _matches(v, variant) and (dataset is None or _matches(d, dataset))
+            for m, s, v, d in zip(runs["method"], runs["setting"], runs["variant"], runs["dataset"], strict=True)]
+    return runs[pd.Series(mask, index=runs.index, dtype=bool)]
 
 
 def _std(values: pd.Series) -> float:
@@ -54,21 +57,24 @@ def _std(values: pd.Series) -> float:
 
 
 def metric_cells(runs: pd.DataFrame, table: str, scale: str, reported: list[ReportedNumber]) -> pd.DataFrame:
-    """One row per (method, setting, dataset, evaluation column): reproduced mean/std/n over completed
-    seeds next to the reported absolute value. Reported cells without a run appear with n = 0."""
+    """One row per (method, setting, variant, dataset, evaluation column): reproduced mean/std/n over completed
+    seeds next to the reported absolute value (only for the table's own runs: a variant is compared with
+    nothing the paper reports). Reported cells without a run appear with n = 0."""
     done = completed_runs(runs, table, scale)
     absolute = [entry for entry in reported if entry.table == table and entry.kind == "absolute"]
-    keys = {(m, None if _matches(s, None) else s, d) for m, s, d in done[["method", "setting", "dataset"]].itertuples(index=False)}
-    keys |= {(entry.row, entry.setting, entry.dataset) for entry in absolute if entry.dataset is not None}
+    keys = {(m, None if _matches(s, None) else s, None if _matches(v, None) else v, d)
+            for m, s, v, d in zip(done["method"], done["setting"], done["variant"], done["dataset"], strict=True)}
+    keys |= {(entry.row, entry.setting, None, entry.dataset) for entry in absolute if entry.dataset is not None}
     columns = evaluation_columns(done)
     columns += sorted({entry.column for entry in absolute if entry.column not in columns
                        and not entry.column.startswith(SPECIAL_PREFIXES)})
     cells = []
-    for method, setting, dataset in sorted(keys, key=lambda key: tuple(str(part) for part in key)):
-        selected = _select(done, method, dataset, setting)
+    for method, setting, variant, dataset in sorted(keys, key=lambda key: tuple(str(part) for part in key)):
+        selected = _select(done, method, dataset, setting, variant)
         for column in columns:
             values = selected[column].dropna() if column in selected else pd.Series(dtype=float)
-            entry = next((e for e in absolute if (e.row, e.setting, e.dataset, e.column) == (method, setting, dataset, column)), None)
+            entry = None if variant is not None else next(
+                (e for e in absolute if (e.row, e.setting, e.dataset, e.column) == (method, setting, dataset, column)), None)
             if values.empty and entry is None:
                 continue
             mean = float(values.mean()) if len(values) else math.nan
@@ -78,7 +84,7 @@ def metric_cells(runs: pd.DataFrame, table: str, scale: str, reported: list[Repo
             if scale == "tiny":
                 diff = math.nan
             cells.append({
-                "method": method, "setting": setting, "dataset": dataset, "column": column,
+                "method": method, "setting": setting, "variant": variant, "dataset": dataset, "column": column,
                 "mean": mean, "std": _std(values), "n": len(values), "gain_over_untrained": math.nan,
                 "reported": reported_value, "paper_version": _versions(entry), "source": entry.source if entry else None,
                 "diff": diff, "tolerance": entry.tolerance if entry else math.nan,
@@ -89,22 +95,15 @@ def metric_cells(runs: pd.DataFrame, table: str, scale: str, reported: list[Repo
     return frame
 
 
-def _without_sanity(setting: object) -> str | None:
-    if not isinstance(setting, str):  # None or NaN: no setting
-        return None
-    kept = [part for part in setting.split(", ") if not part.startswith(SANITY_PREFIX)]
-    return ", ".join(kept) or None
-
-
 def _gain_over_untrained(cells: pd.DataFrame, cell) -> float:
-    """mean - the untrained mean of the same dataset and column, at the same setting (a sanity run: the
-    setting without its sanity part; none: the untrained runs without a setting, or the only untrained row,
-    as in tables whose setting is the row name)."""
+    """mean - the untrained mean of the same dataset and column: the untrained runs of the table's grid
+    (no variant; a sanity or other variant run is compared with them too) at the same setting, else those
+    without a setting, else the only untrained row (tables whose setting is the row name)."""
     if cell.method == UNTRAINED or cell.n == 0:
         return math.nan
-    baselines = cells[(cells["method"] == UNTRAINED) & (cells["dataset"] == cell.dataset)
-                      & (cells["column"] == cell.column) & (cells["n"] > 0)]
-    for setting in dict.fromkeys([cell.setting, _without_sanity(cell.setting), None]):
+    baselines = cells[(cells["method"] == UNTRAINED) & (cells["dataset"] == cell.dataset) & (cells["column"] == cell.column)
+                      & (cells["n"] > 0) & cells["variant"].map(lambda v: _matches(v, None))]
+    for setting in dict.fromkeys([cell.setting if isinstance(cell.setting, str) else None, None]):
         chosen = baselines[baselines["setting"].map(lambda s, wanted=setting: _matches(s, wanted))]
         if len(chosen):
             return cell.mean - float(chosen["mean"].iloc[0])
@@ -116,9 +115,10 @@ def _versions(entry: ReportedNumber | None) -> str | None:
 
 
 def claims(runs: pd.DataFrame, table: str, scale: str, reported: list[ReportedNumber]) -> pd.DataFrame:
-    """Each difference claim of `table`, evaluated as mean(minuend) - mean(subtrahend) over completed seeds.
-    A claim whose pretraining dataset the paper does not state is evaluated on every dataset that has runs."""
-    done = completed_runs(runs, table, scale)
+    """Each difference claim of `table`, evaluated as mean(minuend) - mean(subtrahend) over completed seeds
+    of the table's own runs (variants excluded). A claim whose pretraining dataset the paper does not state
+    is evaluated on every dataset that has runs."""
+    done = completed_runs(runs, table, scale, own_only=True)
     rows = []
     for entry in reported:
         if entry.table != table or entry.kind == "absolute":
@@ -170,10 +170,12 @@ def _runs_with_values(runs: pd.DataFrame, columns: tuple[str, ...]) -> int:
 def compute_table(runs: pd.DataFrame, scale: str) -> tuple[pd.DataFrame, dict]:
     """Per method: step time, throughput, step-time ratio vs SimCLR, peak memory (mean over completed
     compute runs), and the shared settings (batch size, backbone, graph precompute)."""
-    done = completed_runs(runs, "compute", scale)
+    done = completed_runs(runs, "compute", scale, own_only=True)
     measurements = [run["compute"] for run in done["metrics"] if isinstance(run, dict) and isinstance(run.get("compute"), dict)]
+    # The methods are those the runs timed (configs/table/compute.yaml), in the order they were timed.
+    methods = dict.fromkeys(key for m in measurements for key, value in m.items() if isinstance(value, dict))
     rows = []
-    for method in COMPUTE_METHODS:
+    for method in methods:
         per_run = [m[method] for m in measurements if isinstance(m.get(method), dict)]
         if not per_run:
             continue
@@ -194,7 +196,7 @@ def _mean(values: list) -> float:
 
 def graph_similarity_table(runs: pd.DataFrame, scale: str) -> pd.DataFrame:
     """Fig. 5 summary statistics per graph (class names vs captions), mean over completed runs."""
-    done = completed_runs(runs, "fig5", scale)
+    done = completed_runs(runs, "fig5", scale, own_only=True)
     stats = [c for c in done.columns if c.startswith("graph_similarity.") and done[c].notna().any()]
     if done.empty or not stats:
         return pd.DataFrame(columns=["setting", "n"])
@@ -209,7 +211,7 @@ def graph_similarity_table(runs: pd.DataFrame, scale: str) -> pd.DataFrame:
 
 def histograms(runs: pd.DataFrame, scale: str) -> list[dict]:
     """The stored similarity histograms of the fig5 runs: setting, graph, edges, counts."""
-    done = completed_runs(runs, "fig5", scale)
+    done = completed_runs(runs, "fig5", scale, own_only=True)
     found = []
     for setting, metrics in zip(done["setting"], done["metrics"], strict=True):
         similarity = metrics.get("graph_similarity", {}) if isinstance(metrics, dict) else {}

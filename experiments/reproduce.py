@@ -10,13 +10,9 @@ regenerated (analysis/) and its location printed.
 
 from __future__ import annotations
 
-import fcntl
-import os
-import shutil
 import subprocess
 import sys
 from collections import defaultdict
-from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,10 +21,10 @@ if str(REPO) not in sys.path:  # run as a script from any directory
 
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from hydra.errors import MissingConfigException  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from hydra.errors import HydraException  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 
-from experiments.run_config import ConfigError, build_run_config, run_name, sweep_dir  # noqa: E402
+from experiments.run_config import ConfigError, InvalidValues  # noqa: E402
 from experiments.sweep import (  # noqa: E402
     _option,
     check_choices,
@@ -36,78 +32,67 @@ from experiments.sweep import (  # noqa: E402
     describe_jobs,
     expand,
     format_plan,
+    plan_run,
     slurm_available,
 )
 from xsample.io import atomic_write_json  # noqa: E402
-from xsample.train.checkpoint import ConfigMismatchError  # noqa: E402
+from xsample.train.lifecycle import execute_run  # noqa: E402
 from xsample.train.provenance import config_hash  # noqa: E402
-from xsample.train.run import is_completed, read_result, run_experiment  # noqa: E402
+from xsample.train.run import RESULT_NAME, ownership_problem, read_result  # noqa: E402
+from xsample.train.validate import input_problems  # noqa: E402
 
 
-def _global_rank() -> int:
-    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", 0)))
-
-
-@contextmanager
-def exclusive(run_dir: Path):
-    """Serialise jobs that share a run directory (a finetune job training its missing base run
-    while the base row's own job runs). Only global rank 0 locks: other ranks wait in collectives."""
-    if _global_rank() != 0:
-        yield
-        return
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / ".lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _execute(run_config: dict, run_dir: Path, *, force: bool) -> str:
-    """Run one config unless already completed; returns the final status."""
-    name = run_dir.name
-    with exclusive(run_dir):
-        if is_completed(run_dir, run_config) and not force:
-            print(f"xsample: {name}: already completed with the same config hash, skipped", flush=True)
-            return "completed"
-        previous = read_result(run_dir)
-        stale = previous is not None and previous.get("config_hash") != config_hash(run_config)
-        if force and _global_rank() == 0 and (stale or (previous or {}).get("status") in ("completed", "failed")):
-            print(f"xsample: {name}: force=true, discarding the previous run in {run_dir}", flush=True)
-            shutil.rmtree(run_dir)
-        try:
-            record = run_experiment(run_config, run_dir)
-        except ConfigMismatchError as error:
-            print(f"xsample: {name}: {error}", flush=True)
-            return "failed"
-        except Exception as error:  # recorded in result.json; the sweep goes on with the other runs
-            print(f"xsample: {name} failed: {type(error).__name__}: {error} (see {run_dir / 'result.json'})", flush=True)
-            return "failed"
-    return record["status"]
-
-
-def _finetune_base(cfg: DictConfig) -> tuple[dict, Path]:
-    """The run config and directory of the base run a finetune row starts from."""
-    overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("row=")]
-    base_cfg = hydra.compose(config_name="reproduce", overrides=[*overrides, f"row={cfg.finetune_from}"])
-    base = OmegaConf.to_container(base_cfg, resolve=True)
-    config = build_run_config(base)
-    return config, sweep_dir(base) / "runs" / run_name(config["experiment"])
+def _log(line: str) -> None:
+    print(line, flush=True)
 
 
 @hydra.main(config_path="../configs", config_name="reproduce", version_base="1.3")
 def main(cfg: DictConfig) -> str:
-    composed = OmegaConf.to_container(cfg, resolve=True)
-    run_config = build_run_config(composed)
-    run_dir = sweep_dir(composed) / "runs" / run_name(run_config["experiment"])
-    if cfg.get("finetune_from"):
-        base_config, base_dir = _finetune_base(cfg)
-        if _execute(base_config, base_dir, force=False) != "completed":
-            print(f"xsample: {run_dir.name}: its base run {base_dir.name} did not complete; not fine-tuning", flush=True)
+    planned = plan_run(list(HydraConfig.get().overrides.task))
+    if planned.base is not None:
+        base = execute_run(planned.base.config, planned.base.run_dir, log=_log)
+        if base.status != "completed":
+            _log(f"xsample: {planned.run_dir.name}: its base run {planned.base.run_dir.name} did not complete; not fine-tuning")
             return "failed"
-        run_config["init_from"] = {"run_dir": str(base_dir), "config_hash": config_hash(base_config)}
-    return _execute(run_config, run_dir, force=bool(cfg.force))
+    return execute_run(planned.config, planned.run_dir, force=bool(cfg.force), log=_log).status
+
+
+def _missing_inputs(jobs: list[dict]) -> list[str]:
+    """Every missing input of every run of the sweep (dataset roots, text encoders), each once."""
+    found: dict[str, None] = {}
+    for job in jobs:
+        for planned in job["planned"]:
+            found.update(dict.fromkeys(input_problems(planned.config)))
+    return list(found)
+
+
+def _refuse(problems: list[str]) -> None:
+    print("\n".join(f"xsample: {problem}" for problem in problems), file=sys.stderr, flush=True)
+    raise SystemExit(f"xsample: {len(problems)} problem(s) above; nothing was run")
+
+
+def _unfinished(jobs: list[dict]) -> list[str]:
+    """One line per run of the sweep that did not end completed with its own config, read from the
+    result.json files (so it works whichever launcher ran the jobs, and wherever)."""
+    lines, seen = [], set()
+    for job in jobs:
+        for planned in job["planned"]:
+            if planned.run_dir in seen:
+                continue
+            seen.add(planned.run_dir)
+            result_path = planned.run_dir / RESULT_NAME
+            result = read_result(planned.run_dir)
+            if result is None:
+                why = "no readable result.json: the job did not start, was cancelled, or died before writing it"
+            elif result.get("config_hash") != config_hash(planned.config):
+                why = f"refused: {ownership_problem(planned.run_dir, planned.config)}"
+            elif result.get("status") != "completed":
+                error = str(result.get("error") or "no error recorded").splitlines()[0]
+                why = f"{result.get('status')}: {error}"
+            else:
+                continue
+            lines.append(f"  {planned.run_dir.name}: {why} ({result_path})")
+    return lines
 
 
 def _write_sweep_plans(jobs: list[dict]) -> dict[str, list[dict]]:
@@ -118,7 +103,7 @@ def _write_sweep_plans(jobs: list[dict]) -> dict[str, list[dict]]:
         labels = members[0]["experiment"]
         atomic_write_json(Path(directory) / "sweep_plan.json", {
             "table": labels["table"], "scale": labels["scale"],
-            "runs": [{"run_dir": job["run_dir"], "experiment": job["experiment"],
+            "runs": [{"run_dir": job["run_dir"], "experiment": job["experiment"], "config_hash": job["config_hash"],
                       "overrides": job["overrides"]} for job in members],
         })
     return by_sweep
@@ -141,6 +126,9 @@ def cli() -> None:
     args = sys.argv[1:]
     overrides = [a for a in args if "=" in a and not a.startswith("-")]
     check_choices(overrides)
+    if _option(overrides, "hydra.sweep.dir") is not None:
+        raise SystemExit("xsample: hydra.sweep.dir is not used: runs live in <paths.sweeps>/table<id>_<scale>/; "
+                         "move them with paths.sweeps=DIR (or XSAMPLE_SWEEPS=DIR)")
     multirun = "-m" in args or "--multirun" in args
     launcher = _option(overrides, "launcher")
     plan = launcher == "plan" or str(_option(overrides, "plan")).lower() == "true"
@@ -154,12 +142,18 @@ def cli() -> None:
         why = "chosen"
     try:
         jobs = describe_jobs(expand(overrides) if multirun else [overrides])
-    except (ConfigError, MissingConfigException) as error:
+    except InvalidValues as error:
+        _refuse(error.problems)
+    except (ConfigError, HydraException) as error:
         raise SystemExit(f"xsample: {config_error_line(error)}") from None
     sweeps = sorted({job["sweep_dir"] for job in jobs})
     print(f"xsample: launcher={launcher} ({why}); sweep dir: {', '.join(sweeps)}; {len(jobs)} job(s)", flush=True)
+    problems = _missing_inputs(jobs)
     if plan:
         print(format_plan(jobs))
+    if problems:
+        _refuse(problems)
+    if plan:
         return
     if multirun:
         _write_sweep_plans(jobs)
@@ -171,6 +165,10 @@ def cli() -> None:
                                                        job["report_dir"]) for job in jobs}):
             subprocess.run([sys.executable, "-m", "analysis", "report", sweeps_root, "--scale", scale,
                             "--out", report_dir], check=False)
+    unfinished = _unfinished(jobs)
+    if unfinished:
+        print(f"xsample: {len(unfinished)} run(s) did not complete:", *unfinished, sep="\n", file=sys.stderr, flush=True)
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ from analysis.report import write_report
 from tests.engine_helpers import small_run_config
 from tests.test_analysis import cell, read_cells, write_result
 from tests.test_sweep_configs import REPO, _composed
-from experiments.run_config import build_run_config, run_name
+from experiments.run_config import build_run_config
+from experiments.sweep import describe_jobs, expand
 from xsample.data import build_dataset
 from xsample.models import PixelFeatures
 from xsample.train import run_experiment
@@ -96,13 +97,13 @@ def test_report_shows_each_methods_gain_over_untrained(tmp_path):
     for seed in (0, 1):
         write_result(sweep, f"untrained_seed{seed}", method="untrained", seed=seed, metrics={"imagenet": {"top1": 40.0}})
         write_result(sweep, f"supcon_seed{seed}", method="supcon", seed=seed, metrics={"imagenet": {"top1": 70.0}})
-        write_result(sweep, f"supcon_shuffled_seed{seed}", method="supcon", seed=seed, setting="sanity=shuffled_labels",
+        write_result(sweep, f"supcon_shuffled_seed{seed}", method="supcon", seed=seed, variant="sanity=shuffled_labels",
                      metrics={"imagenet": {"top1": 45.0}})
     out = tmp_path / "out"
     write_report(sweep, out)
     cells = read_cells(out, "table1_tiny")
-    supcon = cells[(cells["method"] == "supcon") & cells["setting"].isna()].iloc[0]
-    shuffled = cells[(cells["method"] == "supcon") & (cells["setting"] == "sanity=shuffled_labels")].iloc[0]
+    supcon = cells[(cells["method"] == "supcon") & cells["variant"].isna()].iloc[0]
+    shuffled = cells[(cells["method"] == "supcon") & (cells["variant"] == "sanity=shuffled_labels")].iloc[0]
     assert supcon["gain_over_untrained"] == 30.0 and shuffled["gain_over_untrained"] == 5.0
     assert np.isnan(cell(cells, "untrained", "imagenet.top1")["gain_over_untrained"])
     assert "+30.0 vs untrained" in (out / "table1_tiny.md").read_text()
@@ -113,15 +114,16 @@ def test_sanity_is_part_of_the_run_identity():
     shuffled = build_run_config(_composed(["table='1'", "method=supcon", "sanity=shuffled_labels"]))
     assert (plain["sanity"], shuffled["sanity"]) == ("none", "shuffled_labels")
     assert config_hash(plain) != config_hash(shuffled)
-    assert run_name(plain["experiment"]) != run_name(shuffled["experiment"])
-    assert shuffled["experiment"]["setting"] == "sanity=shuffled_labels"
+    jobs = describe_jobs(expand(["table='1'", "method=supcon", "seed=0", "sanity=none,shuffled_labels"]))
+    assert len({job["run_dir"] for job in jobs}) == 2
+    assert {job["experiment"]["variant"] for job in jobs} == {None, "sanity=shuffled_labels"}
 
 
 def test_unknown_sanity_is_a_one_line_error():
     out = subprocess.run([sys.executable, "experiments/reproduce.py", "-m", "table=1", "sanity=typo", "launcher=plan"],
                          cwd=REPO, capture_output=True, text=True)
     assert out.returncode != 0
-    assert out.stderr.strip() == "xsample: unknown sanity='typo'; choose one of none, shuffled_labels, misaligned_graph"
+    assert "xsample: sanity='typo' is not a sanity check; choose one of none, shuffled_labels, misaligned_graph" in out.stderr
 
 
 @pytest.mark.slow
