@@ -156,7 +156,10 @@ def cli() -> None:
     if plan:
         return
     if multirun:
-        _write_sweep_plans(jobs)
+        try:
+            _write_sweep_plans(jobs)
+        except OSError as error:
+            raise SystemExit(f"xsample: {error}; make the sweep directory writable or set paths.sweeps=DIR") from None
     main()
     if multirun:
         # Every table under the sweeps root is re-rendered (cheap), so the reproduced-vs-reported

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch.multiprocessing as mp
 
-from tests.engine_helpers import REPO, small_run_config
+from tests.engine_helpers import REPO, small_run_config, tensorboard_scalars
 from xsample.data import build_dataset
 from xsample.train import run_experiment
 from xsample.train.checkpoint import ConfigMismatchError
@@ -53,6 +53,8 @@ def test_tiny_clip_on_shapes_completes_with_zero_shot(tmp_path):
     metrics = record["metrics"]
     assert metrics["imagenet"]["top1"] > 100.0 / 10 + 10, metrics
     assert "imagenet" in metrics["zero_shot"]
+    logit_scales = [value for _, value in tensorboard_scalars(tmp_path / "run")["train/logit_scale"]]
+    assert logit_scales and all(1.0 <= value <= 100.0 for value in logit_scales)
 
 
 def test_nan_loss_fails_the_run_with_its_step(tmp_path):
@@ -106,6 +108,8 @@ def test_sigterm_then_restart_resumes_and_matches_an_uninterrupted_run(tmp_path)
     assert final["status"] == "completed" and final["resumed_from"] >= 3
     assert final["metrics"] == expected["metrics"]
     assert final["final_loss"] == expected["final_loss"]
+    steps = [step for step, _ in tensorboard_scalars(result.parent)["train/loss"]]
+    assert steps == list(range(1, final["timing"]["steps"] + 1)), "TensorBoard: each step once across the restart"
 
     again = _reproduce(tmp_path / "interrupted")
     output = again.communicate(timeout=300)[0]

@@ -13,6 +13,7 @@ DataLoader workers.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -214,6 +215,12 @@ class CaptionedShards(IterableDataset):
             if empty_draws > MAX_EMPTY_DRAWS_PER_SHARD * len(self.shards):
                 raise RuntimeError(f"dataset {self.name}: {empty_draws} shards drawn in a row gave no readable "
                                    f"sample; check the shards in {self.shards[0].parent}")
+
+    def caption_fingerprint(self) -> str:
+        """sha256 of the shard set (names, byte sizes, sample counts): what the caption cache is keyed by.
+        Names and sizes, not contents or mtimes, so copying the shards to local scratch keeps the cache."""
+        described = [(shard.name, shard.stat().st_size, size) for shard, size in zip(self.shards, self.shard_sizes, strict=True)]
+        return hashlib.sha256(json.dumps([described, self.num_samples]).encode()).hexdigest()
 
     def iter_captions(self) -> Iterator[str]:
         """Every caption in index order, ``len(self)`` in all, reading only the .txt members.

@@ -1,9 +1,9 @@
 """Backbones (timm), the projector, the two-view contrastive model and the CLIP baseline."""
 
-from xsample.models.backbones import CUSTOM_BACKBONES, build_backbone, is_norm_or_bias
+from xsample.models.backbones import CUSTOM_BACKBONES, build_backbone, is_norm_or_bias, load_backbone
 from xsample.models.clip import MAX_LOGIT_SCALE, CLIPModel
 from xsample.models.heads import ContrastiveModel, ProjectionHead
 from xsample.models.pixels import PixelFeatures
 
 __all__ = ["CUSTOM_BACKBONES", "MAX_LOGIT_SCALE", "CLIPModel", "ContrastiveModel", "PixelFeatures", "ProjectionHead",
-           "build_backbone", "is_norm_or_bias"]
+           "build_backbone", "is_norm_or_bias", "load_backbone"]

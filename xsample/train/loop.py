@@ -21,6 +21,7 @@ from xsample.train.distributed import DistInfo, all_ranks_true, mean_over_ranks
 from xsample.train.global_batchnorm import convert_batchnorm_for_distributed
 from xsample.train.preemption import PreemptionGuard
 from xsample.train.sampling import ResumableDistributedSampler, SeededViewsDataset, StreamedViews
+from xsample.train.tracking import ScalarTracker
 
 
 class NonFiniteLossError(RuntimeError):
@@ -67,20 +68,24 @@ class Logger:
         if self.info.is_main:
             print(message, flush=True)
 
-    def step(self, step: int, loss: float, lr: float, every: int) -> None:
+    def step(self, step: int, loss: float, lr: float, every: int) -> bool:
+        """Print the step's line every ``every`` steps and at the end; True when it printed."""
         self.window_steps += 1
         if step % every and step != self.total_steps:
-            return
+            return False
         elapsed = time.perf_counter() - self.window_start
         rate = self.window_steps * self.global_batch / max(elapsed, 1e-9)
         eta = (self.total_steps - step) * elapsed / max(self.window_steps, 1)
         self(f"step {step}/{self.total_steps}  loss {loss:.4f}  lr {lr:.3g}  {rate:.0f} img/s  ETA {eta / 60:.1f} min")
         self.window_start, self.window_steps = time.perf_counter(), 0
+        return True
 
 
 def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: TrainingSetup,
-             config_hash: str, on_checkpoint: Callable[[int], None] | None = None) -> TrainOutcome:
-    """Train ``setup.model`` with ``setup.loss``; resumes from ``run_dir`` when a checkpoint exists."""
+             config_hash: str, on_checkpoint: Callable[[int], None] | None = None,
+             on_log: Callable[[int], None] | None = None) -> TrainOutcome:
+    """Train ``setup.model`` with ``setup.loss``; resumes from ``run_dir`` when a checkpoint exists.
+    ``on_checkpoint(step)`` follows every checkpoint, ``on_log(step)`` every logged step (main rank)."""
     optim_cfg, runtime = config["optim"], config["runtime"]
     world, device = info.world_size, info.device
     global_batch = int(optim_cfg["batch_size"])
@@ -125,12 +130,14 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
 
     trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
     log = Logger(info, total_steps, global_batch)
+    tracker = ScalarTracker(config, run_dir, info, global_batch, total_steps, resumed_from)
     if resumed_from is not None:
         log(f"resumed from step {resumed_from} ({run_dir})")
 
     def checkpoint(current_step: int) -> None:
         nonlocal last_checkpoint_step, checkpoint_clock
         if info.is_main:
+            tracker.flush()  # every event up to the checkpoint is on disk before the checkpoint is
             save_checkpoint(run_dir, {
                 "config_hash": config_hash, "step": current_step, "samples_seen": samples_seen,
                 "train_seconds": train_seconds, "loss_history": history,
@@ -146,7 +153,7 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
     checkpoint_clock = time.monotonic()
     loader_workers = int(runtime.get("num_workers", 0))
 
-    with PreemptionGuard() as guard:
+    with PreemptionGuard() as guard, tracker:
         trained.train()
         while step < total_steps:
             epoch, batch_in_epoch = divmod(step, steps_per_epoch)
@@ -158,9 +165,10 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
                 views, batch_size=local_batch, sampler=sampler, num_workers=loader_workers,
                 pin_memory=device.type == "cuda", drop_last=True, persistent_workers=False,
             )
-            tick = time.perf_counter()
+            tick = fetch_started = time.perf_counter()
             # A stream may run out early (workers drop their partial batches): the loop then restarts it.
             for batch in itertools.islice(loader, steps_per_epoch - batch_in_epoch):
+                data_wait = time.perf_counter() - fetch_started
                 with _autocast(device, runtime.get("precision", "auto")):
                     loss = setup.compute_loss(trained, batch, device)
                 global_loss = mean_over_ranks(loss, info)
@@ -176,7 +184,10 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
                 now = time.perf_counter()
                 train_seconds, tick = train_seconds + now - tick, now
                 history.append((step, global_loss))
-                log.step(step, history[-1][1], optimizer.param_groups[0]["lr"], int(runtime.get("log_every_steps", 10)))
+                logged = log.step(step, history[-1][1], optimizer.param_groups[0]["lr"], int(runtime.get("log_every_steps", 10)))
+                if logged and on_log is not None and info.is_main:
+                    on_log(step)
+                tracker.after_step(step, global_loss, trained, optimizer, data_wait)
 
                 stop = not all_ranks_true(not guard.requested, info)
                 due = (every_steps and step % every_steps == 0) or (
@@ -184,6 +195,7 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
                 )
                 if stop or due or step % steps_per_epoch == 0:
                     checkpoint(step)
+                fetch_started = time.perf_counter()
                 if stop:
                     log(f"signal received: checkpoint saved at step {step}, handing over to the scheduler")
                     guard.hand_over()
