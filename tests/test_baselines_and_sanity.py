@@ -12,11 +12,11 @@ import torch
 from torch import nn
 
 from analysis.report import write_report
+from experiments.run_config import build_run_config
+from experiments.sweep import describe_jobs, expand
 from tests.engine_helpers import small_run_config
 from tests.test_analysis import cell, read_cells, write_result
 from tests.test_sweep_configs import REPO, _composed
-from experiments.run_config import build_run_config
-from experiments.sweep import describe_jobs, expand
 from xsample.data import build_dataset
 from xsample.models import PixelFeatures
 from xsample.train import run_experiment
