@@ -133,16 +133,17 @@ class TableReport:
         by_key = {(r.dataset, r.method, r.setting, r.variant, r.column): r for r in cells.itertuples(index=False)}
         rows = []
         for dataset, method, setting, variant in row_keys:
-            row = ([str(dataset)] if several_datasets else []) + [method] + ([setting or ""] if has_setting else [])
+            row = ([str(dataset)] if several_datasets else []) + [method] + ([setting if isinstance(setting, str) else ""] if has_setting else [])
             row += [variant if isinstance(variant, str) else "—"] if has_variant else []
             for column in columns:
                 cell = by_key.get((dataset, method, setting, variant, column))
                 row.append(self._cell_text(cell, column in with_paper) if cell is not None else "")
             rows.append(row)
-        notes = [f"Cell: reproduced mean ± std (n = completed seeds) · paper value · Δ reproduced − paper; "
-                 f"{FLAG_MD} = |Δ| beyond the entry's tolerance."]
+        notes = [f"Cell: reproduced mean ± std (n = completed seeds) · gain over the untrained baseline · paper value · "
+                 f"Δ reproduced − paper; {FLAG_MD} = |Δ| beyond the entry's tolerance."]
         if self.tiny:
-            notes = ["Cell: reproduced mean ± std (n = completed seeds) · paper value (not comparable at tiny scale)."]
+            notes = ["Cell: reproduced mean ± std (n = completed seeds) · gain over the untrained baseline · "
+                     "paper value (not comparable at tiny scale)."]
         without_paper = [column for column in columns if column not in with_paper]
         if without_paper:
             notes.append(f"Paper value not public for: {', '.join(without_paper)}.")
@@ -155,6 +156,8 @@ class TableReport:
             parts = [f"{_number(cell.mean)} (n=1)"]
         else:
             parts = [f"{_number(cell.mean)} ± {_number(cell.std)} (n={cell.n})"]
+        if not math.isnan(cell.gain_over_untrained):
+            parts.append(f"{_number(cell.gain_over_untrained, signed=True)} vs untrained")
         if column_has_paper_values:
             parts.append(f"paper {_number(cell.reported)}" if not math.isnan(cell.reported) else "paper: not public")
         if not math.isnan(cell.diff):

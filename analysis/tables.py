@@ -14,8 +14,10 @@ from analysis.reported import ReportedNumber
 
 # Metrics with their own table layout, kept out of the generic evaluation columns.
 SPECIAL_PREFIXES = ("compute.", "graph_similarity.")
-CELL_COLUMNS = ["method", "setting", "variant", "dataset", "column", "mean", "std", "n", "reported", "paper_version",
-                "source", "diff", "tolerance", "flag"]
+CELL_COLUMNS = ["method", "setting", "variant", "dataset", "column", "mean", "std", "n", "gain_over_untrained", "reported",
+                "paper_version", "source", "diff", "tolerance", "flag"]
+# The baseline every trained method's gain is measured against: the same network at initialisation.
+UNTRAINED = "untrained"
 CLAIM_COLUMNS = ["id", "claim", "dataset", "reported", "paper_version", "source", "reproduced", "reproduced_low",
                  "reproduced_high", "n_minuend", "n_subtrahend", "sign_holds", "within_tolerance", "note"]
 
@@ -83,12 +85,29 @@ def metric_cells(runs: pd.DataFrame, table: str, scale: str, reported: list[Repo
                 diff = math.nan
             cells.append({
                 "method": method, "setting": setting, "variant": variant, "dataset": dataset, "column": column,
-                "mean": mean, "std": _std(values), "n": len(values),
+                "mean": mean, "std": _std(values), "n": len(values), "gain_over_untrained": math.nan,
                 "reported": reported_value, "paper_version": _versions(entry), "source": entry.source if entry else None,
                 "diff": diff, "tolerance": entry.tolerance if entry else math.nan,
                 "flag": bool(entry is not None and not math.isnan(diff) and abs(diff) > entry.tolerance),
             })
-    return pd.DataFrame(cells, columns=CELL_COLUMNS)
+    frame = pd.DataFrame(cells, columns=CELL_COLUMNS)
+    frame["gain_over_untrained"] = [_gain_over_untrained(frame, cell) for cell in frame.itertuples(index=False)]
+    return frame
+
+
+def _gain_over_untrained(cells: pd.DataFrame, cell) -> float:
+    """mean - the untrained mean of the same dataset and column: the untrained runs of the table's grid
+    (no variant; a sanity or other variant run is compared with them too) at the same setting, else those
+    without a setting, else the only untrained row (tables whose setting is the row name)."""
+    if cell.method == UNTRAINED or cell.n == 0:
+        return math.nan
+    baselines = cells[(cells["method"] == UNTRAINED) & (cells["dataset"] == cell.dataset) & (cells["column"] == cell.column)
+                      & (cells["n"] > 0) & cells["variant"].map(lambda v: _matches(v, None))]
+    for setting in dict.fromkeys([cell.setting if isinstance(cell.setting, str) else None, None]):
+        chosen = baselines[baselines["setting"].map(lambda s, wanted=setting: _matches(s, wanted))]
+        if len(chosen):
+            return cell.mean - float(chosen["mean"].iloc[0])
+    return cell.mean - float(baselines["mean"].iloc[0]) if len(baselines) == 1 else math.nan
 
 
 def _versions(entry: ReportedNumber | None) -> str | None:

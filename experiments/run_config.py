@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from xsample.train.sampling import augment_problem
+from xsample.train.sanity import SANITY_CHECKS
 from xsample.train.tracking import logger_problem
 from xsample.validation import InvalidConfigError, integer_seed, non_finite_values
 
@@ -81,8 +82,11 @@ def build_run_config(cfg: dict[str, Any]) -> dict[str, Any]:
     eval_suite = data.pop("eval_suite")
     data.pop("gpu_hours_per_epoch", None)
 
-    optim = copy.deepcopy(scale_cfg["optim"][method["optim_recipe"]])
-    optim.update(batch_size=int(scale_cfg["batch_size"]), epochs=int(cfg["epochs"]))
+    # Baselines that train nothing (untrained, raw_pixels) have no recipe and no optim section.
+    optim = None
+    if method["optim_recipe"] is not None:
+        optim = copy.deepcopy(scale_cfg["optim"][method["optim_recipe"]])
+        optim.update(batch_size=int(scale_cfg["batch_size"]), epochs=int(cfg["epochs"]))
 
     suite = cfg["eval_suites"][eval_suite]
     wanted = list(table.get("evaluations") or [])
@@ -91,6 +95,7 @@ def build_run_config(cfg: dict[str, Any]) -> dict[str, Any]:
         "experiment": labels,
         "task": table["task"],
         "seed": int(cfg["seed"]),
+        "sanity": cfg["sanity"],
         "method": _method_settings(method),
         "graph": copy.deepcopy(cfg["graph"]) if method["name"] == "xclr" or table["task"] == "graph_stats" else None,
         "data": data,
@@ -117,7 +122,7 @@ def resources(cfg: dict[str, Any]) -> dict[str, Any]:
     """SLURM resources of one job and its rough GPU-hour estimate (plan mode)."""
     res = dict(cfg["scale"]["resources"])
     per_epoch = float(_training_data(cfg).get("gpu_hours_per_epoch", 0.0))
-    pretraining = cfg["table"]["task"] == "pretrain"
+    pretraining = cfg["table"]["task"] == "pretrain" and cfg["method"]["optim_recipe"] is not None  # baselines train nothing
     res["est_gpu_hours"] = round(per_epoch * float(cfg["epochs"]) * float(cfg["data_fraction"]), 1) if pretraining else 0.0
     return res
 
@@ -144,6 +149,8 @@ def value_problems(cfg: dict[str, Any]) -> list[str]:
         for key, value in settings.items():
             if "temperature" in key and not ((number := _number(value)) is not None and number > 0):
                 problems.append(f"{where}.{key} must be > 0, got {value}")
+    if cfg.get("sanity") not in SANITY_CHECKS:
+        problems.append(f"sanity={cfg.get('sanity')!r} is not a sanity check; choose one of {', '.join(SANITY_CHECKS)}")
     checks = [
         ("data_fraction", lambda v: 0 < v <= 1, "in (0, 1]"),
         ("caption_noise", lambda v: 0 <= v <= 1, "in [0, 1]"),

@@ -15,12 +15,15 @@ from torch.utils.data import Dataset, Subset
 from xsample import losses
 from xsample.data import build_dataset, class_balanced_subset, simclr_augmentation
 from xsample.data.batched_augment import BatchedViews
-from xsample.models import CLIPModel, ContrastiveModel, ProjectionHead, build_backbone
+from xsample.models import CLIPModel, ContrastiveModel, PixelFeatures, ProjectionHead, build_backbone
 from xsample.train.optim import build_optimizer, cosine_schedule_with_warmup
 from xsample.train.sampling import PILViews, augment_problem
+from xsample.train.sanity import with_sanity
 from xsample.train.side_information import build_side_information
 
-METHODS = ("simclr", "supcon", "xclr", "clip")
+METHODS = ("simclr", "supcon", "xclr", "clip", "untrained", "raw_pixels")
+# Baselines measured by the same evaluation code without any training.
+BASELINES = ("untrained", "raw_pixels")
 
 
 @dataclass
@@ -28,7 +31,7 @@ class TrainingSetup:
     model: nn.Module
     train_dataset: Dataset
     views: PILViews | BatchedViews  # draws the training views: in workers (pil) or on the device (batched)
-    compute_loss: Callable[[nn.Module, dict, torch.device], torch.Tensor]
+    compute_loss: Callable[[nn.Module, dict, torch.device], torch.Tensor] | None  # None: a baseline, nothing trains
     make_optimizer: Callable[[nn.Module, int, int], tuple]
     graph_seconds: float  # time spent precomputing the X-CLR side information
 
@@ -51,7 +54,7 @@ def build_train_dataset(config: dict[str, Any]) -> Dataset:
         raise ValueError(f"data.fraction must be in (0, 1], got {fraction}")
     if fraction < 1:
         dataset = class_balanced_subset(dataset, fraction, seed=config["seed"])
-    return dataset
+    return with_sanity(dataset, config.get("sanity", "none"))
 
 
 def build_views(config: dict[str, Any], dataset: Dataset, num_views: int,
@@ -77,6 +80,8 @@ def build_views(config: dict[str, Any], dataset: Dataset, num_views: int,
 
 def build_model(config: dict[str, Any]) -> nn.Module:
     model_cfg, method = config["model"], config["method"]["name"]
+    if method == "raw_pixels":
+        return PixelFeatures(int(config["method"]["max_side"]))
     backbone, feature_dim = build_backbone(
         model_cfg["backbone"], small_image_stem=bool(model_cfg.get("small_image_stem", False)),
         stem_stride=int(model_cfg.get("stem_stride", 1)),
@@ -96,12 +101,15 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
-def build_loss_fn(config: dict[str, Any], train_dataset: Dataset, device: torch.device) -> tuple[Callable, float]:
-    """The per-batch loss closure and the seconds spent precomputing X-CLR side information."""
+def build_loss_fn(config: dict[str, Any], train_dataset: Dataset,
+                  device: torch.device) -> tuple[Callable | None, float]:
+    """The per-batch loss closure (None for the baselines) and the seconds spent precomputing X-CLR side information."""
     method_cfg = config["method"]
     name = method_cfg["name"]
     if name not in METHODS:
         raise ValueError(f"unknown method.name={name!r}; choose one of {', '.join(METHODS)}")
+    if name in BASELINES:
+        return None, 0.0
 
     if name == "clip":
         criterion = losses.ClipLoss()

@@ -112,6 +112,7 @@ class ResultWriter:
 
 
 def _train_and_evaluate(config: dict[str, Any], run_dir: Path, info: DistInfo, writer: ResultWriter) -> None:
+    from xsample.train.baselines import baseline_outcome
     from xsample.train.components import build_training_setup
     from xsample.train.evaluate import evaluate_model
     from xsample.train.finetune import load_initial_weights
@@ -124,10 +125,13 @@ def _train_and_evaluate(config: dict[str, Any], run_dir: Path, info: DistInfo, w
     load_initial_weights(setup.model, config, run_dir)
     writer.update(data={"dataset": config["data"]["name"], "train_size": len(setup.train_dataset),
                         "samples_seen": 0, "samples_skipped": 0})
-    outcome = pretrain(
-        config, run_dir, info, setup, writer.record["config_hash"],
-        on_checkpoint=lambda step: writer.update(checkpoint_step=step), on_log=writer.log_step,
-    )
+    if setup.compute_loss is None:
+        outcome = baseline_outcome(config, setup, info.device)
+    else:
+        outcome = pretrain(
+            config, run_dir, info, setup, writer.record["config_hash"],
+            on_checkpoint=lambda step: writer.update(checkpoint_step=step), on_log=writer.log_step,
+        )
     writer.record["resumed_from"] = outcome.resumed_from
     writer.record["data"].update(samples_seen=outcome.samples_seen,
                                  samples_skipped=getattr(setup.train_dataset, "samples_skipped", 0),
