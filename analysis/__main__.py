@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--paper-version", choices=PAPER_VERSIONS, default="v2",
                         help="which version's reported numbers to compare with (default: v2)")
     report.add_argument("--reported", type=Path, default=None, help="reported-numbers YAML (default: the packaged one)")
-    report.add_argument("--scale", choices=("tiny", "paper"), default=None,
+    report.add_argument("--scale", choices=("tiny", "rehearsal", "paper"), default=None,
                         help="only runs of this scale (default: every scale found)")
     status = commands.add_parser("status", help="per-run status and progress of a sweep")
     status.add_argument("sweep_dir", type=Path)

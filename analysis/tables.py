@@ -39,9 +39,10 @@ def _matches(value: object, wanted: object) -> bool:
 
 
 def _select(runs: pd.DataFrame, method: str, dataset: str | None, setting: str | None) -> pd.DataFrame:
-    mask = runs["method"].map(lambda m: m == method) & runs["setting"].map(lambda s: _matches(s, setting))
-    if dataset is not None:
-        mask &= runs["dataset"].map(lambda d: d == dataset)
+    # A bool Series built from plain values: on an empty frame Series.map keeps the string dtype and `&` fails.
+    mask = pd.Series([m == method and _matches(s, setting) and (dataset is None or d == dataset)
+                      for m, s, d in zip(runs["method"], runs["setting"], runs["dataset"], strict=True)],
+                     index=runs.index, dtype=bool)
     return runs[mask]
 
 
@@ -70,8 +71,8 @@ def metric_cells(runs: pd.DataFrame, table: str, scale: str, reported: list[Repo
             mean = float(values.mean()) if len(values) else math.nan
             reported_value = entry.value if entry is not None and entry.value is not None else math.nan
             diff = mean - reported_value
-            # At tiny scale absolute values are not comparable with the paper: no difference, no flag.
-            if scale == "tiny":
+            # At tiny and rehearsal scale absolute values are not comparable with the paper: no difference, no flag.
+            if scale in ("tiny", "rehearsal"):
                 diff = math.nan
             cells.append({
                 "method": method, "setting": setting, "dataset": dataset, "column": column,

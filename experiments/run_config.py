@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
-SCALES = ("tiny", "paper")
+SCALES = ("tiny", "rehearsal", "paper")
 
 
 class ConfigError(ValueError):
@@ -22,14 +22,19 @@ class ConfigError(ValueError):
 
 
 def _data_for(cfg: dict[str, Any], dataset: str) -> dict[str, Any]:
-    scale = cfg["scale"]["name"]
+    """The dataset entry of the scale's data profile (scale.data_profile, default the scale's name);
+    scale.image_size, when set, replaces the entry's image size (the rehearsal runs paper data small)."""
+    profile = cfg["scale"].get("data_profile") or cfg["scale"]["name"]
     catalog = cfg["datasets"]
     if dataset not in catalog:
         raise ConfigError(f"unknown dataset={dataset!r}; choose one of {', '.join(sorted(catalog))}")
-    entry = catalog[dataset].get(scale)
+    entry = catalog[dataset].get(profile)
     if entry is None:
-        raise ConfigError(f"dataset={dataset} has no {scale}-scale version (configs/datasets/{dataset}.yaml)")
-    return copy.deepcopy(entry)
+        raise ConfigError(f"dataset={dataset} has no {profile}-scale version (configs/datasets/{dataset}.yaml)")
+    entry = copy.deepcopy(entry)
+    if cfg["scale"].get("image_size"):
+        entry["image_size"] = int(cfg["scale"]["image_size"])
+    return entry
 
 
 def _method_file(name: str) -> dict[str, Any]:
@@ -73,7 +78,7 @@ def build_run_config(cfg: dict[str, Any]) -> dict[str, Any]:
     scale_cfg, table, method = cfg["scale"], cfg["table"], cfg["method"]
     scale = scale_cfg["name"]
     if scale not in SCALES:
-        raise ConfigError(f"unknown scale={scale!r}; choose tiny or paper")
+        raise ConfigError(f"unknown scale={scale!r}; choose one of {', '.join(SCALES)}")
     labels = experiment_labels(cfg)
     dataset_key = table.get("tiny_dataset") if scale == "tiny" and table.get("tiny_dataset") else cfg["dataset"]
     data = _data_for(cfg, dataset_key)

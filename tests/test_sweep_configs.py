@@ -83,7 +83,7 @@ def test_plan_mode_prints_jobs_and_gpu_hours_and_writes_nothing(tmp_path):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("scale=huge", "In 'reproduce': Could not find 'scale/huge'; choose one of: paper, tiny"),
+    ("scale=huge", "In 'reproduce': Could not find 'scale/huge'; choose one of: paper, rehearsal, tiny"),
     ("dataset=nope", "unknown dataset='nope'; choose one of cc12m, cc3m, fashion_mnist, imagenet"),
 ])
 def test_a_config_that_cannot_compose_is_a_one_line_error(override, message):

@@ -21,6 +21,9 @@ from xsample.train.distributed import DistInfo, all_ranks_true, mean_over_ranks
 from xsample.train.global_batchnorm import convert_batchnorm_for_distributed
 from xsample.train.preemption import PreemptionGuard
 from xsample.train.sampling import ResumableDistributedSampler, SeededViewsDataset, StreamedViews
+from xsample.train.skipped import SkippedSamples
+
+DEFAULT_MAX_SKIPPED_FRACTION = 0.001
 
 
 class NonFiniteLossError(RuntimeError):
@@ -40,6 +43,7 @@ class TrainOutcome:
     samples_seen: int
     train_seconds: float
     loss_history: list[tuple[int, float]] = field(default_factory=list)
+    samples_skipped: int = 0
 
     @property
     def images_per_s(self) -> float:
@@ -122,6 +126,9 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
         train_seconds, history = state["train_seconds"], state["loss_history"]
         resumed_from = step
     last_checkpoint_step = resumed_from
+    skipped = SkippedSamples(setup.train_dataset, len(setup.train_dataset),
+                             float(runtime.get("max_skipped_fraction", DEFAULT_MAX_SKIPPED_FRACTION)),
+                             positions=(state or {}).get("skipped_positions", ()))
 
     trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
     log = Logger(info, total_steps, global_batch)
@@ -134,6 +141,9 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
             save_checkpoint(run_dir, {
                 "config_hash": config_hash, "step": current_step, "samples_seen": samples_seen,
                 "train_seconds": train_seconds, "loss_history": history,
+                # Rank 0's positions plus the other ranks' as of the last log step (gathered there, not here:
+                # a time-based checkpoint is not a step all ranks reach together).
+                "skipped_positions": sorted(skipped.positions),
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
             })
@@ -176,7 +186,11 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
                 now = time.perf_counter()
                 train_seconds, tick = train_seconds + now - tick, now
                 history.append((step, global_loss))
-                log.step(step, history[-1][1], optimizer.param_groups[0]["lr"], int(runtime.get("log_every_steps", 10)))
+                skipped.add(batch.get("skipped"))
+                log_every = int(runtime.get("log_every_steps", 10))
+                log.step(step, history[-1][1], optimizer.param_groups[0]["lr"], log_every)
+                if step % log_every == 0:
+                    skipped.check(info)
 
                 stop = not all_ranks_true(not guard.requested, info)
                 due = (every_steps and step % every_steps == 0) or (
@@ -190,5 +204,5 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
                 if step >= total_steps:
                     break
     return TrainOutcome(model=model, resumed_from=resumed_from, steps=step, samples_seen=samples_seen,
-                        train_seconds=train_seconds, loss_history=history)
+                        train_seconds=train_seconds, loss_history=history, samples_skipped=skipped.check(info))
 

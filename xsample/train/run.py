@@ -74,8 +74,7 @@ def _train_and_evaluate(config: dict[str, Any], run_dir: Path, info: DistInfo, w
         on_checkpoint=lambda step: writer.update(checkpoint_step=step),
     )
     writer.record["resumed_from"] = outcome.resumed_from
-    writer.record["data"].update(samples_seen=outcome.samples_seen,
-                                 samples_skipped=getattr(setup.train_dataset, "samples_skipped", 0))
+    writer.record["data"].update(samples_seen=outcome.samples_seen, samples_skipped=outcome.samples_skipped)
     timing = {"train_s": round(outcome.train_seconds, 3), "images_per_s": round(outcome.images_per_s, 2),
               "graph_precompute_s": round(setup.graph_seconds, 3), "steps": outcome.steps}
     writer.update(timing=timing, loss_curve=[[s, round(v, 5)] for s, v in outcome.loss_history[:: max(1, len(outcome.loss_history) // 200)]])

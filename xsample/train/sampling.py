@@ -110,4 +110,5 @@ def _views(item: dict, augmentation: Callable, num_views: int, sample_seed: int)
     out["index"] = int(item["index"])
     out["label"] = int(item.get("label", -1))
     out["caption"] = item.get("caption") or ""
+    out["skipped"] = int(item.get("skipped", -1))  # an unreadable position replaced by this item (-1: none)
     return out
