@@ -5,18 +5,18 @@
     python experiments/reproduce.py -m table=3 launcher=plan    # print jobs + GPU-hours, run nothing
 
 Every job writes <sweep dir>/runs/<run>/result.json; when the sweep ends, the table's report is
-regenerated (analysis/) and its location printed.
+regenerated (analysis/) and its location printed. A fine-tuning row starts from another row's run: the
+launch then has two phases, the base rows first (to completion, whatever the launcher), then the rows
+that fine-tune them, so no job waits inside its process group for another job's training.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import subprocess
 import sys
 from collections import defaultdict
-from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,6 +24,7 @@ if str(REPO) not in sys.path:  # run as a script from any directory
     sys.path.insert(0, str(REPO))
 
 import hydra  # noqa: E402
+from hydra.core.global_hydra import GlobalHydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.errors import MissingConfigException  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
@@ -48,42 +49,25 @@ def _global_rank() -> int:
     return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", 0)))
 
 
-@contextmanager
-def exclusive(run_dir: Path):
-    """Serialise jobs that share a run directory (a finetune job training its missing base run
-    while the base row's own job runs). Only global rank 0 locks: other ranks wait in collectives."""
-    if _global_rank() != 0:
-        yield
-        return
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / ".lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _execute(run_config: dict, run_dir: Path, *, force: bool) -> str:
     """Run one config unless already completed; returns the final status."""
     name = run_dir.name
-    with exclusive(run_dir):
-        if is_completed(run_dir, run_config) and not force:
-            print(f"xsample: {name}: already completed with the same config hash, skipped", flush=True)
-            return "completed"
-        previous = read_result(run_dir)
-        stale = previous is not None and previous.get("config_hash") != config_hash(run_config)
-        if force and _global_rank() == 0 and (stale or (previous or {}).get("status") in ("completed", "failed")):
-            print(f"xsample: {name}: force=true, discarding the previous run in {run_dir}", flush=True)
-            shutil.rmtree(run_dir)
-        try:
-            record = run_experiment(run_config, run_dir)
-        except ConfigMismatchError as error:
-            print(f"xsample: {name}: {error}", flush=True)
-            return "failed"
-        except Exception as error:  # recorded in result.json; the sweep goes on with the other runs
-            print(f"xsample: {name} failed: {type(error).__name__}: {error} (see {run_dir / 'result.json'})", flush=True)
-            return "failed"
+    if is_completed(run_dir, run_config) and not force:
+        print(f"xsample: {name}: already completed with the same config hash, skipped", flush=True)
+        return "completed"
+    previous = read_result(run_dir)
+    stale = previous is not None and previous.get("config_hash") != config_hash(run_config)
+    if force and _global_rank() == 0 and (stale or (previous or {}).get("status") in ("completed", "failed")):
+        print(f"xsample: {name}: force=true, discarding the previous run in {run_dir}", flush=True)
+        shutil.rmtree(run_dir)
+    try:
+        record = run_experiment(run_config, run_dir)
+    except ConfigMismatchError as error:
+        print(f"xsample: {name}: {error}", flush=True)
+        return "failed"
+    except Exception as error:  # recorded in result.json; the sweep goes on with the other runs
+        print(f"xsample: {name} failed: {type(error).__name__}: {error} (see {run_dir / 'result.json'})", flush=True)
+        return "failed"
     return record["status"]
 
 
@@ -103,8 +87,9 @@ def main(cfg: DictConfig) -> str:
     run_dir = sweep_dir(composed) / "runs" / run_name(run_config["experiment"])
     if cfg.get("finetune_from"):
         base_config, base_dir = _finetune_base(cfg)
-        if _execute(base_config, base_dir, force=False) != "completed":
-            print(f"xsample: {run_dir.name}: its base run {base_dir.name} did not complete; not fine-tuning", flush=True)
+        if not is_completed(base_dir, base_config):  # cli() launched the base rows in an earlier phase
+            print(f"xsample: {run_dir.name}: its base run {base_dir} has not completed (row={cfg.finetune_from}); "
+                  "not fine-tuning", flush=True)
             return "failed"
         run_config["init_from"] = {"run_dir": str(base_dir), "config_hash": config_hash(base_config)}
     return _execute(run_config, run_dir, force=bool(cfg.force))
@@ -122,6 +107,18 @@ def _write_sweep_plans(jobs: list[dict]) -> dict[str, list[dict]]:
                       "overrides": job["overrides"]} for job in members],
         })
     return by_sweep
+
+
+def _launch_phases(args: list[str], jobs: list[dict]) -> list[list[str]]:
+    """The command lines to launch one after another: the original one, or, when some rows fine-tune
+    another row's run, the base rows (with the rows not involved) first, then the fine-tuning rows."""
+    finetune_rows = sorted({_option(job["overrides"], "row") for job in jobs if job["finetune_from"]})
+    if not finetune_rows:
+        return [args]
+    first_rows = {_option(job["overrides"], "row") or "none" for job in jobs if not job["finetune_from"]}
+    first_rows |= {job["finetune_from"] for job in jobs if job["finetune_from"]}
+    others = [arg for arg in args if arg.split("=", 1)[0].lstrip("+~") != "row"]
+    return [[*others, f"row={','.join(sorted(first_rows))}"], [*others, f"row={','.join(finetune_rows)}"]]
 
 
 def _quote_numeric_tables(argv: list[str]) -> list[str]:
@@ -163,7 +160,14 @@ def cli() -> None:
         return
     if multirun:
         _write_sweep_plans(jobs)
-    main()
+    program = sys.argv[0]
+    phases = _launch_phases(sys.argv[1:], jobs)
+    for number, phase in enumerate(phases, start=1):
+        if len(phases) > 1:
+            print(f"xsample: phase {number} of {len(phases)}: row={_option(phase, 'row')}", flush=True)
+        sys.argv = [program, *phase]
+        GlobalHydra.instance().clear()
+        main()
     if multirun:
         # Every table under the sweeps root is re-rendered (cheap), so the reproduced-vs-reported
         # figure covers all claims measured so far, not only this table's.

@@ -100,6 +100,7 @@ def describe_jobs(jobs: list[list[str]]) -> list[dict[str, Any]]:
                 "overrides": job, "experiment": labels, "run_dir": f"runs/{run_name(labels)}",
                 "resources": resources(cfg), "sweep_dir": str(sweep_dir(cfg)),
                 "report_dir": str(Path(cfg["paths"]["figures"]) / cfg["scale"]["name"]),
+                "finetune_from": cfg.get("finetune_from"),
             })
     GlobalHydra.instance().clear()
     return described

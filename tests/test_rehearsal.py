@@ -7,9 +7,6 @@ single-run table and the fast checks.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,14 +14,13 @@ import torch
 from PIL import Image
 
 from xsample.data import build_dataset
+from tests.rehearsal_helpers import IMAGES_PER_CLASS, REPO, fixture_roots, reproduce, run_results
 from xsample.data.fixtures import ENV_NAMES, main, write_fixtures
 from xsample.data.shapes import OBJECTS
 from xsample.train.distributed import DistInfo
 from xsample.train.side_information import class_embeddings
 from xsample.train.skipped import SkippedSamples, TooManySkippedError
 
-REPO = Path(__file__).resolve().parents[1]
-IMAGES_PER_CLASS = 8  # 80 ImageNet train images: batch 16 sees every one in an epoch
 TABLES = sorted(p.stem for p in (REPO / "configs" / "table").glob("*.yaml"))
 
 
@@ -35,14 +31,8 @@ def fixtures(tmp_path_factory) -> Path:
     return directory
 
 
-def _roots(directory: Path) -> dict[str, str]:
-    exports = [line.removeprefix("export ").split("=", 1) for line in (directory / "env.sh").read_text().splitlines()
-               if line.startswith("export ")]
-    return dict(exports)
-
-
 def test_fixtures_hold_every_paper_dataset_in_its_layout(fixtures: Path):
-    roots = _roots(fixtures)
+    roots = fixture_roots(fixtures)
     assert sorted(roots) == sorted(f"XSAMPLE_{name.upper()}_ROOT" for name in ENV_NAMES)
     splits = {"imagenet": "train", "imagenet_real": "val", "imagenet9": "mixed_rand", "objectnet": "test",
               "mit_states": "all", "cc3m": "train", "cc12m": "train"}
@@ -96,18 +86,6 @@ def test_skipped_samples_count_once_and_fail_past_the_limit():
         skipped.check(single)
 
 
-def _reproduce(fixtures: Path, sweeps: Path, *overrides: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, **_roots(fixtures), "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "experiments/reproduce.py", *overrides, "scale=rehearsal",
-                           "launcher=local", f"paths.sweeps={sweeps}", f"paths.cache={sweeps / 'cache'}",
-                           f"paths.figures={sweeps / 'figures'}"],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
-
-
-def _results(sweep: Path) -> dict[str, dict]:
-    return {run.name: json.loads((run / "result.json").read_text()) for run in sorted((sweep / "runs").iterdir())}
-
-
 @pytest.mark.slow
 def test_rehearsal_table1_run_skips_and_counts_a_corrupt_jpeg(fixtures: Path, tmp_path: Path):
     """The default suite's one rehearsal run: X-CLR's row of Table 1 through the multirun path, with one
@@ -116,11 +94,11 @@ def test_rehearsal_table1_run_skips_and_counts_a_corrupt_jpeg(fixtures: Path, tm
     original = broken.read_bytes()
     broken.write_bytes(original[: len(original) // 3])  # truncated, as an interrupted copy leaves it
     try:
-        out = _reproduce(fixtures, tmp_path, "-m", "table=1", "method=xclr", "seed=0", "scale.batch_size=16")
+        out = reproduce(fixtures, tmp_path, "-m", "table=1", "method=xclr", "seed=0", "scale.batch_size=16")
     finally:
         broken.write_bytes(original)
     assert out.returncode == 0, out.stdout + out.stderr
-    (record,) = _results(tmp_path / "table1_rehearsal").values()
+    (record,) = run_results(tmp_path / "table1_rehearsal").values()
     assert record["status"] == "completed", record.get("error")
     assert record["data"]["samples_skipped"] == 1
     assert broken.name in out.stdout + out.stderr  # the log names the file
@@ -134,9 +112,22 @@ def test_rehearsal_table1_run_skips_and_counts_a_corrupt_jpeg(fixtures: Path, tm
 @pytest.mark.slow
 @pytest.mark.parametrize("table", TABLES)
 def test_every_table_completes_under_scale_rehearsal(fixtures: Path, tmp_path: Path, table: str):
-    out = _reproduce(fixtures, tmp_path, "-m", f"table={table}")
+    out = reproduce(fixtures, tmp_path, "-m", f"table={table}")
     assert out.returncode == 0, out.stdout + out.stderr
-    results = _results(tmp_path / f"table{table}_rehearsal")
+    results = run_results(tmp_path / f"table{table}_rehearsal")
     failed = {name: record.get("error") for name, record in results.items() if record["status"] != "completed"}
     assert results and not failed
     assert (tmp_path / "figures" / "rehearsal" / f"table{table}_rehearsal.md").is_file()
+
+
+def test_finetune_rows_launch_in_a_phase_after_their_base_rows():
+    from experiments.reproduce import _launch_phases
+    from experiments.sweep import describe_jobs, expand
+
+    args = ["-m", "table=finetune", "scale=rehearsal", "seed=0,1"]
+    phases = _launch_phases(args, describe_jobs(expand(args[1:])))
+    assert phases == [[*args, "row=finetune_base"], [*args, "row=finetune_xclr"]]
+    single = ["table=finetune", "row=finetune_xclr"]  # one fine-tuning run: its base runs first
+    assert _launch_phases(single, describe_jobs([single])) == [["table=finetune", "row=finetune_base"], single]
+    plain = ["-m", "table=fig5"]
+    assert _launch_phases(plain, describe_jobs(expand(plain[1:]))) == [plain]
