@@ -15,7 +15,6 @@ from xsample.data.fixtures import write_images as _write_images
 from xsample.data.fixtures import write_shard
 from xsample.data.registry import build_dataset
 
-
 # --- ImageNet family ------------------------------------------------------------------------------
 
 @pytest.fixture()

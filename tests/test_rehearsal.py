@@ -13,8 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from xsample.data import build_dataset
 from tests.rehearsal_helpers import IMAGES_PER_CLASS, REPO, fixture_roots, reproduce, run_results
+from xsample.data import build_dataset
 from xsample.data.fixtures import ENV_NAMES, main, write_fixtures
 from xsample.data.shapes import OBJECTS
 from xsample.train.distributed import DistInfo
