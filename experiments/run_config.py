@@ -129,5 +129,6 @@ def resources(cfg: dict[str, Any]) -> dict[str, Any]:
     dataset_key = table.get("tiny_dataset") if scale == "tiny" and table.get("tiny_dataset") else cfg["dataset"]
     per_epoch = float(_data_for(cfg, dataset_key).get("gpu_hours_per_epoch", 0.0))
     epochs = cfg["scale"]["finetune_epochs"] if cfg.get("finetune_from") else cfg["scale"]["epochs"]
-    res["est_gpu_hours"] = round(per_epoch * epochs * float(cfg.get("data_fraction", 1.0)), 1) if table["task"] == "pretrain" else 0.0
+    uses_gpus = table["task"] == "pretrain" and int(res.get("gpus_per_node") or 0) > 0  # rehearsal: paper data, no GPU
+    res["est_gpu_hours"] = round(per_epoch * epochs * float(cfg.get("data_fraction", 1.0)), 1) if uses_gpus else 0.0
     return res
