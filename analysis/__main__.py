@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from analysis.catalog import scales
 from analysis.reported import PAPER_VERSIONS, ReportedNumbersError
 
 
@@ -20,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--paper-version", choices=PAPER_VERSIONS, default="v2",
                         help="which version's reported numbers to compare with (default: v2)")
     report.add_argument("--reported", type=Path, default=None, help="reported-numbers YAML (default: the packaged one)")
-    report.add_argument("--scale", choices=("tiny", "rehearsal", "paper"), default=None,
+    report.add_argument("--scale", choices=scales(), default=None,
                         help="only runs of this scale (default: every scale found)")
     status = commands.add_parser("status", help="per-run status and progress of a sweep")
     status.add_argument("sweep_dir", type=Path)
@@ -30,11 +31,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"analysis: sweep directory {args.sweep_dir} does not exist", file=sys.stderr)
         return 2
     # Imported here so that `--help` and argument errors stay fast (pandas, matplotlib).
+    from analysis.collect import collect_runs
+
+    readable = collect_runs(args.sweep_dir)["status"].isin(["completed", "running", "failed"]).any()
     if args.command == "status":
         from analysis.status import status_text
 
         print(status_text(args.sweep_dir))
-        return 0
+        return 0 if readable else 1
     from analysis.report import write_report
     from analysis.reported import DEFAULT_FILE
 
@@ -46,8 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for path in written:
         print(path)
-    if not written:
-        print(f"analysis: no labelled runs under {args.sweep_dir}; nothing written")
+    if not readable:
+        print(f"analysis: no readable result.json under {args.sweep_dir}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -8,9 +8,10 @@ from typing import Any
 
 import pandas as pd
 
-LABELS = ("table", "scale", "method", "dataset", "dataset_used", "setting", "seed")
-# Two runs with the same identity are the same experiment: the newest one counts.
-IDENTITY = ("table", "scale", "method", "dataset", "setting", "seed")
+LABELS = ("table", "scale", "method", "dataset", "dataset_used", "setting", "variant", "seed")
+# Two runs with the same identity are the same experiment: the newest one counts. The variant (what a
+# run's config changes beyond its table's grid, e.g. "method.temperature=0.2") is part of it.
+IDENTITY = ("table", "scale", "method", "dataset", "setting", "variant", "seed")
 STATUSES = ("completed", "running", "failed", "missing", "corrupt")
 PLAN_FILE = "sweep_plan.json"
 BASE_COLUMNS = ("path", "status", *LABELS, "error", "config_hash", "mtime", "superseded_by", "metrics")
@@ -33,7 +34,7 @@ def collect_runs(sweep_dir: Path | str) -> pd.DataFrame:
     for column in BASE_COLUMNS:
         if column not in frame.columns:
             frame[column] = None
-    frame = frame.astype({"seed": "object"}).sort_values(["table", "scale", "method", "dataset", "setting", "seed", "path"],
+    frame = frame.astype({"seed": "object"}).sort_values([*IDENTITY, "path"],
                                                           na_position="last", key=lambda c: c.astype(str))
     _mark_superseded(frame)
     metric_columns = sorted(c for c in frame.columns if c not in BASE_COLUMNS)
@@ -62,7 +63,7 @@ def _read_result(result_file: Path, path: str) -> dict[str, Any]:
         return {**row, "status": "corrupt", "error": f"{type(error).__name__}: {error}"}
     row.update(_labels(experiment))
     if row["seed"] is None:
-        row["seed"] = result.get("seed")
+        row["seed"] = _labels({"seed": result.get("seed")})["seed"]
     metrics = result.get("metrics") if isinstance(result.get("metrics"), dict) else {}
     row.update(status=result["status"], error=result.get("error"), config_hash=result.get("config_hash"),
                metrics=metrics, **_flatten(metrics))
@@ -70,9 +71,14 @@ def _read_result(result_file: Path, path: str) -> dict[str, Any]:
 
 
 def _labels(experiment: dict[str, Any]) -> dict[str, Any]:
+    """Labels as strings (YAML and JSON may give table 1 as a number) and the seed as an int; a value of
+    another type (an old or hand-edited file) becomes text rather than breaking the grouping."""
     labels = {label: experiment.get(label) for label in LABELS}
-    if labels["table"] is not None:  # YAML and JSON may give table 1 as a number
-        labels["table"] = str(labels["table"])
+    for label, value in labels.items():
+        if label == "seed":
+            labels[label] = int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+        elif value is not None and not isinstance(value, str):
+            labels[label] = str(value)
     return labels
 
 

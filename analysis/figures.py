@@ -57,7 +57,7 @@ def _imagenet_stand_in(runs: pd.DataFrame) -> str:
 
 
 def data_scarcity_figure(runs: pd.DataFrame, scale: str, out: Path) -> list[Path]:
-    done = completed_runs(runs, "fig3", scale)
+    done = completed_runs(runs, "fig3", scale, own_only=True)
     if "imagenet.top1" not in done:
         return []
     data = done.assign(fraction=done["setting"].map(_fraction)).dropna(subset=["fraction", "imagenet.top1"])

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import figures
+from analysis.catalog import table_names
 from analysis.collect import STATUSES, collect_runs
 from analysis.output import write_text_atomic
 from analysis.reported import DEFAULT_FILE, ReportedNumber, load_reported
@@ -18,8 +19,6 @@ TINY_BANNER = ("Tiny analogs on embedded data: absolute values are not comparabl
                "only orderings and signs are meaningful.")
 REHEARSAL_BANNER = ("Dress rehearsal on miniature fixtures (scale=rehearsal): the numbers measure nothing; "
                     "the report shows that the paper-scale path runs end to end.")
-TITLES = {"1": "Table 1", "2": "Table 2", "3": "Table 3", "4": "Table 4", "finetune": "Fine-tuning",
-          "compute": "Compute overhead (Section 4.5)", "fig3": "Fig. 3 (data scarcity)", "fig5": "Fig. 5 (graph similarities)"}
 FLAG_MD, FLAG_TEX = "⚠", r"\textdagger{}"
 
 
@@ -102,13 +101,15 @@ class TableReport:
         # Scales whose values are not comparable with the paper's: no differences, no flags, a banner.
         self.tiny = scale in ("tiny", "rehearsal")
         self.banner = REHEARSAL_BANNER if scale == "rehearsal" else TINY_BANNER
-        self.stem = f"table{table}_{scale}"
+        # Files are named after what they hold: table1_tiny, fig3_tiny, compute_tiny.
+        self.stem = f"{'table' if table.isdigit() else ''}{table}_{scale}"
         self.cells = metric_cells(runs, table, scale, self.reported) if table not in ("compute", "fig5") else None
         self.claims = claims(runs, table, scale, self.reported)
 
     @property
     def title(self) -> str:
-        return f"{TITLES.get(self.table, 'Table ' + self.table)}, {self.scale} scale: reproduced vs reported (paper {self.paper_version})"
+        name = table_names().get(self.table, f"Table {self.table}")
+        return f"{name}, {self.scale} scale: reproduced vs reported (paper {self.paper_version})"
 
     # ---- main table ---------------------------------------------------------------------------
     def main_table(self) -> tuple[list[str], list[list[str]], pd.DataFrame, list[str]]:
@@ -126,19 +127,22 @@ class TableReport:
         # As in the paper's Table 3: several pretraining datasets are row groups, evaluations the columns.
         several_datasets = cells["dataset"].nunique(dropna=True) > 1
         has_setting = cells["setting"].notna().any()
+        # A variant (a config departing from the table's grid) is its own row, labelled with what differs.
+        has_variant = cells["variant"].notna().any()
         columns = sorted(dict.fromkeys(cells["column"]), key=_column_rank)
         # Columns the paper reports nowhere say so once, in the notes, not in every cell.
         with_paper = {r.column for r in cells.itertuples(index=False) if not math.isnan(r.reported)}
-        row_keys = sorted(dict.fromkeys(zip(cells["dataset"], cells["method"], cells["setting"], strict=True)),
-                          key=lambda key: (_dataset_rank(key[0]), str(key[1]), str(key[2])))
+        row_keys = sorted(dict.fromkeys(zip(cells["dataset"], cells["method"], cells["setting"], cells["variant"], strict=True)),
+                          key=lambda key: (_dataset_rank(key[0]), str(key[1]), str(key[2]), key[3] is not None, str(key[3])))
         header = (["pretraining"] if several_datasets else []) + ["method"] + (["setting"] if has_setting else [])
-        header += columns
-        by_key = {(r.dataset, r.method, r.setting, r.column): r for r in cells.itertuples(index=False)}
+        header += (["variant (differs from the table's grid)"] if has_variant else []) + columns
+        by_key = {(r.dataset, r.method, r.setting, r.variant, r.column): r for r in cells.itertuples(index=False)}
         rows = []
-        for dataset, method, setting in row_keys:
+        for dataset, method, setting, variant in row_keys:
             row = ([str(dataset)] if several_datasets else []) + [method] + ([setting or ""] if has_setting else [])
+            row += [variant if isinstance(variant, str) else "—"] if has_variant else []
             for column in columns:
-                cell = by_key.get((dataset, method, setting, column))
+                cell = by_key.get((dataset, method, setting, variant, column))
                 row.append(self._cell_text(cell, column in with_paper) if cell is not None else "")
             rows.append(row)
         notes = [f"Cell: reproduced mean ± std (n = completed seeds) · paper value · Δ reproduced − paper; "

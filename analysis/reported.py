@@ -8,10 +8,12 @@ from typing import Any
 
 import yaml
 
+from analysis.catalog import table_names
+
 DEFAULT_FILE = Path(__file__).with_name("reported_numbers.yaml")
 PAPER_VERSIONS = ("workshop", "v1", "v2")
 KINDS = ("absolute", "difference", "difference_range")
-TABLES = ("1", "2", "3", "4", "finetune", "compute", "fig3", "fig5")
+TABLES = tuple(table_names())
 
 
 class ReportedNumbersError(ValueError):

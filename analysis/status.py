@@ -14,6 +14,8 @@ def _label(run) -> str:
     parts += [str(value) for value in (run.scale, run.method, run.dataset, run.setting) if isinstance(value, str)]
     if not pd.isna(run.seed):
         parts.append(f"seed {int(run.seed)}")
+    if isinstance(run.variant, str):
+        parts.append(f"variant {run.variant}")
     return " ".join(parts)
 
 

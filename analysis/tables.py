@@ -14,16 +14,19 @@ from analysis.reported import ReportedNumber
 
 # Metrics with their own table layout, kept out of the generic evaluation columns.
 SPECIAL_PREFIXES = ("compute.", "graph_similarity.")
-COMPUTE_METHODS = ("simclr", "supcon", "xclr", "clip")
-CELL_COLUMNS = ["method", "setting", "dataset", "column", "mean", "std", "n", "reported", "paper_version",
+CELL_COLUMNS = ["method", "setting", "variant", "dataset", "column", "mean", "std", "n", "reported", "paper_version",
                 "source", "diff", "tolerance", "flag"]
 CLAIM_COLUMNS = ["id", "claim", "dataset", "reported", "paper_version", "source", "reproduced", "reproduced_low",
                  "reproduced_high", "n_minuend", "n_subtrahend", "sign_holds", "within_tolerance", "note"]
 
 
-def completed_runs(runs: pd.DataFrame, table: str, scale: str) -> pd.DataFrame:
+def completed_runs(runs: pd.DataFrame, table: str, scale: str, *, own_only: bool = False) -> pd.DataFrame:
+    """The counted completed runs of ``table`` at ``scale``; ``own_only``: without variants (the runs the
+    table's own grid defines, the only ones a figure or a paper claim compares)."""
     runs = current_runs(runs)
-    return runs[(runs["table"] == table) & (runs["scale"] == scale) & (runs["status"] == "completed")]
+    mask = [_matches(t, table) and _matches(s, scale) and _matches(status, "completed") and (not own_only or _matches(v, None))
+            for t, s, status, v in zip(runs["table"], runs["scale"], runs["status"], runs["variant"], strict=True)]
+    return runs[pd.Series(mask, index=runs.index, dtype=bool)]
 
 
 def evaluation_columns(runs: pd.DataFrame) -> list[str]:
@@ -34,16 +37,17 @@ def evaluation_columns(runs: pd.DataFrame) -> list[str]:
 
 def _matches(value: object, wanted: object) -> bool:
     """Label equality where None/NaN mean "no label" on both sides."""
-    missing = value is None or (isinstance(value, float) and math.isnan(value))
-    return wanted is None if missing else value == wanted
+    missing = value is None or (not isinstance(value, str) and bool(pd.isna(value)))
+    return wanted is None if missing else bool(value == wanted)
 
 
-def _select(runs: pd.DataFrame, method: str, dataset: str | None, setting: str | None) -> pd.DataFrame:
-    # A bool Series built from plain values: on an empty frame Series.map keeps the string dtype and `&` fails.
-    mask = pd.Series([m == method and _matches(s, setting) and (dataset is None or d == dataset)
-                      for m, s, d in zip(runs["method"], runs["setting"], runs["dataset"], strict=True)],
-                     index=runs.index, dtype=bool)
-    return runs[mask]
+def _select(runs: pd.DataFrame, method: str, dataset: str | None, setting: str | None,
+            variant: str | None = None) -> pd.DataFrame:
+    """The runs of one table row; ``variant`` None selects the table's own runs (no variant).
+    The mask is built in Python: label columns may be any pandas string dtype, or empty."""
+    mask = [_matches(m, method) and _matches(s, setting) and _matches(v, variant) and (dataset is None or _matches(d, dataset))
+            for m, s, v, d in zip(runs["method"], runs["setting"], runs["variant"], runs["dataset"], strict=True)]
+    return runs[pd.Series(mask, index=runs.index, dtype=bool)]
 
 
 def _std(values: pd.Series) -> float:
@@ -51,21 +55,24 @@ def _std(values: pd.Series) -> float:
 
 
 def metric_cells(runs: pd.DataFrame, table: str, scale: str, reported: list[ReportedNumber]) -> pd.DataFrame:
-    """One row per (method, setting, dataset, evaluation column): reproduced mean/std/n over completed
-    seeds next to the reported absolute value. Reported cells without a run appear with n = 0."""
+    """One row per (method, setting, variant, dataset, evaluation column): reproduced mean/std/n over completed
+    seeds next to the reported absolute value (only for the table's own runs: a variant is compared with
+    nothing the paper reports). Reported cells without a run appear with n = 0."""
     done = completed_runs(runs, table, scale)
     absolute = [entry for entry in reported if entry.table == table and entry.kind == "absolute"]
-    keys = {(m, None if _matches(s, None) else s, d) for m, s, d in done[["method", "setting", "dataset"]].itertuples(index=False)}
-    keys |= {(entry.row, entry.setting, entry.dataset) for entry in absolute if entry.dataset is not None}
+    keys = {(m, None if _matches(s, None) else s, None if _matches(v, None) else v, d)
+            for m, s, v, d in zip(done["method"], done["setting"], done["variant"], done["dataset"], strict=True)}
+    keys |= {(entry.row, entry.setting, None, entry.dataset) for entry in absolute if entry.dataset is not None}
     columns = evaluation_columns(done)
     columns += sorted({entry.column for entry in absolute if entry.column not in columns
                        and not entry.column.startswith(SPECIAL_PREFIXES)})
     cells = []
-    for method, setting, dataset in sorted(keys, key=lambda key: tuple(str(part) for part in key)):
-        selected = _select(done, method, dataset, setting)
+    for method, setting, variant, dataset in sorted(keys, key=lambda key: tuple(str(part) for part in key)):
+        selected = _select(done, method, dataset, setting, variant)
         for column in columns:
             values = selected[column].dropna() if column in selected else pd.Series(dtype=float)
-            entry = next((e for e in absolute if (e.row, e.setting, e.dataset, e.column) == (method, setting, dataset, column)), None)
+            entry = None if variant is not None else next(
+                (e for e in absolute if (e.row, e.setting, e.dataset, e.column) == (method, setting, dataset, column)), None)
             if values.empty and entry is None:
                 continue
             mean = float(values.mean()) if len(values) else math.nan
@@ -75,7 +82,7 @@ def metric_cells(runs: pd.DataFrame, table: str, scale: str, reported: list[Repo
             if scale in ("tiny", "rehearsal"):
                 diff = math.nan
             cells.append({
-                "method": method, "setting": setting, "dataset": dataset, "column": column,
+                "method": method, "setting": setting, "variant": variant, "dataset": dataset, "column": column,
                 "mean": mean, "std": _std(values), "n": len(values),
                 "reported": reported_value, "paper_version": _versions(entry), "source": entry.source if entry else None,
                 "diff": diff, "tolerance": entry.tolerance if entry else math.nan,
@@ -89,9 +96,10 @@ def _versions(entry: ReportedNumber | None) -> str | None:
 
 
 def claims(runs: pd.DataFrame, table: str, scale: str, reported: list[ReportedNumber]) -> pd.DataFrame:
-    """Each difference claim of `table`, evaluated as mean(minuend) - mean(subtrahend) over completed seeds.
-    A claim whose pretraining dataset the paper does not state is evaluated on every dataset that has runs."""
-    done = completed_runs(runs, table, scale)
+    """Each difference claim of `table`, evaluated as mean(minuend) - mean(subtrahend) over completed seeds
+    of the table's own runs (variants excluded). A claim whose pretraining dataset the paper does not state
+    is evaluated on every dataset that has runs."""
+    done = completed_runs(runs, table, scale, own_only=True)
     rows = []
     for entry in reported:
         if entry.table != table or entry.kind == "absolute":
@@ -143,10 +151,12 @@ def _runs_with_values(runs: pd.DataFrame, columns: tuple[str, ...]) -> int:
 def compute_table(runs: pd.DataFrame, scale: str) -> tuple[pd.DataFrame, dict]:
     """Per method: step time, throughput, step-time ratio vs SimCLR, peak memory (mean over completed
     compute runs), and the shared settings (batch size, backbone, graph precompute)."""
-    done = completed_runs(runs, "compute", scale)
+    done = completed_runs(runs, "compute", scale, own_only=True)
     measurements = [run["compute"] for run in done["metrics"] if isinstance(run, dict) and isinstance(run.get("compute"), dict)]
+    # The methods are those the runs timed (configs/table/compute.yaml), in the order they were timed.
+    methods = dict.fromkeys(key for m in measurements for key, value in m.items() if isinstance(value, dict))
     rows = []
-    for method in COMPUTE_METHODS:
+    for method in methods:
         per_run = [m[method] for m in measurements if isinstance(m.get(method), dict)]
         if not per_run:
             continue
@@ -167,7 +177,7 @@ def _mean(values: list) -> float:
 
 def graph_similarity_table(runs: pd.DataFrame, scale: str) -> pd.DataFrame:
     """Fig. 5 summary statistics per graph (class names vs captions), mean over completed runs."""
-    done = completed_runs(runs, "fig5", scale)
+    done = completed_runs(runs, "fig5", scale, own_only=True)
     stats = [c for c in done.columns if c.startswith("graph_similarity.") and done[c].notna().any()]
     if done.empty or not stats:
         return pd.DataFrame(columns=["setting", "n"])
@@ -182,7 +192,7 @@ def graph_similarity_table(runs: pd.DataFrame, scale: str) -> pd.DataFrame:
 
 def histograms(runs: pd.DataFrame, scale: str) -> list[dict]:
     """The stored similarity histograms of the fig5 runs: setting, graph, edges, counts."""
-    done = completed_runs(runs, "fig5", scale)
+    done = completed_runs(runs, "fig5", scale, own_only=True)
     found = []
     for setting, metrics in zip(done["setting"], done["metrics"], strict=True):
         similarity = metrics.get("graph_similarity", {}) if isinstance(metrics, dict) else {}

@@ -12,8 +12,6 @@ that fine-tune them, so no job waits inside its process group for another job's 
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 from collections import defaultdict
@@ -26,10 +24,10 @@ if str(REPO) not in sys.path:  # run as a script from any directory
 import hydra  # noqa: E402
 from hydra.core.global_hydra import GlobalHydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from hydra.errors import MissingConfigException  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from hydra.errors import HydraException  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 
-from experiments.run_config import ConfigError, build_run_config, run_name, sweep_dir  # noqa: E402
+from experiments.run_config import ConfigError, InvalidValues  # noqa: E402
 from experiments.sweep import (  # noqa: E402
     _option,
     check_choices,
@@ -37,62 +35,83 @@ from experiments.sweep import (  # noqa: E402
     describe_jobs,
     expand,
     format_plan,
+    plan_run,
     slurm_available,
 )
 from xsample.io import atomic_write_json  # noqa: E402
-from xsample.train.checkpoint import ConfigMismatchError  # noqa: E402
+from xsample.train.lifecycle import execute_run  # noqa: E402
 from xsample.train.provenance import config_hash  # noqa: E402
-from xsample.train.run import is_completed, read_result, run_experiment  # noqa: E402
+from xsample.train.run import RESULT_NAME, ownership_problem, read_result  # noqa: E402
+from xsample.train.validate import input_problems  # noqa: E402
 
 
-def _global_rank() -> int:
-    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", 0)))
-
-
-def _execute(run_config: dict, run_dir: Path, *, force: bool) -> str:
-    """Run one config unless already completed; returns the final status."""
-    name = run_dir.name
-    if is_completed(run_dir, run_config) and not force:
-        print(f"xsample: {name}: already completed with the same config hash, skipped", flush=True)
-        return "completed"
-    previous = read_result(run_dir)
-    stale = previous is not None and previous.get("config_hash") != config_hash(run_config)
-    if force and _global_rank() == 0 and (stale or (previous or {}).get("status") in ("completed", "failed")):
-        print(f"xsample: {name}: force=true, discarding the previous run in {run_dir}", flush=True)
-        shutil.rmtree(run_dir)
-    try:
-        record = run_experiment(run_config, run_dir)
-    except ConfigMismatchError as error:
-        print(f"xsample: {name}: {error}", flush=True)
-        return "failed"
-    except Exception as error:  # recorded in result.json; the sweep goes on with the other runs
-        print(f"xsample: {name} failed: {type(error).__name__}: {error} (see {run_dir / 'result.json'})", flush=True)
-        return "failed"
-    return record["status"]
-
-
-def _finetune_base(cfg: DictConfig) -> tuple[dict, Path]:
-    """The run config and directory of the base run a finetune row starts from."""
-    overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("row=")]
-    base_cfg = hydra.compose(config_name="reproduce", overrides=[*overrides, f"row={cfg.finetune_from}"])
-    base = OmegaConf.to_container(base_cfg, resolve=True)
-    config = build_run_config(base)
-    return config, sweep_dir(base) / "runs" / run_name(config["experiment"])
+def _log(line: str) -> None:
+    print(line, flush=True)
 
 
 @hydra.main(config_path="../configs", config_name="reproduce", version_base="1.3")
 def main(cfg: DictConfig) -> str:
-    composed = OmegaConf.to_container(cfg, resolve=True)
-    run_config = build_run_config(composed)
-    run_dir = sweep_dir(composed) / "runs" / run_name(run_config["experiment"])
-    if cfg.get("finetune_from"):
-        base_config, base_dir = _finetune_base(cfg)
-        if not is_completed(base_dir, base_config):  # cli() launched the base rows in an earlier phase
-            print(f"xsample: {run_dir.name}: its base run {base_dir} has not completed (row={cfg.finetune_from}); "
-                  "not fine-tuning", flush=True)
-            return "failed"
-        run_config["init_from"] = {"run_dir": str(base_dir), "config_hash": config_hash(base_config)}
-    return _execute(run_config, run_dir, force=bool(cfg.force))
+    planned = plan_run(list(HydraConfig.get().overrides.task))
+    if planned.base is not None and not _completed(planned.base):  # cli() launched it in an earlier phase
+        _log(f"xsample: {planned.run_dir.name}: its base run {planned.base.run_dir} has not completed "
+             f"(row={cfg.finetune_from}); not fine-tuning")
+        return "failed"
+    return execute_run(planned.config, planned.run_dir, force=bool(cfg.force), log=_log).status
+
+
+def _completed(planned) -> bool:
+    result = read_result(planned.run_dir)
+    return result is not None and result.get("status") == "completed" and result.get("config_hash") == config_hash(planned.config)
+
+
+def _launch_phases(args: list[str], jobs: list[dict]) -> list[list[str]]:
+    """The command lines to launch one after another: the original one, or, when some rows fine-tune
+    another row's run, the base rows (with the rows not involved) first, then the fine-tuning rows."""
+    finetune_rows = sorted({_option(job["overrides"], "row") for job in jobs if job["finetune_from"]})
+    if not finetune_rows:
+        return [args]
+    first_rows = {_option(job["overrides"], "row") or "none" for job in jobs if not job["finetune_from"]}
+    first_rows |= {job["finetune_from"] for job in jobs if job["finetune_from"]}
+    others = [arg for arg in args if arg.split("=", 1)[0].lstrip("+~") != "row"]
+    return [[*others, f"row={','.join(sorted(first_rows))}"], [*others, f"row={','.join(finetune_rows)}"]]
+
+
+def _missing_inputs(jobs: list[dict]) -> list[str]:
+    """Every missing input of every run of the sweep (dataset roots, text encoders), each once."""
+    found: dict[str, None] = {}
+    for job in jobs:
+        for planned in job["planned"]:
+            found.update(dict.fromkeys(input_problems(planned.config)))
+    return list(found)
+
+
+def _refuse(problems: list[str]) -> None:
+    print("\n".join(f"xsample: {problem}" for problem in problems), file=sys.stderr, flush=True)
+    raise SystemExit(f"xsample: {len(problems)} problem(s) above; nothing was run")
+
+
+def _unfinished(jobs: list[dict]) -> list[str]:
+    """One line per run of the sweep that did not end completed with its own config, read from the
+    result.json files (so it works whichever launcher ran the jobs, and wherever)."""
+    lines, seen = [], set()
+    for job in jobs:
+        for planned in job["planned"]:
+            if planned.run_dir in seen:
+                continue
+            seen.add(planned.run_dir)
+            result_path = planned.run_dir / RESULT_NAME
+            result = read_result(planned.run_dir)
+            if result is None:
+                why = "no readable result.json: the job did not start, was cancelled, or died before writing it"
+            elif result.get("config_hash") != config_hash(planned.config):
+                why = f"refused: {ownership_problem(planned.run_dir, planned.config)}"
+            elif result.get("status") != "completed":
+                error = str(result.get("error") or "no error recorded").splitlines()[0]
+                why = f"{result.get('status')}: {error}"
+            else:
+                continue
+            lines.append(f"  {planned.run_dir.name}: {why} ({result_path})")
+    return lines
 
 
 def _write_sweep_plans(jobs: list[dict]) -> dict[str, list[dict]]:
@@ -103,7 +122,7 @@ def _write_sweep_plans(jobs: list[dict]) -> dict[str, list[dict]]:
         labels = members[0]["experiment"]
         atomic_write_json(Path(directory) / "sweep_plan.json", {
             "table": labels["table"], "scale": labels["scale"],
-            "runs": [{"run_dir": job["run_dir"], "experiment": job["experiment"],
+            "runs": [{"run_dir": job["run_dir"], "experiment": job["experiment"], "config_hash": job["config_hash"],
                       "overrides": job["overrides"]} for job in members],
         })
     return by_sweep
@@ -138,6 +157,9 @@ def cli() -> None:
     args = sys.argv[1:]
     overrides = [a for a in args if "=" in a and not a.startswith("-")]
     check_choices(overrides)
+    if _option(overrides, "hydra.sweep.dir") is not None:
+        raise SystemExit("xsample: hydra.sweep.dir is not used: runs live in <paths.sweeps>/table<id>_<scale>/; "
+                         "move them with paths.sweeps=DIR (or XSAMPLE_SWEEPS=DIR)")
     multirun = "-m" in args or "--multirun" in args
     launcher = _option(overrides, "launcher")
     plan = launcher == "plan" or str(_option(overrides, "plan")).lower() == "true"
@@ -151,12 +173,18 @@ def cli() -> None:
         why = "chosen"
     try:
         jobs = describe_jobs(expand(overrides) if multirun else [overrides])
-    except (ConfigError, MissingConfigException) as error:
+    except InvalidValues as error:
+        _refuse(error.problems)
+    except (ConfigError, HydraException) as error:
         raise SystemExit(f"xsample: {config_error_line(error)}") from None
     sweeps = sorted({job["sweep_dir"] for job in jobs})
     print(f"xsample: launcher={launcher} ({why}); sweep dir: {', '.join(sweeps)}; {len(jobs)} job(s)", flush=True)
+    problems = _missing_inputs(jobs)
     if plan:
         print(format_plan(jobs))
+    if problems:
+        _refuse(problems)
+    if plan:
         return
     if multirun:
         _write_sweep_plans(jobs)
@@ -175,6 +203,10 @@ def cli() -> None:
                                                        job["report_dir"]) for job in jobs}):
             subprocess.run([sys.executable, "-m", "analysis", "report", sweeps_root, "--scale", scale,
                             "--out", report_dir], check=False)
+    unfinished = _unfinished(jobs)
+    if unfinished:
+        print(f"xsample: {len(unfinished)} run(s) did not complete:", *unfinished, sep="\n", file=sys.stderr, flush=True)
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -1,24 +1,30 @@
 """From one composed Hydra config (as a plain dict) to the run config the xsample library executes.
 
 Everything here is a pure function of the composed config, so the mapping from a table's sweep
-point to a run (which data at which scale, which recipe, which directory) is testable without Hydra.
+point to a run (which data at which scale, which recipe) and the checks of its values are testable
+without Hydra. Which directory a run gets is decided in sweep.plan_run (it compares two compositions).
 """
 
 from __future__ import annotations
 
 import copy
-import re
+import math
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
-SCALES = ("tiny", "rehearsal", "paper")
 
 
 class ConfigError(ValueError):
-    """A config the harness cannot run (unknown dataset or scale); reproduce.py prints it as one line."""
+    """A config the harness cannot run (unknown dataset, or none at this scale); reproduce.py prints it as one line."""
+
+
+class InvalidValues(ConfigError):
+    """Settings outside their ranges, one line each (``problems``), found before anything is built."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
 
 
 def _data_for(cfg: dict[str, Any], dataset: str) -> dict[str, Any]:
@@ -37,62 +43,46 @@ def _data_for(cfg: dict[str, Any], dataset: str) -> dict[str, Any]:
     return entry
 
 
-def _method_file(name: str) -> dict[str, Any]:
-    """A method's settings as configs/method/<name>.yaml defines them (plain YAML)."""
-    settings = yaml.safe_load((CONFIGS_DIR / "method" / f"{name}.yaml").read_text())
-    settings.pop("optim_recipe", None)
-    return settings
+def _training_data(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The catalog entry this run trains on: the scale picks it (configs/scale/*.yaml: scale.train_dataset)."""
+    return _data_for(cfg, cfg["scale"]["train_dataset"])
+
+
+def _method_settings(method: dict[str, Any]) -> dict[str, Any]:
+    """A method's settings as the run records them (its optimiser recipe becomes the run's optim section)."""
+    return {key: value for key, value in method.items() if key != "optim_recipe"}
 
 
 def experiment_labels(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The labels the analysis groups by: table, scale, method, dataset (paper name), setting, seed."""
-    table, scale = cfg["table"], cfg["scale"]["name"]
-    dataset = cfg["dataset"]
-    used = table.get("tiny_dataset") if scale == "tiny" and table.get("tiny_dataset") else dataset
+    """The readable labels of a run: table, scale, method, dataset (paper name), setting, seed.
+
+    The run's variant (what else departs from the table's grid point) is added by sweep.plan_run."""
+    table = cfg["table"]
     return {
         "table": str(table["id"]),
-        "scale": scale,
+        "scale": cfg["scale"]["name"],
         "method": {"compute": "all", "graph_stats": "none"}.get(table["task"], cfg["method"]["name"]),
-        "dataset": dataset,
-        "dataset_used": _data_for(cfg, used)["name"] if scale == "tiny" else dataset,
+        "dataset": cfg["dataset"],
+        "dataset_used": _training_data(cfg)["name"],
         "setting": None if table.get("setting") in (None, "None") else str(table["setting"]),
         "seed": int(cfg["seed"]),
+        "variant": None,
+        "variant_tag": None,
     }
-
-
-def run_name(labels: dict[str, Any]) -> str:
-    """Readable, deterministic directory name of one run within its sweep."""
-    parts = [labels["method"], labels["dataset"]]
-    if labels["setting"]:
-        parts.append(labels["setting"])
-    parts.append(f"seed{labels['seed']}")
-    return re.sub(r"[^A-Za-z0-9_.=-]+", "-", "_".join(parts))
-
-
-def sweep_dir(cfg: dict[str, Any]) -> Path:
-    return Path(cfg["paths"]["sweeps"]) / f"table{cfg['table']['id']}_{cfg['scale']['name']}"
 
 
 def build_run_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """The resolved, self-contained config of one run (what result.json records and hashes)."""
     scale_cfg, table, method = cfg["scale"], cfg["table"], cfg["method"]
-    scale = scale_cfg["name"]
-    if scale not in SCALES:
-        raise ConfigError(f"unknown scale={scale!r}; choose one of {', '.join(SCALES)}")
     labels = experiment_labels(cfg)
-    dataset_key = table.get("tiny_dataset") if scale == "tiny" and table.get("tiny_dataset") else cfg["dataset"]
-    data = _data_for(cfg, dataset_key)
-    data["fraction"] = float(cfg.get("data_fraction", 1.0))
+    data = _training_data(cfg)
+    data["fraction"] = float(cfg["data_fraction"])
     eval_suite = data.pop("eval_suite")
     data.pop("gpu_hours_per_epoch", None)
 
-    recipe_name = method["optim_recipe"]
-    optim = copy.deepcopy(scale_cfg["optim"][recipe_name])
-    finetuning = bool(cfg.get("finetune_from"))
-    optim.update(batch_size=int(scale_cfg["batch_size"]),
-                 epochs=int(scale_cfg["finetune_epochs"] if finetuning else scale_cfg["epochs"]))
+    optim = copy.deepcopy(scale_cfg["optim"][method["optim_recipe"]])
+    optim.update(batch_size=int(scale_cfg["batch_size"]), epochs=int(cfg["epochs"]))
 
-    method_cfg = {k: v for k, v in method.items() if k != "optim_recipe"}
     suite = cfg["eval_suites"][eval_suite]
     wanted = list(table.get("evaluations") or [])
     evaluations = [dict(suite["evaluations"][name], name=name) for name in wanted if name in suite["evaluations"]]
@@ -100,21 +90,22 @@ def build_run_config(cfg: dict[str, Any]) -> dict[str, Any]:
         "experiment": labels,
         "task": table["task"],
         "seed": int(cfg["seed"]),
-        "method": method_cfg,
+        "method": _method_settings(method),
         "graph": copy.deepcopy(cfg["graph"]) if method["name"] == "xclr" or table["task"] == "graph_stats" else None,
         "data": data,
         "model": copy.deepcopy(cfg["model"]),
         "optim": optim,
         "eval": {"evaluations": evaluations, "probe": copy.deepcopy(scale_cfg["probe"]),
-                 "knn_k": 20, "zero_shot": method["name"] == "clip" and "imagenet" in wanted,
+                 "zero_shot": method["name"] == "clip" and "imagenet" in wanted,
                  "not_available": [name for name in wanted if name not in suite["evaluations"]]},
         "init_from": None,
         "runtime": copy.deepcopy(cfg["runtime"]),
         "paths": copy.deepcopy(cfg["paths"]),
     }
     if table["task"] == "compute":
-        run["compute"] = copy.deepcopy(cfg["compute"])
-        run["compute"]["method_configs"] = {name: _method_file(name) for name in run["compute"]["methods"]}
+        contenders = cfg["compute"]["method_configs"]
+        run["compute"] = {**copy.deepcopy(cfg["compute"]), "methods": list(contenders),
+                          "method_configs": {name: _method_settings(settings) for name, settings in contenders.items()}}
         run["graph"] = copy.deepcopy(cfg["graph"])
     if table["task"] == "graph_stats":
         run["graph_stats"] = copy.deepcopy(cfg["graph_stats"])
@@ -124,11 +115,51 @@ def build_run_config(cfg: dict[str, Any]) -> dict[str, Any]:
 def resources(cfg: dict[str, Any]) -> dict[str, Any]:
     """SLURM resources of one job and its rough GPU-hour estimate (plan mode)."""
     res = dict(cfg["scale"]["resources"])
-    scale = cfg["scale"]["name"]
-    table = cfg["table"]
-    dataset_key = table.get("tiny_dataset") if scale == "tiny" and table.get("tiny_dataset") else cfg["dataset"]
-    per_epoch = float(_data_for(cfg, dataset_key).get("gpu_hours_per_epoch", 0.0))
-    epochs = cfg["scale"]["finetune_epochs"] if cfg.get("finetune_from") else cfg["scale"]["epochs"]
-    uses_gpus = table["task"] == "pretrain" and int(res.get("gpus_per_node") or 0) > 0  # rehearsal: paper data, no GPU
-    res["est_gpu_hours"] = round(per_epoch * epochs * float(cfg.get("data_fraction", 1.0)), 1) if uses_gpus else 0.0
+    per_epoch = float(_training_data(cfg).get("gpu_hours_per_epoch", 0.0))
+    # Only GPU jobs cost GPU-hours (the rehearsal trains the paper's datasets on CPUs).
+    pretraining = cfg["table"]["task"] == "pretrain" and int(res.get("gpus_per_node") or 0) > 0
+    res["est_gpu_hours"] = round(per_epoch * float(cfg["epochs"]) * float(cfg["data_fraction"]), 1) if pretraining else 0.0
     return res
+
+
+def _number(value: Any) -> float | None:
+    """The finite number ``value`` stands for, else None."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def value_problems(cfg: dict[str, Any]) -> list[str]:
+    """One line per setting outside its range, named as it is set on the command line."""
+    problems = []
+    known_methods = sorted(path.stem for path in (CONFIGS_DIR / "method").glob("*.yaml"))
+    if cfg["method"].get("name") not in known_methods:
+        problems.append(f"method.name={cfg['method'].get('name')!r} is not a method; choose one of {', '.join(known_methods)} (method=NAME)")
+    methods = {"method": cfg["method"]}
+    methods.update({f"compute.method_configs.{name}": settings
+                    for name, settings in ((cfg.get("compute") or {}).get("method_configs") or {}).items()})
+    for where, settings in methods.items():
+        for key, value in settings.items():
+            if "temperature" in key and not ((number := _number(value)) is not None and number > 0):
+                problems.append(f"{where}.{key} must be > 0, got {value}")
+    checks = [
+        ("data_fraction", lambda v: 0 < v <= 1, "in (0, 1]"),
+        ("caption_noise", lambda v: 0 <= v <= 1, "in [0, 1]"),
+        ("epochs", lambda v: v >= 1 and v == int(v), "an integer >= 1 (set scale.epochs, or scale.finetune_epochs for a fine-tuning row)"),
+        ("scale.batch_size", lambda v: v >= 1 and v == int(v), "an integer >= 1"),
+    ]
+    for key, holds, wanted in checks:
+        value = _lookup(cfg, key)
+        number = _number(value)
+        if number is None or not holds(number):
+            problems.append(f"{key} must be {wanted}, got {value}")
+    return problems
+
+
+def _lookup(cfg: dict[str, Any], dotted: str) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -15,18 +17,19 @@ from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import MissingConfigException
-from omegaconf import OmegaConf
+from hydra.errors import HydraException
+from omegaconf import OmegaConf, open_dict
 
 from experiments.run_config import (
     CONFIGS_DIR,
     ConfigError,
+    InvalidValues,
     build_run_config,
-    experiment_labels,
     resources,
-    run_name,
-    sweep_dir,
+    value_problems,
 )
+from xsample.train.identity import run_name, variant, variant_label, variant_tag
+from xsample.train.provenance import config_hash
 
 TABLES = sorted(p.stem for p in (CONFIGS_DIR / "table").glob("*.yaml"))
 LAUNCHERS = sorted(p.stem for p in (CONFIGS_DIR / "launcher").glob("*.yaml"))
@@ -63,15 +66,78 @@ def check_choices(overrides: list[str]) -> None:
         raise SystemExit(f"xsample: unknown launcher {launcher!r}; choose one of: {', '.join(LAUNCHERS)}")
 
 
-def config_error_line(error: ConfigError | MissingConfigException) -> str:
+def config_error_line(error: ConfigError | HydraException) -> str:
     """One line for a config that cannot be composed; Hydra's own message goes on with its search path."""
     first = str(error).splitlines()[0]
     options = getattr(error, "options", None)
-    return f"{first}; choose one of: {', '.join(options)}" if options else first
+    if options:
+        return f"{first}; choose one of: {', '.join(options)}"
+    if first.startswith("Could not override"):  # an unknown key: Hydra's config is strict
+        return f"{first} It is not a key of the config (a typo?); see configs/ for the keys there are"
+    return first
 
 
 def _compose(overrides: list[str], *, with_hydra: bool = False):
     return compose(config_name="reproduce", overrides=overrides, return_hydra_config=with_hydra)
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+# What the reference of a run keeps from its overrides besides the table's own grid keys.
+REFERENCE_KEYS = ("table", "scale")
+
+
+@dataclass
+class PlannedRun:
+    """One run as a sweep job describes it: its config, its directory, and what its job needs."""
+
+    config: dict[str, Any]
+    run_dir: Path
+    composed: dict[str, Any]
+    base: PlannedRun | None = None   # the run a fine-tuning run starts from
+
+    @property
+    def sweep_dir(self) -> Path:
+        return self.run_dir.parent.parent
+
+
+def _composed_with_grid(overrides: list[str]) -> tuple[dict[str, Any], list[str], Path]:
+    """The resolved composed config, the table's own grid keys (hydra.sweeper.params) and the sweep
+    directory (hydra.sweep.dir in configs/reproduce.yaml, the one place that names it)."""
+    cfg = _compose(overrides, with_hydra=True)
+    grid = [str(key) for key in (OmegaConf.select(cfg, "hydra.sweeper.params") or {})]
+    sweep = Path(OmegaConf.select(cfg, "hydra.sweep.dir"))
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return OmegaConf.to_container(cfg, resolve=True), grid, sweep
+
+
+@lru_cache(maxsize=64)
+def _reference_config(overrides: tuple[str, ...]) -> dict[str, Any]:
+    """The run config of a reference (many jobs of a sweep share one; read only, never modified)."""
+    return build_run_config(_composed_with_grid(list(overrides))[0])
+
+
+def plan_run(overrides: list[str]) -> PlannedRun:
+    """Compose one job's run (needs an initialised Hydra) and name it by its identity.
+
+    The reference is the same table, scale and grid point without the job's other overrides; every
+    difference of the resolved run config against it is the run's variant (xsample.train.identity)."""
+    composed, grid, sweep = _composed_with_grid(overrides)
+    problems = value_problems(composed)
+    if problems:
+        raise InvalidValues(problems)
+    config = build_run_config(composed)
+    reference = _reference_config(tuple(o for o in overrides if _key(o) in (*REFERENCE_KEYS, *grid)))
+    departures = variant(config, reference)
+    config["experiment"].update(variant=variant_label(departures), variant_tag=variant_tag(departures))
+    planned = PlannedRun(config, sweep / "runs" / run_name(config["experiment"]), composed)
+    if composed.get("finetune_from"):
+        planned.base = plan_run([o for o in overrides if _key(o) != "row"] + [f"row={composed['finetune_from']}"])
+        config["init_from"] = {"run_dir": str(planned.base.run_dir), "config_hash": config_hash(planned.base.config)}
+    return planned
 
 
 def expand(overrides: list[str]) -> list[list[str]]:
@@ -88,21 +154,32 @@ def expand(overrides: list[str]) -> list[list[str]]:
 
 
 def describe_jobs(jobs: list[list[str]]) -> list[dict[str, Any]]:
-    """Per job: labels, run directory (relative to the sweep dir) and resources."""
-    described = []
+    """Per job: labels, run directory (relative to the sweep dir), config hash, resources, and the
+    planned runs themselves (``planned``: the job's run, then the base run a fine-tuning job starts from).
+    Settings out of range in any job raise InvalidValues listing them all."""
+    described, problems = [], {}
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONFIGS_DIR), version_base="1.3"):
-        for job in jobs:
-            cfg = OmegaConf.to_container(_compose(job), resolve=True)
-            labels = experiment_labels(cfg)
-            build_run_config(cfg)  # fail here, before anything is submitted, on a config that cannot run
-            described.append({
-                "overrides": job, "experiment": labels, "run_dir": f"runs/{run_name(labels)}",
-                "resources": resources(cfg), "sweep_dir": str(sweep_dir(cfg)),
-                "report_dir": str(Path(cfg["paths"]["figures"]) / cfg["scale"]["name"]),
-                "finetune_from": cfg.get("finetune_from"),
-            })
-    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONFIGS_DIR), version_base="1.3"):
+            for job in jobs:
+                try:
+                    planned = plan_run(job)
+                except InvalidValues as error:  # every job is checked, so that all problems show at once
+                    problems.update(dict.fromkeys(error.problems))
+                    continue
+                cfg = planned.composed
+                described.append({
+                    "overrides": job, "experiment": planned.config["experiment"],
+                    "run_dir": f"runs/{planned.run_dir.name}", "config_hash": config_hash(planned.config),
+                    "resources": resources(cfg), "sweep_dir": str(planned.sweep_dir),
+                    "report_dir": str(Path(cfg["paths"]["figures"]) / cfg["scale"]["name"]),
+                    "planned": [run for run in (planned, planned.base) if run is not None],
+                    "finetune_from": cfg.get("finetune_from"),
+                })
+    finally:
+        GlobalHydra.instance().clear()
+    if problems:
+        raise InvalidValues(list(problems))
     return described
 
 

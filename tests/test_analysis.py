@@ -19,13 +19,13 @@ from analysis.status import status_text
 def write_result(sweep: Path, name: str, *, table: str = "1", method: str = "simclr", dataset: str = "imagenet",
                  setting: str | None = None, seed: int = 0, scale: str = "tiny", status: str = "completed",
                  metrics: dict | None = None, config_hash: str = "hash0", error: str | None = None,
-                 mtime: float | None = None) -> Path:
+                 mtime: float | None = None, variant: str | None = None) -> Path:
     run_dir = sweep / "runs" / name
     run_dir.mkdir(parents=True, exist_ok=True)
     result = {
         "status": status,
         "experiment": {"table": table, "scale": scale, "method": method, "dataset": dataset,
-                       "dataset_used": "fashion_mnist", "setting": setting, "seed": seed},
+                       "dataset_used": "fashion_mnist", "setting": setting, "seed": seed, "variant": variant},
         "metrics": metrics or {}, "config_hash": config_hash, "seed": seed,
     }
     if error:
@@ -260,13 +260,13 @@ def test_compute_fig3_and_fig5_tables_and_figures(tmp_path):
     out = tmp_path / "out"
     write_report(sweep, out)
 
-    compute_rows = pd.read_csv(out / "tablecompute_tiny.csv").set_index("method")
+    compute_rows = pd.read_csv(out / "compute_tiny.csv").set_index("method")
     assert compute_rows.loc["xclr", "ratio_vs_simclr"] == pytest.approx(1.1)
     assert compute_rows.loc["xclr", "reported_ratio"] == "not public"
-    fig3 = read_cells(out, "tablefig3_tiny")
+    fig3 = read_cells(out, "fig3_tiny")
     quarter = fig3[(fig3["method"] == "supcon") & (fig3["setting"] == "fraction=0.25")].iloc[0]
     assert (quarter["mean"], quarter["n"]) == (63.0, 2)
-    fig5 = pd.read_csv(out / "tablefig5_tiny.csv").set_index("setting")
+    fig5 = pd.read_csv(out / "fig5_tiny.csv").set_index("setting")
     assert fig5.loc["fig5_class_names", "mean"] == pytest.approx(0.3)
     assert fig5.loc["fig5_captions", "quantiles.q99"] == pytest.approx(0.6)
     for stem in ("fig3_tiny", "fig5_tiny", "compute_tiny"):
@@ -313,4 +313,51 @@ def test_a_sweeps_root_with_several_tables_keeps_their_plans_apart(tmp_path):
     assert sorted(zip(runs["table"], runs["method"], runs["status"], strict=True)) == [
         ("1", "xclr", "completed"), ("fig3", "simclr", "missing"), ("fig3", "xclr", "completed")]
     written = write_report(tmp_path, tmp_path / "out", scale="tiny")
-    assert {p.name for p in written} >= {"table1_tiny.md", "tablefig3_tiny.md"}
+    assert {p.name for p in written} >= {"table1_tiny.md", "fig3_tiny.md"}
+
+
+def test_variants_are_their_own_rows_and_never_supersede_the_tables_runs(tmp_path):
+    sweep = tmp_path / "table1_tiny"
+    for seed in (0, 1):
+        write_result(sweep, f"xclr_imagenet_seed{seed}", method="xclr", seed=seed, metrics={"imagenet": {"top1": 70.0}})
+        write_result(sweep, f"xclr_imagenet_seed{seed}+method.temperature=0.2", method="xclr", seed=seed,
+                     variant="method.temperature=0.2", config_hash="other", metrics={"imagenet": {"top1": 60.0}})
+    runs = collect_runs(sweep)
+    assert runs["superseded_by"].isna().all()
+    out = tmp_path / "out"
+    write_report(sweep, out)
+    cells = read_cells(out, "table1_tiny")
+    top1 = cells[cells["column"] == "imagenet.top1"]
+    assert dict(zip(top1["variant"].fillna("—"), top1["mean"], strict=True)) == {"—": 70.0, "method.temperature=0.2": 60.0}
+    report = (out / "table1_tiny.md").read_text()
+    assert "| xclr | method.temperature=0.2 | 60.0 ± 0.0 (n=2)" in report and "| xclr | — | 70.0 ± 0.0 (n=2)" in report
+    assert "variant method.temperature=0.2" in status_text(sweep)
+
+
+def test_a_sweep_whose_runs_all_failed_reports_them_without_crashing(tmp_path, capsys):
+    """Issue 13, scenario 2 on main: every run failed, then the report crashed (pandas 3 StringArray &)."""
+    sweep = tmp_path / "table1_paper"
+    for method in ("simclr", "supcon", "xclr"):
+        write_result(sweep, f"{method}_imagenet_seed0", method=method, scale="paper", status="failed",
+                     error="FileNotFoundError: dataset imagenet: no root is set.")
+    old = sweep / "runs" / "old_schema" / "result.json"  # an earlier harness: no variant, no config hash
+    old.parent.mkdir(parents=True)
+    old.write_text(json.dumps({"status": "completed", "experiment": {"table": 1, "scale": "paper", "method": "simclr",
+                                                                     "dataset": "imagenet", "seed": "zero"},
+                               "metrics": {"imagenet": {"top1": 70.0}}}))
+    out = tmp_path / "out"
+    assert main(["report", str(sweep), "--out", str(out)]) == 0
+    report = (out / "table1_paper.md").read_text()
+    assert "Counts: completed 1, running 0, failed 3" in report
+    assert "- failed: `runs/xclr_imagenet_seed0`: FileNotFoundError" in report
+    assert main(["status", str(sweep)]) == 0
+
+
+def test_nothing_readable_is_the_only_failing_report(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    corrupt = sweep / "runs" / "broken" / "result.json"
+    corrupt.parent.mkdir(parents=True)
+    corrupt.write_text("{")
+    assert main(["report", str(sweep), "--out", str(tmp_path / "out")]) == 1
+    assert main(["status", str(sweep)]) == 1
+    assert "corrupt    runs/broken" in capsys.readouterr().out

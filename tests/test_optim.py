@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from xsample.train.optim import LARS, build_optimizer, cosine_schedule_with_warmup, param_groups, scale_lr
+from xsample.train.optim import LARS, build_optimizer, cosine_schedule_with_warmup, param_groups
 
 
 def _model():
@@ -174,10 +174,3 @@ def test_state_dict_round_trip_reproduces_the_next_steps_exactly(name):
     (uninterrupted, lr), (resumed, resumed_lr) = run(None), run(5)
     assert lr == resumed_lr
     assert all(torch.equal(a, b) for a, b in zip(uninterrupted, resumed, strict=True))
-
-
-def test_scale_lr_is_the_linear_rule():
-    assert scale_lr(0.3, 4096) == pytest.approx(4.8)
-    assert scale_lr(1.0, 128, reference_batch=256) == pytest.approx(0.5)
-    with pytest.raises(ValueError, match="batch"):
-        scale_lr(0.1, 0)

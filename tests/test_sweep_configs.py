@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,7 @@ def test_table_sweep_expands(table, scale):
     assert len(jobs) == EXPECTED_JOBS[table]
     run_dirs = [job["run_dir"] for job in jobs]
     assert len(set(run_dirs)) == len(run_dirs), "two jobs of one sweep share a run directory"
+    assert {job["experiment"]["variant"] for job in jobs} == {None}, "a table's own grid has no variants"
     assert {job["experiment"]["scale"] for job in jobs} == {scale}
     assert {job["experiment"]["table"] for job in jobs} == {table}
     assert len({job["sweep_dir"] for job in jobs}) == 1
@@ -72,19 +74,59 @@ def test_unknown_table_is_a_one_line_error():
     assert "unknown table 9; choose one of: 1, 2, 3, 4" in out.stderr
 
 
-def test_plan_mode_prints_jobs_and_gpu_hours_and_writes_nothing(tmp_path):
+def _without_roots() -> dict:
+    return {key: value for key, value in os.environ.items() if not key.endswith("_ROOT")}
+
+
+def test_plan_mode_prints_jobs_and_gpu_hours_and_every_missing_root_and_writes_nothing(tmp_path):
     out = subprocess.run([sys.executable, "experiments/reproduce.py", "-m", "table=1", "scale=paper", "launcher=plan",
-                          f"paths.sweeps={tmp_path}"], cwd=REPO, capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
+                          f"paths.sweeps={tmp_path}"], cwd=REPO, capture_output=True, text=True, env=_without_roots())
     first = out.stdout.splitlines()[0]
     assert first.startswith("xsample: launcher=plan") and str(tmp_path) in first
     assert "6 jobs, estimated total 1200.0 GPU-hours" in out.stdout
+    assert out.returncode != 0
+    for name in ("imagenet", "imagenet_real", "imagenet9", "objectnet", "mit_states"):
+        assert f"xsample: dataset {name}: no root is set. Set paths.{name}=" in out.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_sweep_with_missing_roots_exits_before_creating_any_run_directory(tmp_path):
+    """Scenario 2 of issue 13: every root missing for training and for every evaluation, named up front."""
+    out = subprocess.run([sys.executable, "experiments/reproduce.py", "-m", "table=1", "scale=paper", "launcher=local",
+                          "seed=0", f"paths.sweeps={tmp_path}"], cwd=REPO, capture_output=True, text=True,
+                         env=_without_roots())
+    assert out.returncode != 0
+    problems = [line for line in out.stderr.splitlines() if "no root is set" in line]
+    assert len(problems) == 5, out.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("override, message", [
+    ("method.temperature=0", "method.temperature must be > 0, got 0"),
+    ("data_fraction=1.5", "data_fraction must be in (0, 1], got 1.5"),
+    ("caption_noise=-0.1", "caption_noise must be in [0, 1], got -0.1"),
+    ("scale.epochs=0", "epochs must be an integer >= 1"),
+])
+def test_out_of_range_values_are_refused_before_anything_runs(tmp_path, override, message):
+    out = subprocess.run([sys.executable, "experiments/reproduce.py", "table=1", "method=xclr", override,
+                          f"paths.sweeps={tmp_path}"], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode != 0
+    assert f"xsample: {message}" in out.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_hydra_sweep_dir_is_refused_with_a_pointer_to_paths_sweeps(tmp_path):
+    out = subprocess.run([sys.executable, "experiments/reproduce.py", "-m", "table=1", f"hydra.sweep.dir={tmp_path}/x"],
+                         cwd=REPO, capture_output=True, text=True)
+    assert out.returncode != 0 and "paths.sweeps=DIR" in out.stderr
     assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("override, message", [
     ("scale=huge", "In 'reproduce': Could not find 'scale/huge'; choose one of: paper, rehearsal, tiny"),
     ("dataset=nope", "unknown dataset='nope'; choose one of cc12m, cc3m, fashion_mnist, imagenet"),
+    ("method.nope=1", "Could not override 'method.nope'. It is not a key of the config (a typo?); "
+                      "see configs/ for the keys there are"),
 ])
 def test_a_config_that_cannot_compose_is_a_one_line_error(override, message):
     out = subprocess.run([sys.executable, "experiments/reproduce.py", "-m", "table=1", override, "launcher=plan"],

@@ -63,12 +63,14 @@ def test_nan_loss_fails_the_run_with_its_step(tmp_path):
     assert record["status"] == "failed" and "at step" in record["error"]
 
 
-def test_a_changed_config_refuses_the_old_checkpoint(tmp_path):
+def test_a_changed_config_is_refused_before_the_old_run_is_touched(tmp_path):
     config = small_run_config("table='2'", "row=augmentation", cache_dir=tmp_path / "c")
     run_experiment(config, tmp_path / "run")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()}
     config["method"]["temperature"] = 0.5
-    with pytest.raises(ConfigMismatchError, match="force=true"):
+    with pytest.raises(ConfigMismatchError, match=r"method.temperature 0.1 -> 0.5"):
         run_experiment(config, tmp_path / "run")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()} == before
 
 
 def _reproduce(sweeps: Path, *extra: str) -> subprocess.Popen:

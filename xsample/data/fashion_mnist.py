@@ -70,7 +70,7 @@ class FashionMNIST(Dataset):
         return {"image": image, "index": position, "label": int(self.labels[i]), "caption": ""}
 
 
-@register_dataset("fashion_mnist")
+@register_dataset("fashion_mnist", default_root=DEBIAN_ROOT)
 def build_fashion_mnist(split: str, root=None, max_samples: int | None = None, seed: int = 0) -> FashionMNIST:
     check_split("fashion_mnist", split, tuple(_FILES))
-    return FashionMNIST(require_root("fashion_mnist", root, default=DEBIAN_ROOT), split, max_samples, seed)
+    return FashionMNIST(require_root("fashion_mnist", root), split, max_samples, seed)

@@ -11,11 +11,15 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 DATASETS: dict[str, Callable[..., Dataset]] = {}
+# Where a dataset is found when neither the config nor the environment names a root (a system package).
+DEFAULT_ROOTS: dict[str, str] = {}
 
 
-def register_dataset(name: str):
+def register_dataset(name: str, *, default_root: str | None = None):
     def decorate(builder: Callable[..., Dataset]) -> Callable[..., Dataset]:
         DATASETS[name] = builder
+        if default_root is not None:
+            DEFAULT_ROOTS[name] = default_root
         return builder
 
     return decorate
@@ -27,17 +31,26 @@ def build_dataset(name: str, split: str, root: str | os.PathLike | None = None, 
     return DATASETS[name](split=split, root=root, **options)
 
 
-def require_root(name: str, root: str | os.PathLike | None, *, default: str | None = None) -> Path:
-    """The dataset's root directory, from the argument, XSAMPLE_<NAME>_ROOT or a default; a clear
-    error naming the config key and the variable when none exists on disk."""
-    env = f"XSAMPLE_{name.upper()}_ROOT"
-    candidate = root or os.environ.get(env) or default
-    if candidate is None or not Path(candidate).exists():
-        where = f"{candidate} does not exist" if candidate else "no root is set"
-        raise FileNotFoundError(
-            f"dataset {name}: {where}. Set paths.{name}=/path/to/{name} (or the environment variable {env})."
-        )
-    return Path(candidate)
+def _root_candidate(name: str, root: str | os.PathLike | None) -> str | os.PathLike | None:
+    return root or os.environ.get(f"XSAMPLE_{name.upper()}_ROOT") or DEFAULT_ROOTS.get(name)
+
+
+def root_problem(name: str, root: str | os.PathLike | None) -> str | None:
+    """Why the dataset's root (argument, XSAMPLE_<NAME>_ROOT or its default) cannot be used, naming the
+    config key and the variable; None when it exists on disk."""
+    candidate = _root_candidate(name, root)
+    if candidate is not None and Path(candidate).exists():
+        return None
+    where = f"{candidate} does not exist" if candidate else "no root is set"
+    return f"dataset {name}: {where}. Set paths.{name}=/path/to/{name} (or the environment variable XSAMPLE_{name.upper()}_ROOT)."
+
+
+def require_root(name: str, root: str | os.PathLike | None) -> Path:
+    """The dataset's root directory; FileNotFoundError with root_problem's message when it is missing."""
+    problem = root_problem(name, root)
+    if problem is not None:
+        raise FileNotFoundError(problem)
+    return Path(_root_candidate(name, root))
 
 
 def check_split(name: str, split: str, allowed: tuple[str, ...]) -> None:

@@ -1,29 +1,11 @@
-"""Two augmented views per sample, and seeded class-balanced subsets (data-scarcity sweeps)."""
+"""Labels of a dataset and seeded class-balanced subsets (data-scarcity sweeps)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
 
 import numpy as np
 from torch.utils.data import Dataset, Subset
-
-
-class TwoViewDataset(Dataset):
-    """Items ``{"view1", "view2", "index", "label", "caption"}`` from a base dataset."""
-
-    def __init__(self, dataset: Dataset, augmentation: Callable):
-        self.dataset = dataset
-        self.augmentation = augmentation
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, position: int) -> dict:
-        item = self.dataset[position]
-        return {"view1": self.augmentation(item["image"]), "view2": self.augmentation(item["image"]),
-                "index": int(item["index"]), "label": int(item.get("label", -1)),
-                "caption": item.get("caption") or ""}
 
 
 def dataset_labels(dataset: Dataset) -> np.ndarray:

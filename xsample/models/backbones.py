@@ -80,7 +80,3 @@ def is_norm_or_bias(name: str, parameter: nn.Parameter) -> bool:
     """Parameters SimCLR and CLIP keep out of weight decay (and LARS adaptation): biases, norm scales and
     shifts, and scalars such as CLIP's logit scale. They are exactly the parameters with fewer than 2 dims."""
     return parameter.ndim < 2
-
-
-def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)

@@ -45,6 +45,11 @@ def _environment_ranks() -> tuple[int, int, int]:
     return 0, 1, 0
 
 
+def environment_rank() -> int:
+    """This process's global rank as the launcher set it (0 when not distributed), before any group exists."""
+    return _environment_ranks()[0]
+
+
 def init_distributed(device: str = "auto") -> DistInfo:
     """Join (or create) the default process group described by the environment.
 

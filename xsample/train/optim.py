@@ -145,11 +145,3 @@ def cosine_schedule_with_warmup(optimizer: torch.optim.Optimizer, warmup_steps: 
         return final_lr_fraction + (1 - final_lr_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return LambdaLR(optimizer, lr_factor)
-
-
-def scale_lr(base_lr: float, global_batch: int, reference_batch: int = 256) -> float:
-    """Linear scaling rule (Goyal et al. 2017, used by SimCLR): lr = base_lr x global_batch / reference_batch."""
-    _check_positive("base_lr", base_lr)
-    if int(global_batch) < 1 or int(reference_batch) < 1:
-        raise ValueError(f"batch sizes must be >= 1, got global_batch={global_batch}, reference_batch={reference_batch}")
-    return base_lr * int(global_batch) / int(reference_batch)

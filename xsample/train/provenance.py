@@ -15,14 +15,23 @@ import torch
 
 # Keys that change where or how fast a run executes but not what it computes.
 RUNTIME_ONLY_KEYS = ("runtime", "paths", "launcher", "force")
+# Where the training data lives is placement too: a dataset moved to another disk is the same run.
+PLACEMENT_DATA_KEYS = ("root",)
 
 _PACKAGES = ("torch", "torchvision", "timm", "open_clip_torch", "sentence-transformers", "webdataset", "xsample")
 
 
+def determining_part(config: dict[str, Any]) -> dict[str, Any]:
+    """The part of a run config that determines its numbers (no runtime or placement keys)."""
+    relevant = {key: value for key, value in config.items() if key not in RUNTIME_ONLY_KEYS}
+    if isinstance(relevant.get("data"), dict):
+        relevant["data"] = {key: value for key, value in relevant["data"].items() if key not in PLACEMENT_DATA_KEYS}
+    return relevant
+
+
 def config_hash(config: dict[str, Any]) -> str:
     """Stable hash of everything that determines a run's numbers."""
-    relevant = {key: value for key, value in config.items() if key not in RUNTIME_ONLY_KEYS}
-    canonical = json.dumps(relevant, sort_keys=True, separators=(",", ":"), default=str)
+    canonical = json.dumps(determining_part(config), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 

@@ -11,7 +11,9 @@ from typing import Any
 import torch
 
 from xsample.io import atomic_write_json
+from xsample.train.checkpoint import CHECKPOINT_NAME, ConfigMismatchError
 from xsample.train.distributed import DistInfo, barrier, init_distributed
+from xsample.train.identity import config_differences, describe_differences
 from xsample.train.provenance import config_hash, git_state, hardware, package_versions
 
 RESULT_NAME = "result.json"
@@ -27,9 +29,44 @@ def read_result(run_dir: Path) -> dict[str, Any] | None:
         return None
 
 
-def is_completed(run_dir: Path, config: dict[str, Any]) -> bool:
+def _recorded_hash(run_dir: Path) -> tuple[str | None, dict[str, Any] | None, str]:
+    """(config hash, config, where it was read) of the run already in ``run_dir``."""
     result = read_result(run_dir)
-    return bool(result) and result.get("status") == "completed" and result.get("config_hash") == config_hash(config)
+    if isinstance(result, dict):
+        config = result.get("config") if isinstance(result.get("config"), dict) else None
+        return result.get("config_hash"), config, RESULT_NAME
+    checkpoint = run_dir / CHECKPOINT_NAME
+    if checkpoint.exists():
+        try:  # memory-mapped: only the small config_hash entry is actually read
+            state = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
+            return state.get("config_hash"), None, CHECKPOINT_NAME
+        except Exception:  # an unreadable checkpoint cannot prove the directory is ours  # noqa: BLE001
+            return None, None, CHECKPOINT_NAME
+    return None, None, ""
+
+
+def ownership_problem(run_dir: Path | str, config: dict[str, Any]) -> str | None:
+    """Why ``run_dir`` is not ``config``'s own directory, or None when it is (or holds nothing yet)."""
+    run_dir = Path(run_dir)
+    recorded, recorded_config, source = _recorded_hash(run_dir)
+    if not source:
+        result_file = run_dir / RESULT_NAME
+        if result_file.exists():  # present but unreadable: it may be someone's finished result
+            return f"{result_file} cannot be read; move it away (or delete it) to run here"
+        return None
+    if recorded == config_hash(config):
+        return None
+    if recorded_config is not None:
+        what = f"differs in: {describe_differences(config_differences(recorded_config, config))}"
+    else:
+        what = f"its {source} records {'config hash ' + recorded if recorded else 'no readable config'}"
+    return (f"{run_dir} belongs to another config ({what}); it was left untouched. Keep both by setting "
+            "paths.sweeps to another directory, or move that run away to rerun here (force=true only "
+            "discards runs of the same config)")
+
+
+class RunDirectoryConflict(ConfigMismatchError):
+    """The run directory holds another config's run; nothing in it was touched."""
 
 
 class ResultWriter:
@@ -88,11 +125,16 @@ def _train_and_evaluate(config: dict[str, Any], run_dir: Path, info: DistInfo, w
 
 
 def run_experiment(config: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
-    """Run ``config`` in ``run_dir`` and return the result record (also written to result.json)."""
+    """Run ``config`` in ``run_dir`` and return the result record (also written to result.json).
+
+    A directory holding another config's run is refused (RunDirectoryConflict) before anything is written."""
     run_dir = Path(run_dir)
     task = config.get("task", "pretrain")
     if task not in TASKS:
         raise ValueError(f"unknown task={task!r}; choose one of {', '.join(TASKS)}")
+    problem = ownership_problem(run_dir, config)
+    if problem is not None:
+        raise RunDirectoryConflict(problem)
     info = init_distributed(config.get("runtime", {}).get("device", "auto"))
     torch.manual_seed(int(config.get("seed", 0)))
     if info.is_main:

@@ -1,0 +1,138 @@
+"""Run identity and lifecycle (issue 13): a config owns its directory, no override destroys a result,
+failures are loud, variants are reported as their own rows."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from experiments.sweep import describe_jobs, expand
+from tests.engine_helpers import REPO, small_run_config
+from xsample.train.identity import run_name, variant_tag
+from xsample.train.lifecycle import execute_run
+from xsample.train.provenance import config_hash
+
+# Tiny runs of a few steps: small Fashion-MNIST subset, one epoch, short probe.
+FEW_STEPS = ["scale=tiny", "scale.epochs=1", "scale.batch_size=128", "datasets.fashion_mnist.tiny.options.max_samples=512",
+             "eval_suites.fashion_mnist.evaluations.imagenet.train.options.max_samples=512",
+             "eval_suites.fashion_mnist.evaluations.imagenet.test.options.max_samples=256", "scale.probe.epochs=5"]
+
+
+def _reproduce(sweeps: Path, *overrides: str) -> subprocess.CompletedProcess:
+    flags = [o for o in overrides if o.startswith("-")]
+    return subprocess.run([sys.executable, "experiments/reproduce.py", *flags, "launcher=local", f"paths.sweeps={sweeps}",
+                           f"paths.cache={sweeps / 'cache'}", f"paths.figures={sweeps / 'figures'}",
+                           *(o for o in overrides if not o.startswith("-"))],
+                          cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _results(sweep: Path) -> dict[str, dict]:
+    return {path.parent.name: json.loads(path.read_text()) for path in sorted((sweep / "runs").glob("*/result.json"))}
+
+
+def test_variant_tags_are_readable_when_short_and_never_leave_the_sweep():
+    assert variant_tag({"method.temperature": 0.2}) == "method.temperature=0.2"
+    assert variant_tag({}) is None
+    for hostile in ({"method.name": "../../x"}, {"graph.template": "a/b"}, {"k": "x" * 200},
+                    {f"key{i}": i for i in range(5)}):
+        tag = variant_tag(hostile)
+        assert tag.startswith("v-") and "/" not in tag and ".." not in tag and len(tag) <= 60
+    assert variant_tag({"a": 1}) != variant_tag({"a": 2})
+    name = run_name({"method": "../../x", "dataset": "imagenet", "setting": None, "seed": 0,
+                     "variant_tag": variant_tag({"method.name": "../../x"})})
+    assert "/" not in name and ".." not in name
+
+
+def test_a_command_line_sweep_over_a_non_grid_key_gives_distinct_directories():
+    jobs = describe_jobs(expand(["table='1'", "method.temperature=0.1,0.2"]))
+    assert len(jobs) == 12
+    assert len({job["run_dir"] for job in jobs}) == 12
+    variants = {job["experiment"]["variant"] for job in jobs}
+    assert variants == {None, "method.temperature=0.2"}, "0.1 is the harness default: those are the table's own runs"
+    assert "runs/xclr_imagenet_seed0+method.temperature=0.2" in {job["run_dir"] for job in jobs}
+
+
+def test_a_graph_override_is_a_variant_of_xclr_only():
+    jobs = {job["experiment"]["method"]: job for job in describe_jobs(expand(["table='1'", "graph=random", "seed=0"]))}
+    assert jobs["simclr"]["experiment"]["variant"] is None, "SimCLR does not use the graph: the same run"
+    assert "graph.source=random" in jobs["xclr"]["experiment"]["variant"]
+    assert jobs["xclr"]["run_dir"] != "runs/xclr_imagenet_seed0"
+
+
+def test_another_configs_directory_is_refused_untouched_even_with_force(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    theirs = small_run_config("table='2'", "row=augmentation")
+    finished = {"status": "completed", "experiment": theirs["experiment"], "metrics": {"imagenet": {"top1": 75.0}},
+                "config": theirs, "config_hash": config_hash(theirs)}
+    (run_dir / "result.json").write_text(json.dumps(finished))
+    before = (run_dir / "result.json").read_bytes()
+    mine = small_run_config("table='2'", "row=augmentation", "scale.epochs=3")
+    lines: list[str] = []
+    for force in (False, True):
+        outcome = execute_run(mine, run_dir, force=force, log=lines.append)
+        assert outcome.status == "refused"
+        assert "optim.epochs 2 -> 3" in outcome.error
+    assert (run_dir / "result.json").read_bytes() == before
+    assert sorted(p.name for p in run_dir.iterdir()) == ["result.json"]
+
+
+def test_a_completed_run_of_the_same_config_is_skipped_and_force_reruns_it(tmp_path, monkeypatch):
+    config = small_run_config("table='2'", "row=augmentation")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "result.json").write_text(json.dumps({"status": "completed", "config": config,
+                                                     "config_hash": config_hash(config)}))
+    (run_dir / "checkpoint.pt").write_bytes(b"old")
+    outcome = execute_run(config, run_dir, log=lambda line: None)
+    assert outcome.status == "completed" and outcome.skipped
+    seen = []
+    monkeypatch.setattr("xsample.train.lifecycle.run_experiment",
+                        lambda config, directory: seen.append(sorted(p.name for p in Path(directory).glob("*"))) or {"status": "completed"})
+    outcome = execute_run(config, run_dir, force=True, log=lambda line: None)
+    assert outcome.status == "completed" and not outcome.skipped
+    assert seen == [[]], "force=true discards the previous run of the same config before running it again"
+
+
+@pytest.mark.slow
+def test_an_override_of_a_finished_run_completes_in_its_own_directory(tmp_path):
+    """Scenario 1 of issue 13: the same command with another epoch count keeps the first result."""
+    first = _reproduce(tmp_path, "table=2", "row=random", *FEW_STEPS)
+    assert first.returncode == 0, first.stdout + first.stderr
+    second = _reproduce(tmp_path, "table=2", "row=random", *FEW_STEPS[:1], "scale.epochs=2", *FEW_STEPS[2:])
+    assert second.returncode == 0, second.stdout + second.stderr
+    results = _results(tmp_path / "table2_tiny")
+    assert len(results) == 2 and all(name.startswith("xclr_imagenet_random_seed0+") for name in results)
+    assert all(r["status"] == "completed" and r["metrics"]["imagenet"]["top1"] > 0 for r in results.values())
+    assert {r["config"]["optim"]["epochs"] for r in results.values()} == {1, 2}
+
+
+@pytest.mark.slow
+def test_a_temperature_sweep_gives_distinct_directories_and_report_rows(tmp_path):
+    out = _reproduce(tmp_path, "-m", "table=2", "row=augmentation", "method.temperature=0.1,0.2", *FEW_STEPS)
+    assert out.returncode == 0, out.stdout + out.stderr
+    results = _results(tmp_path / "table2_tiny")
+    assert len(results) == 2 and all(r["status"] == "completed" for r in results.values())
+    report = (tmp_path / "figures" / "tiny" / "table2_tiny.md").read_text()
+    rows = [line for line in report.splitlines() if line.startswith("| simclr")]
+    assert len(rows) == 2, report
+    assert sum("method.temperature=0.2" in row for row in rows) == 1, rows
+
+
+@pytest.mark.slow
+def test_a_sweep_whose_runs_all_fail_reports_without_a_traceback_and_exits_non_zero(tmp_path):
+    out = _reproduce(tmp_path, "-m", "table=2", "row=augmentation,true_class", "scale.optim.lars.lr=1e30",
+                     "scale.checkpoint_every_steps=1000", *FEW_STEPS)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "Traceback" not in out.stdout + out.stderr
+    assert "xsample: 2 run(s) did not complete:" in out.stderr
+    for name in ("augmentation", "true_class"):
+        line = next(line for line in out.stderr.splitlines() if f"_{name}_seed0" in line)
+        assert "failed: " in line and "loss became" in line and line.endswith("result.json)")
+    report = (tmp_path / "figures" / "tiny" / "table2_tiny.md").read_text()
+    assert "Counts: completed 0, running 0, failed 2" in report

@@ -1,0 +1,77 @@
+"""A run directory's lifecycle: it belongs to one config, which it skips, resumes, reruns or refuses.
+
+- Completed with the same config: skipped (``force=True`` discards it and trains again).
+- Running or failed with the same config: resumed from its checkpoint (``force=True``: from scratch).
+- Holding another config's run (or a run whose config cannot be read): refused before anything in
+  the directory is written, with the differing keys; ``force`` never discards another config's run.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from xsample.train.distributed import environment_rank
+from xsample.train.run import RESULT_NAME, ownership_problem, read_result, run_experiment
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    status: str              # completed | failed | refused
+    run_dir: Path
+    error: str | None = None
+    skipped: bool = False    # completed earlier with the same config; nothing ran
+
+    @property
+    def result_path(self) -> Path:
+        return self.run_dir / RESULT_NAME
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Serialise jobs that share a run (two launches of the same sweep). The lock is held on the directory
+    itself, so taking it writes nothing inside. Only global rank 0 locks: the other ranks wait in collectives."""
+    if environment_rank() != 0:
+        yield
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(run_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # closing releases the lock
+
+
+def execute_run(config: dict[str, Any], run_dir: Path | str, *, force: bool = False,
+                log: Callable[[str], None] = print) -> RunOutcome:
+    """Run ``config`` in its own directory ``run_dir`` as the module docstring describes.
+
+    Failures are recorded in result.json and returned, not raised, so a sweep goes on with its other runs."""
+    run_dir = Path(run_dir)
+    name = run_dir.name
+    with run_lock(run_dir):
+        problem = ownership_problem(run_dir, config)
+        if problem is not None:
+            log(f"xsample: {name}: refused: {problem}")
+            return RunOutcome("refused", run_dir, error=problem)
+        previous = read_result(run_dir)
+        if previous is not None and previous.get("status") == "completed" and not force:
+            log(f"xsample: {name}: already completed with the same config hash, skipped")
+            return RunOutcome("completed", run_dir, skipped=True)
+        if force and environment_rank() == 0 and run_dir.is_dir() and any(run_dir.iterdir()):
+            log(f"xsample: {name}: force=true, discarding the previous run of this config in {run_dir}")
+            shutil.rmtree(run_dir)
+        try:
+            record = run_experiment(config, run_dir)
+        except Exception as error:  # recorded in result.json by run_experiment
+            line = f"{type(error).__name__}: {error}".splitlines()[0]
+            log(f"xsample: {name} failed: {line} (see {run_dir / RESULT_NAME})")
+            return RunOutcome("failed", run_dir, error=line)
+    return RunOutcome(record["status"], run_dir)
