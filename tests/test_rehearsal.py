@@ -117,7 +117,8 @@ def test_every_table_completes_under_scale_rehearsal(fixtures: Path, tmp_path: P
     results = run_results(tmp_path / f"table{table}_rehearsal")
     failed = {name: record.get("error") for name, record in results.items() if record["status"] != "completed"}
     assert results and not failed
-    assert (tmp_path / "figures" / "rehearsal" / f"table{table}_rehearsal.md").is_file()
+    stem = f"table{table}" if table.isdigit() else table  # report files are named after what they hold
+    assert (tmp_path / "figures" / "rehearsal" / f"{stem}_rehearsal.md").is_file()
 
 
 def test_finetune_rows_launch_in_a_phase_after_their_base_rows():

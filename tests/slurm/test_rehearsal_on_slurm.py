@@ -43,4 +43,4 @@ def test_finetune_table_completes_with_two_tasks_per_job(slurm_cluster, fixtures
     finetuned = results["xclr_imagenet_simclr_then_xclr_seed0"]
     assert finetuned["hardware"]["world_size"] == 2
     assert finetuned["config"]["init_from"]["run_dir"].endswith("simclr_imagenet_base_simclr_seed0")
-    assert (tmp_path / "figures" / "rehearsal" / "tablefinetune_rehearsal.md").is_file()
+    assert (tmp_path / "figures" / "rehearsal" / "finetune_rehearsal.md").is_file()
