@@ -190,7 +190,7 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
                 log_every = int(runtime.get("log_every_steps", 10))
                 log.step(step, history[-1][1], optimizer.param_groups[0]["lr"], log_every)
                 if step % log_every == 0:
-                    skipped.check(info)
+                    skipped.check(info, samples_seen)
 
                 stop = not all_ranks_true(not guard.requested, info)
                 due = (every_steps and step % every_steps == 0) or (
@@ -204,5 +204,5 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
                 if step >= total_steps:
                     break
     return TrainOutcome(model=model, resumed_from=resumed_from, steps=step, samples_seen=samples_seen,
-                        train_seconds=train_seconds, loss_history=history, samples_skipped=skipped.check(info))
+                        train_seconds=train_seconds, loss_history=history, samples_skipped=skipped.check(info, samples_seen))
 

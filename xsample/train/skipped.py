@@ -45,12 +45,15 @@ class SkippedSamples:
         dist.all_reduce(counts)
         return len(self.positions) + int(counts.item())
 
-    def check(self, info: DistInfo) -> int:
-        """The total, after failing the run when it exceeds the limit."""
+    def check(self, info: DistInfo, samples_seen: int) -> int:
+        """The total, after failing the run when it exceeds the limit: distinct positions against the dataset
+        size, or for a stream (whose skips repeat with every draw of a shard) skips against samples read."""
         total = self.total(info)
-        if total > self.max_fraction * self.dataset_size:
+        streamed = getattr(self.dataset, "samples_skipped", None) is not None
+        size = samples_seen + total if streamed else self.dataset_size
+        if total > self.max_fraction * size:
             raise TooManySkippedError(
-                f"{total} of {self.dataset_size} training samples were unreadable (more than "
+                f"{total} of {size} training samples were unreadable (more than "
                 f"runtime.max_skipped_fraction={self.max_fraction:g}); the log names the files: repair or re-copy "
                 "the dataset, or raise runtime.max_skipped_fraction")
         return total
