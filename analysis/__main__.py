@@ -31,9 +31,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"analysis: sweep directory {args.sweep_dir} does not exist", file=sys.stderr)
         return 2
     # Imported here so that `--help` and argument errors stay fast (pandas, matplotlib).
-    from analysis.collect import collect_runs
+    from analysis.collect import READABLE_STATUSES, collect_runs
 
-    readable = collect_runs(args.sweep_dir)["status"].isin(["completed", "running", "failed"]).any()
+    readable = collect_runs(args.sweep_dir)["status"].isin(READABLE_STATUSES).any()
     if args.command == "status":
         from analysis.status import status_text
 

@@ -8,19 +8,24 @@ from typing import Any
 
 import pandas as pd
 
+from xsample.heartbeat import staleness
+
 LABELS = ("table", "scale", "method", "dataset", "dataset_used", "setting", "variant", "seed")
 # Two runs with the same identity are the same experiment: the newest one counts. The variant (what a
 # run's config changes beyond its table's grid, e.g. "method.temperature=0.2") is part of it.
 IDENTITY = ("table", "scale", "method", "dataset", "setting", "variant", "seed")
-STATUSES = ("completed", "running", "failed", "missing", "corrupt")
+# "stale": result.json says running, but its heartbeat stopped and its process or SLURM job is gone.
+STATUSES = ("completed", "running", "stale", "failed", "missing", "corrupt")
+READABLE_STATUSES = ("completed", "running", "stale", "failed")  # a result.json was read
 PLAN_FILE = "sweep_plan.json"
-BASE_COLUMNS = ("path", "status", *LABELS, "error", "config_hash", "mtime", "superseded_by", "metrics")
+BASE_COLUMNS = ("path", "status", *LABELS, "error", "config_hash", "mtime", "superseded_by", "metrics", "loss_curve")
 
 
 def collect_runs(sweep_dir: Path | str) -> pd.DataFrame:
     """One row per run: labels, status, error, config hash, flattened numeric metrics ("imagenet.top1", ...).
 
-    The raw nested metrics stay in the "metrics" column (compute and fig5 need their structure).
+    The raw nested metrics stay in the "metrics" column (compute and fig5 need their structure), the
+    training loss curve ([[step, loss], ...] or None) in "loss_curve".
     Runs of the sweep plan without a result.json have status "missing"; unreadable files "corrupt".
     A run replaced by a newer one with the same labels has "superseded_by" set to the newer run's path.
     """
@@ -66,8 +71,19 @@ def _read_result(result_file: Path, path: str) -> dict[str, Any]:
         row["seed"] = _labels({"seed": result.get("seed")})["seed"]
     metrics = result.get("metrics") if isinstance(result.get("metrics"), dict) else {}
     row.update(status=result["status"], error=result.get("error"), config_hash=result.get("config_hash"),
-               metrics=metrics, **_flatten(metrics))
+               metrics=metrics, loss_curve=_loss_curve(result.get("loss_curve")), **_flatten(metrics))
+    dead = staleness(result.get("heartbeat")) if result["status"] == "running" else None
+    if dead is not None:
+        row.update(status="stale", error=dead)
     return row
+
+
+def _loss_curve(curve: Any) -> list[tuple[int, float]] | None:
+    """[[step, loss], ...] as (int, float) pairs; anything else (absent, malformed) is None."""
+    try:
+        return [(int(step), float(loss)) for step, loss in curve] or None
+    except (TypeError, ValueError):
+        return None
 
 
 def _labels(experiment: dict[str, Any]) -> dict[str, Any]:
@@ -131,7 +147,7 @@ def _merge_plan(sweep_dir: Path, rows: dict[Path, dict[str, Any]]) -> None:
 
 
 def _mark_superseded(frame: pd.DataFrame) -> None:
-    readable = frame[frame["status"].isin(["completed", "running", "failed"])]
+    readable = frame[frame["status"].isin(READABLE_STATUSES)]
     for _, group in readable.groupby(list(IDENTITY), dropna=False, sort=False):
         if len(group) < 2:
             continue

@@ -1,4 +1,5 @@
-"""Figures (PNG + PDF, seaborn on the Agg backend): fig3, fig5, compute overhead, reproduced vs reported."""
+"""Figures (PNG + PDF, seaborn on the Agg backend): training curves, fig3, fig5, compute overhead,
+reproduced vs reported."""
 
 from __future__ import annotations
 
@@ -39,6 +40,32 @@ def write_table_figures(runs: pd.DataFrame, table: str, scale: str, out: Path) -
     if table == "compute":
         return compute_figure(runs, scale, out)
     return []
+
+
+def training_curves_figure(runs: pd.DataFrame, table: str, scale: str, out: Path, stem: str) -> list[Path]:
+    """Training loss against step, one line per table row (method, setting, variant, and dataset when
+    several): the mean over completed seeds with a ±1 std band. Written as <stem>_training_curves."""
+    done = completed_runs(runs, table, scale).dropna(subset=["loss_curve"])
+    if done.empty:
+        return []
+    several_datasets = done["dataset"].nunique(dropna=True) > 1
+
+    def row_label(run) -> str:
+        setting = f" ({run.setting})" if isinstance(run.setting, str) and run.setting else ""
+        variant = f" [{run.variant}]" if isinstance(run.variant, str) and run.variant else ""
+        dataset = f", {run.dataset}" if several_datasets else ""
+        return f"{run.method}{setting}{variant}{dataset}"
+
+    data = pd.DataFrame([{"row": row_label(run), "seed": run.seed, "step": step, "loss": loss}
+                         for run in done.itertuples(index=False) for step, loss in run.loss_curve])
+    seeds = data.groupby("row")["seed"].nunique()
+    data["row"] = data["row"].map(lambda row: f"{row} (n={seeds[row]})")
+    figure, axes = plt.subplots(figsize=(6, 4))
+    sns.lineplot(data=data.sort_values("row"), x="step", y="loss", hue="row", errorbar="sd", ax=axes)
+    axes.set(xlabel="training step", ylabel="training loss",
+             title=_title(f"Training curves, {'table ' + table if table.isdigit() else table}: mean ± std over seeds", scale))
+    axes.legend(fontsize=7, title=None)
+    return save_figure(figure, out, f"{stem}_training_curves")
 
 
 def _fraction(setting: object) -> float:

@@ -12,7 +12,7 @@ from analysis import figures
 from analysis.catalog import table_names
 from analysis.collect import STATUSES, collect_runs
 from analysis.output import write_text_atomic
-from analysis.reported import DEFAULT_FILE, ReportedNumber, load_reported
+from analysis.reported import DEFAULT_FILE, EVALUATION_COLUMNS, ReportedNumber, load_reported
 from analysis.tables import claims, compute_table, graph_similarity_table, metric_cells
 
 TINY_BANNER = ("Tiny analogs on embedded data: absolute values are not comparable with the paper's; "
@@ -43,9 +43,7 @@ def write_report(sweep_dir: Path | str, out_dir: Path | str | None = None, paper
 
 
 # Table columns in the paper's order (evaluations as in Table 1, then their sub-metrics).
-COLUMN_ORDER = ("imagenet.top1", "imagenet.knn_top1", "zero_shot.imagenet", "imagenet_real.top1", "imagenet9.original",
-                "imagenet9.only_fg", "imagenet9.no_fg", "imagenet9.mixed_same", "imagenet9.mixed_rand",
-                "imagenet9.bg_gap", "objectnet.top1", "mit_states.objects", "mit_states.attributes")
+COLUMN_ORDER = EVALUATION_COLUMNS
 
 
 DATASET_ORDER = ("imagenet", "cc3m", "cc12m")
@@ -217,7 +215,7 @@ class TableReport:
         current = mine[mine["superseded_by"].isna()]
         counts = current["status"].value_counts()
         lines = ["Counts: " + ", ".join(f"{status} {int(counts.get(status, 0))}" for status in STATUSES)]
-        for status in ("failed", "running", "missing", "corrupt"):
+        for status in ("failed", "stale", "running", "missing", "corrupt"):
             for run in current[current["status"] == status].itertuples(index=False):
                 lines.append(f"- {status}: `{run.path}`" + (f": {run.error}" if isinstance(run.error, str) else ""))
         for run in mine[mine["superseded_by"].notna()].itertuples(index=False):
@@ -236,6 +234,7 @@ class TableReport:
         if claim_rows:
             written.append(write_text_atomic(out / f"{self.stem}_claims.csv", self.claims.to_csv(index=False)))
         written += figures.write_table_figures(self.runs, self.table, self.scale, out)
+        written += figures.training_curves_figure(self.runs, self.table, self.scale, out, self.stem)
         return written
 
     def _markdown(self, header, rows, notes, claim_header, claim_rows) -> str:

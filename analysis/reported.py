@@ -14,6 +14,17 @@ DEFAULT_FILE = Path(__file__).with_name("reported_numbers.yaml")
 PAPER_VERSIONS = ("workshop", "v1", "v2")
 KINDS = ("absolute", "difference", "difference_range")
 TABLES = tuple(table_names())
+# Metric columns an entry may name, in the paper's table order (the report orders columns by this).
+EVALUATION_COLUMNS = ("imagenet.top1", "imagenet.knn_top1", "zero_shot.imagenet", "imagenet_real.top1",
+                      "imagenet9.original", "imagenet9.only_fg", "imagenet9.no_fg", "imagenet9.mixed_same",
+                      "imagenet9.mixed_rand", "imagenet9.bg_gap", "objectnet.top1", "mit_states.objects",
+                      "mit_states.attributes")
+COMPUTE_COLUMNS = ("compute.xclr_over_simclr", *(f"compute.{method}.{field}" for method in ("simclr", "supcon", "xclr", "clip")
+                                                 for field in ("step_ms", "images_per_s", "peak_mem_mb")))
+GRAPH_COLUMN_PREFIX = "graph_similarity."
+TOP_LEVEL_FIELDS = ("default_tolerance", "entries")
+ENTRY_FIELDS = ("id", "table", "kind", "row", "setting", "dataset", "column", "columns", "value", "low", "high",
+                "minuend", "subtrahend", "paper_version", "source", "tolerance", "note")
 
 
 class ReportedNumbersError(ValueError):
@@ -74,6 +85,10 @@ def load_all(path: Path | str = DEFAULT_FILE) -> list[ReportedNumber]:
         raise ReportedNumbersError(f"{path.name}: cannot read: {error}") from error
     if not isinstance(document, dict) or not isinstance(document.get("entries"), list):
         raise ReportedNumbersError(f"{path.name}: expected a mapping with a list under 'entries'")
+    unknown = sorted(set(document) - set(TOP_LEVEL_FIELDS))
+    if unknown:
+        raise ReportedNumbersError(f"{path.name}: unknown top-level field(s) {', '.join(map(repr, unknown))}; "
+                                   f"allowed: {', '.join(TOP_LEVEL_FIELDS)}")
     tolerances = _default_tolerances(path.name, document.get("default_tolerance") or {})
     entries = [_parse_entry(path.name, index, raw, tolerances) for index, raw in enumerate(document["entries"])]
     seen: dict[tuple[str, str], int] = {}
@@ -98,6 +113,10 @@ def _default_tolerances(filename: str, raw: Any) -> dict[str, float]:
     return tolerances
 
 
+def known_column(column: str) -> bool:
+    return column in EVALUATION_COLUMNS or column in COMPUTE_COLUMNS or column.startswith(GRAPH_COLUMN_PREFIX)
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -110,6 +129,9 @@ def _parse_entry(filename: str, index: int, raw: Any, tolerances: dict[str, floa
 
     if not isinstance(raw, dict):
         raise fail("-", "entry must be a mapping")
+    unknown = sorted(str(field) for field in set(raw) - set(ENTRY_FIELDS))
+    if unknown:
+        raise fail(unknown[0], f"is not a known field (a misspelling?); allowed: {', '.join(ENTRY_FIELDS)}")
 
     def text(field: str, required: bool = True) -> str | None:
         value = raw.get(field)
@@ -147,6 +169,11 @@ def _parse_entry(filename: str, index: int, raw: Any, tolerances: dict[str, floa
         if "." not in column:
             raise fail("column", "must be 'evaluation.metric', e.g. imagenet.top1")
         columns = [column]
+    for column in columns:
+        if not known_column(column):
+            raise fail("column" if kind != "difference_range" else "columns",
+                       f"names unknown metric {column!r}; known: {', '.join(EVALUATION_COLUMNS + COMPUTE_COLUMNS)}, "
+                       f"{GRAPH_COLUMN_PREFIX}*")
 
     fields: dict[str, Any] = {}
     if kind == "absolute":

@@ -24,7 +24,7 @@ def status_text(sweep_dir: Path | str) -> str:
     lines = []
     for run in runs.itertuples(index=False):
         line = f"{run.status:<10} {run.path}  [{_label(run)}]"
-        if run.status in ("failed", "corrupt") and isinstance(run.error, str):
+        if run.status in ("failed", "stale", "corrupt") and isinstance(run.error, str):
             line += f"  {run.error}"
         if isinstance(run.superseded_by, str):
             line += f"  (superseded by {run.superseded_by}; not counted)"
@@ -33,4 +33,7 @@ def status_text(sweep_dir: Path | str) -> str:
     counts = current["status"].value_counts()
     lines.append("counts: " + ", ".join(f"{status} {int(counts.get(status, 0))}" for status in STATUSES))
     lines.append(f"progress: {int(counts.get('completed', 0))}/{len(current)} completed")
+    if counts.get("stale", 0):
+        lines.append(f"stale: {int(counts['stale'])} run(s) stopped without finishing (killed, OOM, lost node); "
+                     "relaunching the sweep resumes them from their last checkpoint")
     return "\n".join(lines)

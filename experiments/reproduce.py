@@ -187,7 +187,10 @@ def cli() -> None:
     if plan:
         return
     if multirun:
-        _write_sweep_plans(jobs)
+        try:
+            _write_sweep_plans(jobs)
+        except OSError as error:
+            raise SystemExit(f"xsample: {error}; make the sweep directory writable or set paths.sweeps=DIR") from None
     program = sys.argv[0]
     phases = _launch_phases(sys.argv[1:], jobs)
     for number, phase in enumerate(phases, start=1):

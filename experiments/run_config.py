@@ -8,11 +8,17 @@ without Hydra. Which directory a run gets is decided in sweep.plan_run (it compa
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 from pathlib import Path
 from typing import Any
 
+from xsample.train.sampling import augment_problem
+from xsample.train.tracking import logger_problem
+from xsample.validation import InvalidConfigError, integer_seed, non_finite_values
+
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
+JOB_DIRNAME_MAX = 80
 
 
 class ConfigError(ValueError):
@@ -155,7 +161,23 @@ def value_problems(cfg: dict[str, Any]) -> list[str]:
         number = _number(value)
         if number is None or not holds(number):
             problems.append(f"{key} must be {wanted}, got {value}")
+    problems += [f"{key}={_lookup(cfg, key)} is not a finite number; give a finite value"
+                 for key in non_finite_values(cfg) if not any(problem.startswith(f"{key} ") for problem in problems)]
+    try:
+        integer_seed(cfg.get("seed"))
+    except InvalidConfigError as error:
+        problems.append(str(error))
+    problems += [problem for problem in (logger_problem(cfg), augment_problem(cfg)) if problem is not None]
     return problems
+
+
+def short_job_dirname(override_dirname: str) -> str:
+    """Hydra's job directory name (every override joined) kept under JOB_DIRNAME_MAX characters:
+    a dozen overrides otherwise exceed the file-name limit. Long names keep their start plus a hash."""
+    name = override_dirname.replace("/", "_") or "default"
+    if len(name) <= JOB_DIRNAME_MAX:
+        return name
+    return f"{name[:JOB_DIRNAME_MAX - 13]}-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
 
 
 def _lookup(cfg: dict[str, Any], dotted: str) -> Any:

@@ -7,6 +7,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from experiments.run_config import build_run_config
 
@@ -17,6 +18,13 @@ SMALL = [
     "scale.epochs=2", "scale.batch_size=128", "scale.checkpoint_every_steps=2",
     "datasets.fashion_mnist.tiny.options.max_samples=1024", "scale.probe.epochs=30",
 ]
+
+
+def tensorboard_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """A run's TensorBoard scalars as TensorBoard shows them (purged events are gone): tag -> [(step, value)]."""
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    return {tag: [(event.step, event.value) for event in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
 def small_run_config(*overrides: str, cache_dir: Path | None = None) -> dict:

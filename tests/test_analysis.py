@@ -19,7 +19,7 @@ from analysis.status import status_text
 def write_result(sweep: Path, name: str, *, table: str = "1", method: str = "simclr", dataset: str = "imagenet",
                  setting: str | None = None, seed: int = 0, scale: str = "tiny", status: str = "completed",
                  metrics: dict | None = None, config_hash: str = "hash0", error: str | None = None,
-                 mtime: float | None = None, variant: str | None = None) -> Path:
+                 mtime: float | None = None, variant: str | None = None, loss_curve: list | None = None) -> Path:
     run_dir = sweep / "runs" / name
     run_dir.mkdir(parents=True, exist_ok=True)
     result = {
@@ -30,6 +30,8 @@ def write_result(sweep: Path, name: str, *, table: str = "1", method: str = "sim
     }
     if error:
         result["error"] = error
+    if loss_curve is not None:
+        result["loss_curve"] = loss_curve
     path = run_dir / "result.json"
     path.write_text(json.dumps(result))
     if mtime is not None:
@@ -175,12 +177,28 @@ def test_table1_report_cells_status_and_figures(table1_sweep, tmp_path):
     assert "corrupt: `runs/broken`" in markdown
     assert "missing: `runs/xclr_seed1`" in markdown
     assert "running: `runs/xclr_seed2`" in markdown
-    assert "Counts: completed 4, running 1, failed 1, missing 1, corrupt 1" in markdown
+    assert "Counts: completed 4, running 1, stale 0, failed 1, missing 1, corrupt 1" in markdown
     tex = (out / "table1_tiny.tex").read_text()
     assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
     assert r"imagenet\_real.top1" in tex
     assert r"$\pm$" in tex and r"$\cdot$" in tex
     assert not list(out.glob(".*.tmp"))  # no temporary file left behind
+
+
+def test_training_curves_figure_from_the_result_loss_curves(tmp_path):
+    sweep = tmp_path / "table1_tiny"
+    for seed in range(2):
+        write_result(sweep, f"simclr_seed{seed}", seed=seed, loss_curve=[[1, 6.0 + seed], [2, 5.0 + seed], [3, 4.5]])
+    write_result(sweep, "xclr_seed0", method="xclr", loss_curve=[[1, 7.0], [2, 6.0], [3, 5.5]])
+    write_result(sweep, "supcon_seed0", method="supcon")  # an older result.json without a curve
+    write_result(sweep, "xclr_seed1", method="xclr", seed=1, status="running", loss_curve=[[1, "nan?"]])
+
+    runs = collect_runs(sweep).set_index("path")
+    assert runs.at["runs/simclr_seed1", "loss_curve"] == [(1, 7.0), (2, 6.0), (3, 4.5)]
+    assert runs.at["runs/supcon_seed0", "loss_curve"] is None and runs.at["runs/xclr_seed1", "loss_curve"] is None
+    written = write_report(sweep, tmp_path / "out")
+    assert {"table1_tiny_training_curves.png", "table1_tiny_training_curves.pdf"} <= {p.name for p in written}
+    assert (tmp_path / "out" / "table1_tiny_training_curves.png").stat().st_size > 1000
 
 
 def test_paper_scale_flags_cells_beyond_tolerance(tmp_path):
@@ -348,7 +366,7 @@ def test_a_sweep_whose_runs_all_failed_reports_them_without_crashing(tmp_path, c
     out = tmp_path / "out"
     assert main(["report", str(sweep), "--out", str(out)]) == 0
     report = (out / "table1_paper.md").read_text()
-    assert "Counts: completed 1, running 0, failed 3" in report
+    assert "Counts: completed 1, running 0, stale 0, failed 3" in report
     assert "- failed: `runs/xclr_imagenet_seed0`: FileNotFoundError" in report
     assert main(["status", str(sweep)]) == 0
 

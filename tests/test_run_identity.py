@@ -135,4 +135,4 @@ def test_a_sweep_whose_runs_all_fail_reports_without_a_traceback_and_exits_non_z
         line = next(line for line in out.stderr.splitlines() if f"_{name}_seed0" in line)
         assert "failed: " in line and "loss became" in line and line.endswith("result.json)")
     report = (tmp_path / "figures" / "tiny" / "table2_tiny.md").read_text()
-    assert "Counts: completed 0, running 0, failed 2" in report
+    assert "Counts: completed 0, running 0, stale 0, failed 2" in report

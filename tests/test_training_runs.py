@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch.multiprocessing as mp
 
-from tests.engine_helpers import REPO, small_run_config
+from tests.engine_helpers import REPO, small_run_config, tensorboard_scalars
 from xsample.data import build_dataset
 from xsample.train import run_experiment
 from xsample.train.checkpoint import ConfigMismatchError
@@ -53,6 +53,8 @@ def test_tiny_clip_on_shapes_completes_with_zero_shot(tmp_path):
     metrics = record["metrics"]
     assert metrics["imagenet"]["top1"] > 100.0 / 10 + 10, metrics
     assert "imagenet" in metrics["zero_shot"]
+    logit_scales = [value for _, value in tensorboard_scalars(tmp_path / "run")["train/logit_scale"]]
+    assert logit_scales and all(1.0 <= value <= 100.0 for value in logit_scales)
 
 
 def test_nan_loss_fails_the_run_with_its_step(tmp_path):
@@ -82,12 +84,13 @@ def _reproduce(sweeps: Path, *extra: str) -> subprocess.Popen:
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
-def test_sigterm_then_restart_resumes_and_matches_an_uninterrupted_run(tmp_path):
-    reference = _reproduce(tmp_path / "reference")
+@pytest.mark.parametrize("augment", ["batched", "pil"])
+def test_sigterm_then_restart_resumes_and_matches_an_uninterrupted_run(tmp_path, augment):
+    reference = _reproduce(tmp_path / "reference", f"runtime.augment={augment}")
     assert reference.wait(timeout=600) == 0, reference.stdout.read()
     (ref_dir,) = (tmp_path / "reference" / "table2_tiny" / "runs").iterdir()
 
-    interrupted = _reproduce(tmp_path / "interrupted")
+    interrupted = _reproduce(tmp_path / "interrupted", f"runtime.augment={augment}")
     result = tmp_path / "interrupted" / "table2_tiny" / "runs" / ref_dir.name / "result.json"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -99,17 +102,33 @@ def test_sigterm_then_restart_resumes_and_matches_an_uninterrupted_run(tmp_path)
     assert "checkpoint saved" in output, output
     assert json.loads(result.read_text())["status"] == "running"
 
-    resumed = _reproduce(tmp_path / "interrupted")
+    resumed = _reproduce(tmp_path / "interrupted", f"runtime.augment={augment}")
     output = resumed.communicate(timeout=600)[0]
     assert resumed.returncode == 0, output
     final, expected = json.loads(result.read_text()), _read(ref_dir)
     assert final["status"] == "completed" and final["resumed_from"] >= 3
+    assert final["data"]["augment"] == augment
     assert final["metrics"] == expected["metrics"]
     assert final["final_loss"] == expected["final_loss"]
+    steps = [step for step, _ in tensorboard_scalars(result.parent)["train/loss"]]
+    assert steps == list(range(1, final["timing"]["steps"] + 1)), "TensorBoard: each step once across the restart"
 
-    again = _reproduce(tmp_path / "interrupted")
+    again = _reproduce(tmp_path / "interrupted", f"runtime.augment={augment}")
     output = again.communicate(timeout=300)[0]
     assert "already completed with the same config hash, skipped" in output
+
+
+def test_batched_and_pil_augmentation_train_equally_well(tmp_path):
+    """Both recipes draw the same laws: their probe accuracies differ by no more than seed noise."""
+    top1 = {}
+    for augment in ("batched", "pil"):
+        config = small_run_config("table='2'", "row=augmentation", f"runtime.augment={augment}",
+                                  cache_dir=tmp_path / "cache")
+        record = run_experiment(config, tmp_path / augment)
+        assert record["data"]["augment"] == augment
+        assert 0 <= record["timing"]["data_wait_fraction"] <= 1
+        top1[augment] = record["metrics"]["imagenet"]["top1"]
+    assert abs(top1["batched"] - top1["pil"]) < 6.0, top1
 
 
 def _distributed_worker(rank: int, world_size: int, port: int, config: dict, run_dir: str) -> None:
@@ -161,5 +180,6 @@ def test_xclr_trains_on_webdataset_shards_with_a_caption_cache(tmp_path):
     assert record["status"] == "completed", record.get("error")
     assert record["data"]["train_size"] == 192 and record["timing"]["steps"] == 2 * (192 // 64)
     assert record["data"]["samples_skipped"] >= 1, "the corrupt JPEG is skipped and counted"
+    assert record["data"]["augment"] == "batched" and record["data"]["decode"] == "workers", "JPEG bytes reach the workers"
     cache_dirs = list((tmp_path / "cache").iterdir())
     assert len(cache_dirs) == 1 and json.loads((cache_dirs[0] / "manifest.json").read_text())["count"] == 192

@@ -11,14 +11,16 @@
 # SLURM_CONF:   source "$XSAMPLE_SLURM_DIR/env"   (or: export SLURM_CONF=$XSAMPLE_SLURM_DIR/etc/slurm.conf)
 #
 # Environment: XSAMPLE_SLURM_DIR, XSAMPLE_SLURM_PARTITION (default debug),
-# XSAMPLE_SLURM_PORT (slurmctld port, default 6817; slurmd uses the next one),
-# XSAMPLE_SLURM_UP_TIMEOUT_S (default 60).
+# XSAMPLE_SLURM_PORT (slurmctld port; slurmd uses the next one; must be free), XSAMPLE_SLURM_UP_TIMEOUT_S (default 60).
+# Without XSAMPLE_SLURM_PORT, 'up' takes the first free pair of ports from 6817 on, so a cluster node that
+# already runs SLURM (or a second test cluster) keeps its ports. Only daemons this script started (their
+# pid files in $XSAMPLE_SLURM_DIR, a controller whose state is in it) are ever queried, cancelled or stopped.
 set -euo pipefail
 
 STATE_DIR=${XSAMPLE_SLURM_DIR:-/tmp/xsample-slurm}
 PARTITION=${XSAMPLE_SLURM_PARTITION:-debug}
-CTLD_PORT=${XSAMPLE_SLURM_PORT:-6817}
-SLURMD_PORT=$((CTLD_PORT + 1))
+DEFAULT_CTLD_PORT=6817
+PORT_SEARCH_PAIRS=100
 UP_TIMEOUT_S=${XSAMPLE_SLURM_UP_TIMEOUT_S:-60}
 
 ETC_DIR=$STATE_DIR/etc
@@ -76,8 +78,65 @@ munge_answers() {
     munge -n -S "$MUNGE_SOCKET" 2>/dev/null | unmunge -S "$MUNGE_SOCKET" >/dev/null 2>&1
 }
 
+# Our controller answers: a controller on another cluster's port would not keep its state in STATE_DIR.
 controller_answers() {
-    scontrol ping 2>/dev/null | grep -q 'is UP'
+    scontrol ping 2>/dev/null | grep -q 'is UP' || return 1
+    scontrol show config 2>/dev/null | grep -Eq "^StateSaveLocation *= *$STATE_DIR/slurmctld\$"
+}
+
+# Whether something listens on a TCP port (any address).
+port_in_use() {
+    local port=$1
+    if command -v ss >/dev/null 2>&1; then
+        [ -n "$(ss -Htln "sport = :$port" 2>/dev/null)" ]
+    else
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null
+    fi
+}
+
+port_owner() {
+    local owner
+    owner=$(ss -Htlnp "sport = :$1" 2>/dev/null | grep -o 'users:(("[^"]*",pid=[0-9]*' | head -n 1 \
+        | sed -e 's/users:(("\([^"]*\)",pid=\([0-9]*\)/\1, pid \2/') || true
+    echo "${owner:-another program}"
+}
+
+# CTLD_PORT and SLURMD_PORT: the running cluster's, XSAMPLE_SLURM_PORT (checked free), or the first free pair.
+choose_ports() {
+    if running_pid "$CTLD_PID" slurmctld >/dev/null && [ -f "$CONF" ]; then
+        CTLD_PORT=$(sed -n 's/^SlurmctldPort=//p' "$CONF")
+        SLURMD_PORT=$(sed -n 's/^SlurmdPort=//p' "$CONF")
+        if [ -z "${XSAMPLE_SLURM_PORT:-}" ] || [ "$XSAMPLE_SLURM_PORT" = "$CTLD_PORT" ]; then
+            return 0
+        fi
+        stop_daemon "$SLURMD_PID" slurmd  # the requested port differs: restart on it
+        stop_daemon "$CTLD_PID" slurmctld
+    fi
+    local port
+    if [ -n "${XSAMPLE_SLURM_PORT:-}" ]; then
+        CTLD_PORT=$XSAMPLE_SLURM_PORT
+        SLURMD_PORT=$((CTLD_PORT + 1))
+        for port in "$CTLD_PORT" "$SLURMD_PORT"; do
+            port_in_use "$port" && die "port $port (XSAMPLE_SLURM_PORT=$CTLD_PORT needs it and the next one) is taken by $(port_owner "$port"); choose another, e.g. XSAMPLE_SLURM_PORT=$(first_free_port_pair $((CTLD_PORT + 2))), or unset XSAMPLE_SLURM_PORT to pick free ports"
+        done
+        return 0
+    fi
+    CTLD_PORT=$(first_free_port_pair "$DEFAULT_CTLD_PORT")
+    SLURMD_PORT=$((CTLD_PORT + 1))
+    [ "$CTLD_PORT" = "$DEFAULT_CTLD_PORT" ] \
+        || log "ports $DEFAULT_CTLD_PORT/$((DEFAULT_CTLD_PORT + 1)) are taken (another SLURM?); using $CTLD_PORT/$SLURMD_PORT"
+}
+
+first_free_port_pair() {
+    local port=$1 tries
+    for tries in $(seq 1 "$PORT_SEARCH_PAIRS"); do
+        if ! port_in_use "$port" && ! port_in_use $((port + 1)); then
+            echo "$port"
+            return 0
+        fi
+        port=$((port + 2))
+    done
+    die "no two free consecutive ports among $1..$port; set XSAMPLE_SLURM_PORT to a free port"
 }
 
 node_name() { hostname -s; }
@@ -214,6 +273,7 @@ wait_for_node() {
 cmd_up() {
     require_prerequisites up
     mkdir -p "$ETC_DIR" "$LOG_DIR" "$RUN_DIR" "$STATE_DIR/slurmctld" "$STATE_DIR/slurmd"
+    choose_ports
     start_munge
     CONFIG_CHANGED=0
     write_config
@@ -228,6 +288,10 @@ cmd_up() {
     fi
     local deadline=$((SECONDS + UP_TIMEOUT_S))
     until controller_answers; do
+        if ! running_pid "$CTLD_PID" slurmctld >/dev/null && [ "$SECONDS" -gt $((deadline - UP_TIMEOUT_S + 5)) ]; then
+            tail -n 15 "$LOG_DIR/slurmctld.log" >&2 || true
+            die "slurmctld exited (port $CTLD_PORT taken? see $LOG_DIR/slurmctld.log)"
+        fi
         [ "$SECONDS" -lt "$deadline" ] || {
             tail -n 15 "$LOG_DIR/slurmctld.log" >&2 || true
             die "slurmctld does not answer after ${UP_TIMEOUT_S} s; see $LOG_DIR/slurmctld.log"
@@ -238,7 +302,7 @@ cmd_up() {
         slurmd -f "$CONF" -N "$(node_name)" || die "slurmd failed to start; see $LOG_DIR/slurmd.log"
     fi
     wait_for_node
-    log "up: node $(node_name), partition $PARTITION; clients need: export SLURM_CONF=$CONF (or: source $STATE_DIR/env)"
+    log "up: node $(node_name), partition $PARTITION, ports $CTLD_PORT/$SLURMD_PORT; clients need: export SLURM_CONF=$CONF (or: source $STATE_DIR/env)"
 }
 
 cmd_down() {

@@ -1,8 +1,10 @@
 """The `slurm_cluster` fixture: a single-node SLURM on localhost (tests/slurm/cluster.sh).
 
-Uses a cluster that is already up; otherwise starts one for the session and stops it at the end.
-Skips when it cannot start one (not root, SLURM or munge not installed), except under CI=true,
-where a missing cluster fails: CI must exercise these tests."""
+Uses a cluster that is already up only when it is the one cluster.sh started in $XSAMPLE_SLURM_DIR
+(`cluster.sh status`: its daemons' pid files are alive and the answering controller keeps its state
+there), so a cluster node's own SLURM is never used; otherwise starts one for the session on free
+ports and stops it at the end. Skips when it cannot start one (not root, SLURM or munge not
+installed), except under CI=true, where a missing cluster fails: CI must exercise these tests."""
 
 import os
 import shutil

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from xsample.data.batched_augment import EncodedImage
 from xsample.data.registry import check_split, register_dataset, require_root
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,7 @@ class ImageFileDataset(Dataset):
     """
 
     class_names: list[str]
+    images_encoded = False  # set by keep_images_encoded
 
     def __init__(self, files: list[str], labels: list[int]):
         self.files = files
@@ -93,7 +95,13 @@ class ImageFileDataset(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def load_image(self, position: int) -> Image.Image:
+    def keep_images_encoded(self) -> None:
+        """From now on ``image`` is the file's bytes (``EncodedImage``), for a batched decoder."""
+        self.images_encoded = True
+
+    def load_image(self, position: int) -> Image.Image | EncodedImage:
+        if self.images_encoded:
+            return EncodedImage(Path(self.files[position]).read_bytes(), self.files[position])
         return open_rgb(self.files[position])
 
     def extras(self, position: int) -> dict:
@@ -252,6 +260,8 @@ class ObjectNet(ImageFileDataset):
     Labels index the kept ObjectNet classes (sorted by name); ``imagenet_class_map[i]`` is the kept class
     of ImageNet class ``i`` or -1. Each image loses its 1-pixel red frame (2 px cropped per side).
     """
+
+    keep_images_encoded = None  # the frame crop needs decoded pixels
 
     def __init__(self, root: Path):
         mappings = root / "mappings"

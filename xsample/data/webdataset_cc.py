@@ -13,6 +13,7 @@ DataLoader workers.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -26,6 +27,7 @@ import torch.distributed as dist
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
+from xsample.data.batched_augment import EncodedImage, is_complete_jpeg
 from xsample.data.registry import check_split, register_dataset, require_root
 
 log = logging.getLogger(__name__)
@@ -73,7 +75,8 @@ def _distributed_position() -> tuple[int, int]:
 
 
 class CaptionedShards(IterableDataset):
-    """Items ``{"image": PIL RGB, "index": int, "label": -1, "caption": str}`` from webdataset shards.
+    """Items ``{"image": PIL RGB, "index": int, "label": -1, "caption": str}`` from webdataset shards
+    (``image`` an ``EncodedImage`` of JPEG bytes after ``keep_images_encoded``).
 
     Each (DDP rank, DataLoader worker) pair reads its own shards. With ``resampled=True`` (training) every
     pair draws shards with replacement from a generator seeded by (seed, epoch, rank, worker) and yields a
@@ -85,6 +88,7 @@ class CaptionedShards(IterableDataset):
     def __init__(self, name: str, root: Path, num_samples: int | None = None, resampled: bool = True,
                  seed: int = 0):
         self.name, self.resampled, self.seed, self.epoch = name, resampled, seed, 0
+        self.images_encoded = False
         self.shards = sorted(root.glob("*.tar"))
         if not self.shards:
             raise FileNotFoundError(f"dataset {name}: no *.tar shards in {root} "
@@ -138,6 +142,11 @@ class CaptionedShards(IterableDataset):
     def __len__(self) -> int:
         return self.num_samples
 
+    def keep_images_encoded(self) -> None:
+        """From now on complete JPEGs are handed over as bytes (``EncodedImage``), for a batched decoder;
+        anything else is still decoded here, so that undecodable samples are skipped as before."""
+        self.images_encoded = True
+
     def set_epoch(self, epoch: int) -> None:
         """Reseeds shard resampling, so each epoch (and its rerun after a restart) draws the same shards."""
         self.epoch = int(epoch)
@@ -175,14 +184,17 @@ class CaptionedShards(IterableDataset):
         if image_bytes is None or CAPTION_EXTENSION not in sample:
             self._skip(1, f"sample {index} in {shard.name} lacks an image or a caption")
             return None
-        try:
-            with Image.open(io.BytesIO(image_bytes)) as image:
-                rgb = image.convert("RGB")
-        except (OSError, SyntaxError, ValueError) as error:
-            self._skip(1, f"sample {index} in {shard.name} has an undecodable image ({error})")
-            return None
+        if self.images_encoded and is_complete_jpeg(image_bytes):
+            image = EncodedImage(image_bytes, f"sample {index} in {shard.name}")
+        else:
+            try:
+                with Image.open(io.BytesIO(image_bytes)) as opened:
+                    image = opened.convert("RGB")
+            except (OSError, SyntaxError, ValueError) as error:
+                self._skip(1, f"sample {index} in {shard.name} has an undecodable image ({error})")
+                return None
         caption = sample[CAPTION_EXTENSION].decode("utf-8", errors="replace").strip()
-        return {"image": rgb, "index": index, "label": -1, "caption": caption}
+        return {"image": image, "index": index, "label": -1, "caption": caption}
 
     def __iter__(self) -> Iterator[dict]:
         rank, world_size = _distributed_position()
@@ -214,6 +226,12 @@ class CaptionedShards(IterableDataset):
             if empty_draws > MAX_EMPTY_DRAWS_PER_SHARD * len(self.shards):
                 raise RuntimeError(f"dataset {self.name}: {empty_draws} shards drawn in a row gave no readable "
                                    f"sample; check the shards in {self.shards[0].parent}")
+
+    def caption_fingerprint(self) -> str:
+        """sha256 of the shard set (names, byte sizes, sample counts): what the caption cache is keyed by.
+        Names and sizes, not contents or mtimes, so copying the shards to local scratch keeps the cache."""
+        described = [(shard.name, shard.stat().st_size, size) for shard, size in zip(self.shards, self.shard_sizes, strict=True)]
+        return hashlib.sha256(json.dumps([described, self.num_samples]).encode()).hexdigest()
 
     def iter_captions(self) -> Iterator[str]:
         """Every caption in index order, ``len(self)`` in all, reading only the .txt members.

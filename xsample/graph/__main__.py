@@ -56,10 +56,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cache(args: argparse.Namespace, dataset) -> CaptionEmbeddingCache:
-    options = dict(args.option)
     return CaptionEmbeddingCache.for_dataset(
         dataset, cache_root=args.cache_root, encoder_name=args.encoder, template=args.template or "{}",
-        dataset_key={"name": args.dataset, **options}, chunk_size=args.chunk_size,
+        name=args.dataset, split=args.split, root=args.root, options=dict(args.option), chunk_size=args.chunk_size,
     )
 
 
@@ -85,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(graph_stats(embeddings, bins=args.bins, max_pairs=args.max_pairs, seed=args.seed)
                          | {"graph": args.graph, "num_nodes": int(embeddings.shape[0])}, indent=1))
         return 0
-    except (FileNotFoundError, ModuleNotFoundError, ValueError) as error:
+    except (OSError, ModuleNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

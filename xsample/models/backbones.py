@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 
 import timm
+from safetensors.torch import load_file
 from timm.models.resnet import BasicBlock, ResNet
 from torch import nn
+
+# An exported backbone (python -m xsample.export): weights under timm's names, and how to rebuild the model.
+EXPORT_WEIGHTS = "backbone.safetensors"
+EXPORT_CONFIG = "config.json"
 
 
 def _resnet_tiny() -> ResNet:
@@ -74,6 +81,22 @@ def build_backbone(name: str, *, small_image_stem: bool = False, pretrained: boo
     if small_image_stem:
         use_small_image_stem(model, stem_stride)
     return model, int(model.num_features)
+
+
+def load_backbone(export_dir: str | Path) -> nn.Module:
+    """The backbone of an export directory written by ``python -m xsample.export``, in eval mode:
+    ``backbone(images)`` gives the pooled features the run's probes saw. Loads timm and custom architectures
+    (resnet_tiny) alike, with or without the small-image stem."""
+    export_dir = Path(export_dir)
+    config_file, weights_file = export_dir / EXPORT_CONFIG, export_dir / EXPORT_WEIGHTS
+    if not config_file.is_file() or not weights_file.is_file():
+        raise FileNotFoundError(f"{export_dir} is not a backbone export (needs {EXPORT_CONFIG} and {EXPORT_WEIGHTS}); "
+                                "write one with: python -m xsample.export RUN_DIR --out DIR")
+    spec = json.loads(config_file.read_text())
+    model, _ = build_backbone(spec["architecture"], small_image_stem=bool(spec["small_image_stem"]),
+                              stem_stride=int(spec["stem_stride"]))
+    model.load_state_dict(load_file(weights_file))
+    return model.eval()
 
 
 def is_norm_or_bias(name: str, parameter: nn.Parameter) -> bool:

@@ -1,4 +1,5 @@
-"""Full training state on disk: written atomically, refused when the config changed."""
+"""Full training state on disk: written atomically, refused when the config changed, and only
+started when the disk has room for it (a full disk otherwise shows up as torch's "unexpected pos")."""
 
 from __future__ import annotations
 
@@ -9,9 +10,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from xsample.io import atomic_torch_save
+from xsample.io import atomic_torch_save, remove_orphaned_temp_files, require_free_space
 
 CHECKPOINT_NAME = "checkpoint.pt"
+# Room beyond the tensors' bytes: pickled metadata, optimizer scalars, loss history.
+CHECKPOINT_MARGIN_FRACTION = 0.1
+CHECKPOINT_MARGIN_BYTES = 16 * 2**20
 
 
 class ConfigMismatchError(RuntimeError):
@@ -33,10 +37,33 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def tensor_bytes(obj: Any) -> int:
+    """Bytes of every tensor (and numpy array) inside nested dicts, lists and tuples."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, np.ndarray):
+        return obj.nbytes
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(value) for value in obj.values())
+    if isinstance(obj, list | tuple):
+        return sum(tensor_bytes(value) for value in obj)
+    return 0
+
+
 def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> Path:
+    """Write the state atomically after checking the disk has room for it (the old checkpoint stays
+    until the new one is complete, so both must fit)."""
     path = Path(run_dir) / CHECKPOINT_NAME
-    atomic_torch_save({**state, "rng": rng_state()}, path)
+    state = {**state, "rng": rng_state()}
+    needed = int(tensor_bytes(state) * (1 + CHECKPOINT_MARGIN_FRACTION)) + CHECKPOINT_MARGIN_BYTES
+    require_free_space(run_dir, needed, "checkpoint")
+    atomic_torch_save(state, path)
     return path
+
+
+def remove_orphaned_checkpoint_files(run_dir: Path) -> list[Path]:
+    """Remove partial checkpoints left by a process killed while writing one."""
+    return remove_orphaned_temp_files(run_dir, CHECKPOINT_NAME)
 
 
 def load_checkpoint(run_dir: Path, expected_config_hash: str) -> dict[str, Any] | None:

@@ -10,12 +10,14 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from xsample import losses
 from xsample.data import build_dataset, class_balanced_subset, simclr_augmentation
+from xsample.data.batched_augment import BatchedViews
 from xsample.models import CLIPModel, ContrastiveModel, ProjectionHead, build_backbone
 from xsample.train.optim import build_optimizer, cosine_schedule_with_warmup
+from xsample.train.sampling import PILViews, augment_problem
 from xsample.train.side_information import build_side_information
 
 METHODS = ("simclr", "supcon", "xclr", "clip")
@@ -25,8 +27,7 @@ METHODS = ("simclr", "supcon", "xclr", "clip")
 class TrainingSetup:
     model: nn.Module
     train_dataset: Dataset
-    augmentation: Callable
-    num_views: int
+    views: PILViews | BatchedViews  # draws the training views: in workers (pil) or on the device (batched)
     compute_loss: Callable[[nn.Module, dict, torch.device], torch.Tensor]
     make_optimizer: Callable[[nn.Module, int, int], tuple]
     graph_seconds: float  # time spent precomputing the X-CLR side information
@@ -51,6 +52,27 @@ def build_train_dataset(config: dict[str, Any]) -> Dataset:
     if fraction < 1:
         dataset = class_balanced_subset(dataset, fraction, seed=config["seed"])
     return dataset
+
+
+def build_views(config: dict[str, Any], dataset: Dataset, num_views: int,
+                device: torch.device) -> PILViews | BatchedViews:
+    """The augmentation path ``runtime.augment`` names (auto: batched). On the batched path a dataset of
+    image files reads them undecoded, to be decoded in workers, or in batches on the GPU; the views are
+    drawn on the GPU, or in the workers when training on the CPU (in parallel with the step)."""
+    if (problem := augment_problem(config)) is not None:
+        raise ValueError(problem)
+    image_size = int(config["data"]["image_size"])
+    if config["runtime"].get("augment", "auto") == "pil":
+        return PILViews(simclr_augmentation(image_size), num_views)
+    root = dataset
+    while isinstance(root, Subset):
+        root = root.dataset
+    encoded = callable(getattr(root, "keep_images_encoded", None))
+    if encoded:
+        root.keep_images_encoded()
+    on_gpu = device.type == "cuda"
+    return BatchedViews(image_size, num_views, encoded_source=encoded, decode_on_device=encoded and on_gpu,
+                        augment_in_workers=not on_gpu)
 
 
 def build_model(config: dict[str, Any]) -> nn.Module:
@@ -132,9 +154,9 @@ def build_training_setup(config: dict[str, Any], device: torch.device) -> Traini
         scheduler = cosine_schedule_with_warmup(optimizer, min(warmup, total_steps), total_steps)
         return optimizer, scheduler
 
+    num_views = 1 if config["method"]["name"] == "clip" else 2
     return TrainingSetup(
         model=build_model(config), train_dataset=train_dataset,
-        augmentation=simclr_augmentation(int(config["data"]["image_size"])),
-        num_views=1 if config["method"]["name"] == "clip" else 2,
+        views=build_views(config, train_dataset, num_views, device),
         compute_loss=compute_loss, make_optimizer=make_optimizer, graph_seconds=graph_seconds,
     )

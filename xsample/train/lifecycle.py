@@ -8,8 +8,6 @@
 
 from __future__ import annotations
 
-import fcntl
-import os
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from xsample.locks import exclusive_lock
 from xsample.train.distributed import environment_rank
 from xsample.train.run import RESULT_NAME, ownership_problem, read_result, run_experiment
 
@@ -33,20 +32,26 @@ class RunOutcome:
         return self.run_dir / RESULT_NAME
 
 
+def _heartbeat_holder(run_dir: Path) -> str | None:
+    """The host and PID the run's result.json heartbeat names (the lock holder on another host)."""
+    heartbeat = (read_result(run_dir) or {}).get("heartbeat")
+    if isinstance(heartbeat, dict) and heartbeat.get("pid") is not None:
+        return f"PID {heartbeat['pid']} on {heartbeat.get('host')} (per its result.json)"
+    return None
+
+
 @contextmanager
-def run_lock(run_dir: Path) -> Iterator[None]:
-    """Serialise jobs that share a run (two launches of the same sweep). The lock is held on the directory
-    itself, so taking it writes nothing inside. Only global rank 0 locks: the other ranks wait in collectives."""
+def run_lock(run_dir: Path, log: Callable[[str], None] = print) -> Iterator[None]:
+    """Serialise jobs that share a run (a fine-tune job training its missing base run while the base row's
+    own job runs, or the same command twice); a waiting job says which process holds the run.
+    The lock is held on the directory itself, so taking it writes nothing inside.
+    Only global rank 0 locks: the other ranks wait for it in collectives."""
     if environment_rank() != 0:
         yield
         return
     run_dir.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(run_dir, os.O_RDONLY)
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
+    with exclusive_lock(run_dir, what="run", announce=log, holder=lambda: _heartbeat_holder(run_dir)):
         yield
-    finally:
-        os.close(descriptor)  # closing releases the lock
 
 
 def execute_run(config: dict[str, Any], run_dir: Path | str, *, force: bool = False,
@@ -55,8 +60,17 @@ def execute_run(config: dict[str, Any], run_dir: Path | str, *, force: bool = Fa
 
     Failures are recorded in result.json and returned, not raised, so a sweep goes on with its other runs."""
     run_dir = Path(run_dir)
+    try:
+        return _execute_locked(config, run_dir, force, log)
+    except OSError as error:  # the directory cannot be created, locked or cleared: this run fails, not the sweep
+        line = f"cannot write its run directory {run_dir}: {error}"
+        log(f"xsample: {run_dir.name} failed: {line} (result.json could not record it)")
+        return RunOutcome("failed", run_dir, error=line)
+
+
+def _execute_locked(config: dict[str, Any], run_dir: Path, force: bool, log: Callable[[str], None]) -> RunOutcome:
     name = run_dir.name
-    with run_lock(run_dir):
+    with run_lock(run_dir, log):
         problem = ownership_problem(run_dir, config)
         if problem is not None:
             log(f"xsample: {name}: refused: {problem}")
@@ -70,8 +84,10 @@ def execute_run(config: dict[str, Any], run_dir: Path | str, *, force: bool = Fa
             shutil.rmtree(run_dir)
         try:
             record = run_experiment(config, run_dir)
-        except Exception as error:  # recorded in result.json by run_experiment
+        except Exception as error:  # recorded in result.json by run_experiment when it can write there
             line = f"{type(error).__name__}: {error}".splitlines()[0]
-            log(f"xsample: {name} failed: {line} (see {run_dir / RESULT_NAME})")
+            recorded = (read_result(run_dir) or {}).get("status") == "failed"
+            where = f"see {run_dir / RESULT_NAME}" if recorded else "result.json could not record it"
+            log(f"xsample: {name} failed: {line} ({where})")
             return RunOutcome("failed", run_dir, error=line)
     return RunOutcome(record["status"], run_dir)

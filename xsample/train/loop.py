@@ -22,6 +22,7 @@ from xsample.train.global_batchnorm import convert_batchnorm_for_distributed
 from xsample.train.preemption import PreemptionGuard
 from xsample.train.sampling import ResumableDistributedSampler, SeededViewsDataset, StreamedViews
 from xsample.train.skipped import SkippedSamples
+from xsample.train.tracking import ScalarTracker
 
 DEFAULT_MAX_SKIPPED_FRACTION = 0.001
 
@@ -42,12 +43,17 @@ class TrainOutcome:
     steps: int
     samples_seen: int
     train_seconds: float
+    data_wait_seconds: float  # part of train_seconds spent blocked on the DataLoader
     loss_history: list[tuple[int, float]] = field(default_factory=list)
     samples_skipped: int = 0
 
     @property
     def images_per_s(self) -> float:
         return self.samples_seen / self.train_seconds if self.train_seconds > 0 else 0.0
+
+    @property
+    def data_wait_fraction(self) -> float:
+        return self.data_wait_seconds / self.train_seconds if self.train_seconds > 0 else 0.0
 
 
 def _autocast(device: torch.device, precision: str):
@@ -66,25 +72,32 @@ class Logger:
         self.global_batch = global_batch
         self.window_start = time.perf_counter()
         self.window_steps = 0
+        self.window_wait = 0.0
 
     def __call__(self, message: str) -> None:
         if self.info.is_main:
             print(message, flush=True)
 
-    def step(self, step: int, loss: float, lr: float, every: int) -> None:
+    def step(self, step: int, loss: float, lr: float, every: int, data_wait: float) -> bool:
+        """Print the step's line every ``every`` steps and at the end; True when it printed."""
         self.window_steps += 1
+        self.window_wait += data_wait
         if step % every and step != self.total_steps:
-            return
+            return False
         elapsed = time.perf_counter() - self.window_start
         rate = self.window_steps * self.global_batch / max(elapsed, 1e-9)
         eta = (self.total_steps - step) * elapsed / max(self.window_steps, 1)
-        self(f"step {step}/{self.total_steps}  loss {loss:.4f}  lr {lr:.3g}  {rate:.0f} img/s  ETA {eta / 60:.1f} min")
-        self.window_start, self.window_steps = time.perf_counter(), 0
+        self(f"step {step}/{self.total_steps}  loss {loss:.4f}  lr {lr:.3g}  {rate:.0f} img/s  "
+             f"data wait {self.window_wait / max(elapsed, 1e-9):.0%}  ETA {eta / 60:.1f} min")
+        self.window_start, self.window_steps, self.window_wait = time.perf_counter(), 0, 0.0
+        return True
 
 
 def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: TrainingSetup,
-             config_hash: str, on_checkpoint: Callable[[int], None] | None = None) -> TrainOutcome:
-    """Train ``setup.model`` with ``setup.loss``; resumes from ``run_dir`` when a checkpoint exists."""
+             config_hash: str, on_checkpoint: Callable[[int], None] | None = None,
+             on_log: Callable[[int], None] | None = None) -> TrainOutcome:
+    """Train ``setup.model`` with ``setup.loss``; resumes from ``run_dir`` when a checkpoint exists.
+    ``on_checkpoint(step)`` follows every checkpoint, ``on_log(step)`` every logged step (main rank)."""
     optim_cfg, runtime = config["optim"], config["runtime"]
     world, device = info.world_size, info.device
     global_batch = int(optim_cfg["batch_size"])
@@ -94,13 +107,13 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
 
     streaming = isinstance(setup.train_dataset, IterableDataset)
     if streaming:
-        views = StreamedViews(setup.train_dataset, setup.augmentation, num_views=setup.num_views, seed=config["seed"])
+        views = StreamedViews(setup.train_dataset, setup.views, seed=config["seed"])
         sampler = None
         steps_per_epoch = len(setup.train_dataset) // global_batch
         if steps_per_epoch == 0:
             raise ValueError(f"optim.batch_size={global_batch} is larger than the dataset ({len(setup.train_dataset)} samples)")
     else:
-        views = SeededViewsDataset(setup.train_dataset, setup.augmentation, num_views=setup.num_views, seed=config["seed"])
+        views = SeededViewsDataset(setup.train_dataset, setup.views, seed=config["seed"])
         sampler = ResumableDistributedSampler(
             len(views), batch_size_per_rank=local_batch, rank=info.rank, world_size=world, seed=config["seed"]
         )
@@ -115,7 +128,7 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
     scaler = torch.amp.GradScaler(device.type, enabled=runtime.get("precision") == "fp16")
 
     state = load_checkpoint(run_dir, config_hash)
-    step, resumed_from, samples_seen, train_seconds, history = 0, None, 0, 0.0, []
+    step, resumed_from, samples_seen, train_seconds, data_wait_seconds, history = 0, None, 0, 0.0, 0.0, []
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -124,7 +137,9 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
         restore_rng_state(state["rng"])
         step, samples_seen = state["step"], state["samples_seen"]
         train_seconds, history = state["train_seconds"], state["loss_history"]
+        data_wait_seconds = state.get("data_wait_seconds", 0.0)
         resumed_from = step
+        previous_augment = state.get("augment", setup.views.name)
     last_checkpoint_step = resumed_from
     skipped = SkippedSamples(setup.train_dataset, len(setup.train_dataset),
                              float(runtime.get("max_skipped_fraction", DEFAULT_MAX_SKIPPED_FRACTION)),
@@ -132,15 +147,21 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
 
     trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
     log = Logger(info, total_steps, global_batch)
+    tracker = ScalarTracker(config, run_dir, info, global_batch, total_steps, resumed_from)
     if resumed_from is not None:
         log(f"resumed from step {resumed_from} ({run_dir})")
+        if previous_augment != setup.views.name:
+            log(f"note: steps up to {resumed_from} drew their views with runtime.augment={previous_augment}, the rest "
+                f"with {setup.views.name}: same augmentation laws, but not the views an uninterrupted run would draw")
 
     def checkpoint(current_step: int) -> None:
         nonlocal last_checkpoint_step, checkpoint_clock
         if info.is_main:
+            tracker.flush()  # every event up to the checkpoint is on disk before the checkpoint is
             save_checkpoint(run_dir, {
                 "config_hash": config_hash, "step": current_step, "samples_seen": samples_seen,
-                "train_seconds": train_seconds, "loss_history": history,
+                "train_seconds": train_seconds, "data_wait_seconds": data_wait_seconds, "loss_history": history,
+                "augment": setup.views.name,
                 # Rank 0's positions plus the other ranks' as of the last log step (gathered there, not here:
                 # a time-based checkpoint is not a step all ranks reach together).
                 "skipped_positions": sorted(skipped.positions),
@@ -156,7 +177,7 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
     checkpoint_clock = time.monotonic()
     loader_workers = int(runtime.get("num_workers", 0))
 
-    with PreemptionGuard() as guard:
+    with PreemptionGuard() as guard, tracker:
         trained.train()
         while step < total_steps:
             epoch, batch_in_epoch = divmod(step, steps_per_epoch)
@@ -167,10 +188,13 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
             loader = DataLoader(
                 views, batch_size=local_batch, sampler=sampler, num_workers=loader_workers,
                 pin_memory=device.type == "cuda", drop_last=True, persistent_workers=False,
+                collate_fn=setup.views.collate,
             )
-            tick = time.perf_counter()
+            tick = fetch_started = time.perf_counter()
             # A stream may run out early (workers drop their partial batches): the loop then restarts it.
             for batch in itertools.islice(loader, steps_per_epoch - batch_in_epoch):
+                data_wait = time.perf_counter() - fetch_started
+                batch = setup.views.on_device(batch, device)
                 with _autocast(device, runtime.get("precision", "auto")):
                     loss = setup.compute_loss(trained, batch, device)
                 global_loss = mean_over_ranks(loss, info)
@@ -185,10 +209,14 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
                 samples_seen += global_batch
                 now = time.perf_counter()
                 train_seconds, tick = train_seconds + now - tick, now
+                data_wait_seconds += data_wait
                 history.append((step, global_loss))
                 skipped.add(batch.get("skipped"))
                 log_every = int(runtime.get("log_every_steps", 10))
-                log.step(step, history[-1][1], optimizer.param_groups[0]["lr"], log_every)
+                logged = log.step(step, history[-1][1], optimizer.param_groups[0]["lr"], log_every, data_wait)
+                if logged and on_log is not None and info.is_main:
+                    on_log(step)
+                tracker.after_step(step, global_loss, trained, optimizer, data_wait)
                 if step % log_every == 0:
                     skipped.check(info, samples_seen)
 
@@ -198,11 +226,13 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
                 )
                 if stop or due or step % steps_per_epoch == 0:
                     checkpoint(step)
+                fetch_started = time.perf_counter()
                 if stop:
                     log(f"signal received: checkpoint saved at step {step}, handing over to the scheduler")
                     guard.hand_over()
                 if step >= total_steps:
                     break
     return TrainOutcome(model=model, resumed_from=resumed_from, steps=step, samples_seen=samples_seen,
-                        train_seconds=train_seconds, loss_history=history, samples_skipped=skipped.check(info, samples_seen))
+                        train_seconds=train_seconds, data_wait_seconds=data_wait_seconds, loss_history=history,
+                        samples_skipped=skipped.check(info, samples_seen))
 

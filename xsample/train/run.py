@@ -10,11 +10,13 @@ from typing import Any
 
 import torch
 
-from xsample.io import atomic_write_json
-from xsample.train.checkpoint import CHECKPOINT_NAME, ConfigMismatchError
+from xsample.heartbeat import beat, new_heartbeat, public
+from xsample.io import atomic_write_json, remove_orphaned_temp_files
+from xsample.train.checkpoint import CHECKPOINT_NAME, ConfigMismatchError, remove_orphaned_checkpoint_files
 from xsample.train.distributed import DistInfo, barrier, init_distributed
 from xsample.train.identity import config_differences, describe_differences
 from xsample.train.provenance import config_hash, git_state, hardware, package_versions
+from xsample.validation import check_run_config
 
 RESULT_NAME = "result.json"
 TASKS = ("pretrain", "graph_stats", "compute")
@@ -69,8 +71,13 @@ class RunDirectoryConflict(ConfigMismatchError):
     """The run directory holds another config's run; nothing in it was touched."""
 
 
+class ResultWriterError(OSError):
+    """The run failed and result.json could not record it (unwritable directory, full disk)."""
+
+
 class ResultWriter:
-    """Keeps result.json current; only the main rank writes."""
+    """Keeps result.json current; only the main rank writes. Every write refreshes the heartbeat
+    (host, pid, SLURM ids, last_update) that `analysis status` uses to tell a dead run from a live one."""
 
     def __init__(self, run_dir: Path, config: dict[str, Any], info: DistInfo):
         self.path = Path(run_dir) / RESULT_NAME
@@ -89,11 +96,19 @@ class ResultWriter:
             "resumed_from": None,
             "seed": config.get("seed"),
         }
+        self._heartbeat = new_heartbeat()
 
     def update(self, **fields: Any) -> None:
         self.record.update(fields)
         if self.info.is_main:
+            beat(self._heartbeat)
+            self.record["heartbeat"] = public(self._heartbeat)
             atomic_write_json(self.path, self.record)
+
+    def log_step(self, step: int) -> None:
+        """Heartbeat at a training log step."""
+        beat(self._heartbeat, step)
+        self.update()
 
 
 def _train_and_evaluate(config: dict[str, Any], run_dir: Path, info: DistInfo, writer: ResultWriter) -> None:
@@ -101,6 +116,9 @@ def _train_and_evaluate(config: dict[str, Any], run_dir: Path, info: DistInfo, w
     from xsample.train.evaluate import evaluate_model
     from xsample.train.finetune import load_initial_weights
     from xsample.train.loop import pretrain
+    from xsample.train.tracking import logger_choice, write_final_metrics
+
+    logger_choice(config)  # an unknown runtime.logger fails before the data and the graph are built
 
     setup = build_training_setup(config, info.device)
     load_initial_weights(setup.model, config, run_dir)
@@ -108,11 +126,13 @@ def _train_and_evaluate(config: dict[str, Any], run_dir: Path, info: DistInfo, w
                         "samples_seen": 0, "samples_skipped": 0})
     outcome = pretrain(
         config, run_dir, info, setup, writer.record["config_hash"],
-        on_checkpoint=lambda step: writer.update(checkpoint_step=step),
+        on_checkpoint=lambda step: writer.update(checkpoint_step=step), on_log=writer.log_step,
     )
     writer.record["resumed_from"] = outcome.resumed_from
-    writer.record["data"].update(samples_seen=outcome.samples_seen, samples_skipped=outcome.samples_skipped)
+    writer.record["data"].update(samples_seen=outcome.samples_seen, samples_skipped=outcome.samples_skipped,
+                                 **setup.views.describe())
     timing = {"train_s": round(outcome.train_seconds, 3), "images_per_s": round(outcome.images_per_s, 2),
+              "data_wait_fraction": round(outcome.data_wait_fraction, 4),
               "graph_precompute_s": round(setup.graph_seconds, 3), "steps": outcome.steps}
     writer.update(timing=timing, loss_curve=[[s, round(v, 5)] for s, v in outcome.loss_history[:: max(1, len(outcome.loss_history) // 200)]])
     if info.is_main:
@@ -121,6 +141,7 @@ def _train_and_evaluate(config: dict[str, Any], run_dir: Path, info: DistInfo, w
         timing["eval_s"] = round(time.perf_counter() - started, 3)
         not_available = config["eval"].get("not_available") or []
         writer.update(metrics=metrics, eval_details=details, evals_not_available=not_available, timing=timing, final_loss=outcome.loss_history[-1][1] if outcome.loss_history else None)
+        write_final_metrics(config, run_dir, info, outcome.steps, metrics)
     barrier(info)
 
 
@@ -129,6 +150,7 @@ def run_experiment(config: dict[str, Any], run_dir: str | Path) -> dict[str, Any
 
     A directory holding another config's run is refused (RunDirectoryConflict) before anything is written."""
     run_dir = Path(run_dir)
+    check_run_config(config)
     task = config.get("task", "pretrain")
     if task not in TASKS:
         raise ValueError(f"unknown task={task!r}; choose one of {', '.join(TASKS)}")
@@ -139,6 +161,10 @@ def run_experiment(config: dict[str, Any], run_dir: str | Path) -> dict[str, Any
     torch.manual_seed(int(config.get("seed", 0)))
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        # A process killed while writing leaves temp files; this run owns the directory now.
+        orphans = remove_orphaned_checkpoint_files(run_dir) + remove_orphaned_temp_files(run_dir, RESULT_NAME)
+        if orphans:
+            print(f"xsample: removed {len(orphans)} partial file(s) a killed run left in {run_dir}", flush=True)
     barrier(info)
     writer = ResultWriter(run_dir, config, info)
     writer.update()
@@ -154,8 +180,12 @@ def run_experiment(config: dict[str, Any], run_dir: str | Path) -> dict[str, Any
 
             writer.update(metrics={"compute": compute_overhead_metrics(config, info.device)})
     except Exception as error:
-        writer.update(status="failed", error=f"{type(error).__name__}: {error}",
-                      traceback=traceback.format_exc(limit=8))
+        try:
+            writer.update(status="failed", error=f"{type(error).__name__}: {error}",
+                          traceback=traceback.format_exc(limit=8))
+        except OSError as write_error:
+            raise ResultWriterError(f"{type(error).__name__}: {error}; result.json could not record it: "
+                                    f"{write_error}") from error
         raise
     writer.update(status="completed")
     return writer.record

@@ -10,9 +10,16 @@ import random
 from collections.abc import Callable, Iterator
 
 import torch
-from torch.utils.data import Dataset, IterableDataset, Sampler
+from torch.utils.data import Dataset, IterableDataset, Sampler, default_collate
 
 _EPOCH_STRIDE = 1 << 32
+AUGMENT_PATHS = ("auto", "batched", "pil")  # runtime.augment; auto = batched
+
+
+def augment_problem(config: dict) -> str | None:
+    """The line that says ``runtime.augment`` is not one of AUGMENT_PATHS, or None."""
+    choice = (config.get("runtime") or {}).get("augment", "auto")
+    return None if choice in AUGMENT_PATHS else f"runtime.augment={choice!r} is not a choice; use one of {', '.join(AUGMENT_PATHS)}"
 
 
 def _mix(*values: int) -> int:
@@ -65,13 +72,42 @@ class ResumableDistributedSampler(Sampler[int]):
         return iter((offset + mine).tolist())
 
 
-class SeededViewsDataset(Dataset):
-    """Draws ``num_views`` augmentations of a base item, seeded by (seed, epoch, index)."""
+class PILViews:
+    """The reference path: each worker draws every view with the PIL recipe, seeded per sample."""
 
-    def __init__(self, base: Dataset, augmentation: Callable, *, num_views: int, seed: int):
-        self.base = base
+    name = "pil"
+    collate = staticmethod(default_collate)
+
+    def __init__(self, augmentation: Callable, num_views: int):
         self.augmentation = augmentation
         self.num_views = num_views
+
+    def __call__(self, item: dict, sample_seed: int) -> dict:
+        """The training item: ``num_views`` augmentations drawn from ``sample_seed``, plus index, label, caption."""
+        torch.manual_seed(sample_seed)
+        random.seed(sample_seed)
+        out = {f"view{k + 1}": self.augmentation(item["image"]) for k in range(self.num_views)}
+        out["index"] = int(item["index"])
+        out["label"] = int(item.get("label", -1))
+        out["caption"] = item.get("caption") or ""
+        out["skipped"] = int(item.get("skipped", -1))  # an unreadable position this item stands in for (-1: none)
+        return out
+
+    def on_device(self, batch: dict, device: torch.device) -> dict:
+        return batch
+
+    def describe(self) -> dict:
+        """What result.json records about the input path."""
+        return {"augment": self.name}
+
+
+class SeededViewsDataset(Dataset):
+    """A base item turned into a training item by ``views`` (``PILViews`` or ``BatchedViews``), which draw
+    its randomness from a per-sample seed of (seed, epoch, index)."""
+
+    def __init__(self, base: Dataset, views: Callable[[dict, int], dict], *, seed: int):
+        self.base = base
+        self.views = views
         self.seed = seed
 
     def __len__(self) -> int:
@@ -79,16 +115,15 @@ class SeededViewsDataset(Dataset):
 
     def __getitem__(self, encoded: int) -> dict:
         epoch, position = divmod(int(encoded), _EPOCH_STRIDE)
-        return _views(self.base[position], self.augmentation, self.num_views, _mix(self.seed, epoch, position))
+        return self.views(self.base[position], _mix(self.seed, epoch, position))
 
 
 class StreamedViews(IterableDataset):
     """``SeededViewsDataset`` for a resampled shard stream with ``set_epoch`` (CC3M/CC12M shards)."""
 
-    def __init__(self, base: IterableDataset, augmentation: Callable, *, num_views: int, seed: int):
+    def __init__(self, base: IterableDataset, views: Callable[[dict, int], dict], *, seed: int):
         self.base = base
-        self.augmentation = augmentation
-        self.num_views = num_views
+        self.views = views
         self.seed = seed
         self.stream_seed = 0
 
@@ -99,16 +134,4 @@ class StreamedViews(IterableDataset):
 
     def __iter__(self) -> Iterator[dict]:
         for item in self.base:
-            yield _views(item, self.augmentation, self.num_views, _mix(self.seed, self.stream_seed, int(item["index"])))
-
-
-def _views(item: dict, augmentation: Callable, num_views: int, sample_seed: int) -> dict:
-    """The training item: ``num_views`` augmentations drawn from ``sample_seed``, plus index, label, caption."""
-    torch.manual_seed(sample_seed)
-    random.seed(sample_seed)
-    out = {f"view{k + 1}": augmentation(item["image"]) for k in range(num_views)}
-    out["index"] = int(item["index"])
-    out["label"] = int(item.get("label", -1))
-    out["caption"] = item.get("caption") or ""
-    out["skipped"] = int(item.get("skipped", -1))  # an unreadable position replaced by this item (-1: none)
-    return out
+            yield self.views(item, _mix(self.seed, self.stream_seed, int(item["index"])))

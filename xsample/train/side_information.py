@@ -48,10 +48,12 @@ def class_embeddings(config: dict[str, Any], dataset: Dataset) -> torch.Tensor:
 
 
 def caption_cache(config: dict[str, Any], dataset: Dataset) -> CaptionEmbeddingCache:
+    """The caption cache of the training split, the same one `python -m xsample.graph build` makes."""
     graph, data = config["graph"], config["data"]
     return CaptionEmbeddingCache.for_dataset(
         _root_dataset(dataset), cache_root=Path(config["paths"]["cache"]), encoder_name=graph["encoder"],
-        template=graph.get("template") or "{}", dataset_key={"name": data["name"], **(data.get("options") or {})},
+        template=graph.get("template") or "{}", name=data["name"], split="train", root=data.get("root"),
+        options=data.get("options"),
     )
 
 

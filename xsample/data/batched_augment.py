@@ -1,0 +1,422 @@
+"""The SimCLR recipe of ``augment.simclr_augmentation`` as batched tensor operations on the training device.
+
+DataLoader workers only read (and, off the GPU, decode) images; every view of a batch is then drawn
+in a handful of batched operations on the device the batch trains on (by the training process on a
+GPU, by the workers' collate when training on the CPU): one ``roi_align`` for all random resized
+crops, then flip, colour jitter (per-sample random order), grayscale, Gaussian blur (per-sample
+sigma, separable grouped convolution) and normalisation.
+
+Randomness: each sample carries the seed its PIL views would have used (from seed, epoch, index);
+every random number of view ``v`` is the ``v * DRAWS_PER_VIEW + j``-th output of SplitMix64 started at
+that seed. So the views of a sample do not depend on worker count, batch composition or device, and a
+resumed run draws the views an uninterrupted run would have drawn.
+
+Images are loaded with their longest side capped (FFCV-style maximum resolution), so that a batch of
+differently sized images pads to a bounded size; crop boxes are drawn on each image's original size
+and scaled onto the loaded pixels, so the crop law is torchvision's relative to the original image.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+from torchvision.io import ImageReadMode, decode_jpeg
+from torchvision.ops import roi_align
+
+from xsample.data.augment import (
+    BLUR_PROBABILITY,
+    BLUR_SIGMA,
+    CROP_RATIO,
+    GRAYSCALE_PROBABILITY,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    JITTER,
+    JITTER_PROBABILITY,
+    _blur_kernel,
+    default_min_crop_scale,
+)
+
+log = logging.getLogger(__name__)
+
+CROP_TRIES = 10  # torchvision RandomResizedCrop's attempts before its centre-crop fallback
+GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale
+
+# Layout of one view's uniform draws.
+_CROP_AREA, _CROP_RATIO = slice(0, 2 * CROP_TRIES, 2), slice(1, 2 * CROP_TRIES, 2)
+_CROP_TOP, _CROP_LEFT = 2 * CROP_TRIES, 2 * CROP_TRIES + 1
+_FLIP, _JITTER, _ORDER, _FACTORS = 22, 23, slice(24, 28), slice(28, 32)
+_GRAY, _BLUR, _SIGMA = 32, 33, 34
+DRAWS_PER_VIEW = 35
+
+_BRIGHTNESS, _CONTRAST, _SATURATION, _HUE = range(4)
+_SPLITMIX_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+
+
+def max_loaded_side(image_size: int) -> int:
+    """Longest side images are loaded at: twice the evaluation resize (512 for 224 px crops)."""
+    return 2 * int(round(image_size * 256 / 224))
+
+
+def splitmix_uniforms(seeds: np.ndarray, count: int) -> np.ndarray:
+    """``(len(seeds), count)`` uniforms in [0, 1): the first ``count`` SplitMix64 outputs of each seed."""
+    with np.errstate(over="ignore"):
+        state = np.asarray(seeds, dtype=np.uint64)[:, None] + _SPLITMIX_GAMMA * np.arange(1, count + 1, dtype=np.uint64)
+        z = (state ^ (state >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z ^= z >> np.uint64(31)
+    return (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
+def crop_windows(draws: np.ndarray, heights: np.ndarray, widths: np.ndarray,
+                 scale: tuple[float, float], ratio: tuple[float, float] = CROP_RATIO) -> np.ndarray:
+    """``(K, 4)`` integer windows (top, left, height, width): ``RandomResizedCrop.get_params`` for K images
+    at once, from each row's draws (10 tries of area and log-ratio, then the centre-crop fallback)."""
+    heights, widths = heights.astype(np.int64), widths.astype(np.int64)
+    area = (heights * widths)[:, None]
+    target_area = area * (scale[0] + (scale[1] - scale[0]) * draws[:, _CROP_AREA])
+    log_low, log_high = np.log(ratio[0]), np.log(ratio[1])
+    aspect = np.exp(log_low + (log_high - log_low) * draws[:, _CROP_RATIO])
+    tried_w = np.round(np.sqrt(target_area * aspect)).astype(np.int64)
+    tried_h = np.round(np.sqrt(target_area / aspect)).astype(np.int64)
+    fits = (tried_w > 0) & (tried_w <= widths[:, None]) & (tried_h > 0) & (tried_h <= heights[:, None])
+    first = fits.argmax(axis=1)
+    rows = np.arange(len(draws))
+    h, w = tried_h[rows, first], tried_w[rows, first]
+    top = np.floor(draws[:, _CROP_TOP] * (heights - h + 1)).astype(np.int64)
+    left = np.floor(draws[:, _CROP_LEFT] * (widths - w + 1)).astype(np.int64)
+
+    # No try fitted: the largest centred crop whose ratio is within bounds.
+    in_ratio = widths / heights
+    fallback_w = np.where(in_ratio > ratio[1], np.round(heights * ratio[1]), widths).astype(np.int64)
+    fallback_h = np.where(in_ratio < ratio[0], np.round(widths / ratio[0]), heights).astype(np.int64)
+    found = fits.any(axis=1)
+    h, w = np.where(found, h, fallback_h), np.where(found, w, fallback_w)
+    top = np.where(found, top, (heights - h) // 2)
+    left = np.where(found, left, (widths - w) // 2)
+    return np.stack([top, left, h, w], axis=1)
+
+
+@dataclass
+class ViewParameters:
+    """Everything random about K = views x samples views, view-major (row ``v * N + n``)."""
+
+    windows: np.ndarray  # (K, 4) top, left, height, width on the original image
+    flip: np.ndarray  # (K,) bool
+    jitter: np.ndarray  # (K,) bool
+    jitter_order: np.ndarray  # (K, 4) operation indices (brightness, contrast, saturation, hue)
+    jitter_factors: np.ndarray  # (K, 4) brightness, contrast, saturation factors; hue shift
+    grayscale: np.ndarray  # (K,) bool
+    blur: np.ndarray  # (K,) bool
+    sigma: np.ndarray  # (K,) float
+
+
+def draw_view_parameters(seeds: np.ndarray, num_views: int, heights: np.ndarray, widths: np.ndarray,
+                         min_crop_scale: float) -> ViewParameters:
+    """The parameters of ``num_views`` views of each sample, from its seed and original size alone."""
+    count = len(seeds)
+    draws = splitmix_uniforms(seeds, num_views * DRAWS_PER_VIEW).reshape(count, num_views, DRAWS_PER_VIEW)
+    draws = draws.transpose(1, 0, 2).reshape(num_views * count, DRAWS_PER_VIEW)
+    heights, widths = np.tile(heights, num_views), np.tile(widths, num_views)
+    spread = np.array([JITTER["brightness"], JITTER["contrast"], JITTER["saturation"], JITTER["hue"]])
+    factors = spread * (2 * draws[:, _FACTORS] - 1) + np.array([1.0, 1.0, 1.0, 0.0])
+    return ViewParameters(
+        windows=crop_windows(draws, heights, widths, (min_crop_scale, 1.0)),
+        flip=draws[:, _FLIP] < 0.5,
+        jitter=draws[:, _JITTER] < JITTER_PROBABILITY,
+        jitter_order=np.argsort(draws[:, _ORDER], axis=1),  # a uniform random permutation per view
+        jitter_factors=factors,
+        grayscale=draws[:, _GRAY] < GRAYSCALE_PROBABILITY,
+        blur=draws[:, _BLUR] < BLUR_PROBABILITY,
+        sigma=BLUR_SIGMA[0] + (BLUR_SIGMA[1] - BLUR_SIGMA[0]) * draws[:, _SIGMA],
+    )
+
+
+# --- colour operations on float images in [0, 1], one factor per image -------------------------------
+def _gray(images: Tensor) -> Tensor:
+    r, g, b = images.unbind(1)
+    return (GRAY_WEIGHTS[0] * r + GRAY_WEIGHTS[1] * g + GRAY_WEIGHTS[2] * b).unsqueeze(1)
+
+
+def _blend(images: Tensor, other: Tensor, factor: Tensor) -> Tensor:
+    factor = factor.view(-1, 1, 1, 1)
+    return (factor * images + (1 - factor) * other).clamp_(0, 1)
+
+
+def _shift_hue(images: Tensor, shift: Tensor) -> Tensor:
+    """torchvision's adjust_hue: to HSV, rotate the hue, back to RGB."""
+    r, g, b = images.unbind(1)
+    value, _ = images.max(1)
+    chroma = value - images.min(1)[0]
+    has_hue = chroma > 0
+    safe_chroma = torch.where(has_hue, chroma, torch.ones_like(chroma))
+    saturation = torch.where(value > 0, chroma / value.clamp_min(1e-12), torch.zeros_like(value))
+    hue = torch.where(value == r, (g - b) / safe_chroma,
+                      torch.where(value == g, 2 + (b - r) / safe_chroma, 4 + (r - g) / safe_chroma))
+    hue = torch.where(has_hue, hue / 6, torch.zeros_like(hue))
+    hue = torch.remainder(hue + shift.view(-1, 1, 1), 1.0)
+    sextant = hue * 6
+    channels = []
+    for offset in (5, 3, 1):  # R, G, B of the standard HSV-to-RGB formula
+        k = torch.remainder(offset + sextant, 6)
+        channels.append(value - value * saturation * torch.minimum(k, 4 - k).clamp(0, 1))
+    return torch.stack(channels, 1)
+
+
+def _jitter_operation(images: Tensor, operation: int, factor: Tensor) -> Tensor:
+    if operation == _BRIGHTNESS:
+        return (images * factor.view(-1, 1, 1, 1)).clamp_(0, 1)
+    if operation == _CONTRAST:
+        return _blend(images, _gray(images).mean(dim=(1, 2, 3), keepdim=True), factor)
+    if operation == _SATURATION:
+        return _blend(images, _gray(images), factor)
+    return _shift_hue(images, factor)
+
+
+def _gaussian_blur(images: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:
+    """Per-image Gaussian blur as two grouped 1-D convolutions (reflect padding, as torchvision)."""
+    count, channels, height, width = images.shape
+    offsets = torch.arange(kernel_size, device=images.device, dtype=images.dtype) - (kernel_size - 1) / 2
+    kernels = torch.exp(-0.5 * (offsets[None] / sigma[:, None]) ** 2)
+    kernels = (kernels / kernels.sum(1, keepdim=True)).repeat_interleave(channels, 0)
+    pad = kernel_size // 2
+    flat = F.pad(images.reshape(1, count * channels, height, width), (pad, pad, pad, pad), mode="reflect")
+    flat = F.conv2d(flat, kernels.view(-1, 1, 1, kernel_size), groups=count * channels)
+    flat = F.conv2d(flat, kernels.view(-1, 1, kernel_size, 1), groups=count * channels)
+    return flat.view(count, channels, height, width)
+
+
+def resized_crops(batch: Tensor, boxes: Tensor, size: int) -> Tensor:
+    """``(K, 3, size, size)`` floats in [0, 1]: box ``[image, x1, y1, x2, y2]`` (pixel edges) of a uint8 batch,
+    resized. ``sampling_ratio=-1`` averages ceil(box / size) bilinear samples per output pixel: a bilinear
+    resize when enlarging, an area-averaging (antialiased) one when shrinking, as RandomResizedCrop."""
+    crops = roi_align(batch.float(), boxes, (size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+    return crops.div_(255).clamp_(0, 1)
+
+
+def _apply_to(images: Tensor, selected: Tensor, operation) -> None:
+    """``images[selected] = operation(images[selected], positions)`` in place, skipping empty selections."""
+    positions = selected.nonzero().squeeze(1)
+    if len(positions):
+        images[positions] = operation(images[positions], positions)
+
+
+# --- loading: what workers hand over, and turning it into one padded uint8 batch ----------------------
+def is_complete_jpeg(data: bytes) -> bool:
+    """A JPEG stream with its start and end markers: worth handing to the batched decoder unopened."""
+    return data[:2] == b"\xff\xd8" and data.rstrip(b"\x00")[-2:] == b"\xff\xd9"
+
+
+class EncodedImage:
+    """A JPEG file's bytes, handed from a worker to the batched decoder; ``source`` names it in errors."""
+
+    def __init__(self, data: bytes, source: str):
+        self.data, self.source = data, source
+
+
+def pil_to_uint8(image: Image.Image, max_side: int) -> Tensor:
+    """``(3, H, W)`` uint8 pixels of an RGB image, downscaled to ``max_side`` when larger."""
+    if max(image.size) > max_side:
+        image = image.copy()
+        image.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+    return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
+
+
+def decode_on_cpu(data: bytes, source: str) -> Tensor:
+    """Decode with PIL: the fallback for non-JPEG or damaged data; a clear error naming the image."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ValueError(f"corrupt image {source} ({error}); delete or replace it") from error
+
+
+def _fit(image: Tensor, max_side: int) -> Tensor:
+    """Downscale a decoded ``(3, H, W)`` uint8 image so that its longest side is at most ``max_side``."""
+    height, width = image.shape[-2:]
+    if max(height, width) <= max_side:
+        return image
+    factor = max_side / max(height, width)
+    size = (max(1, round(height * factor)), max(1, round(width * factor)))
+    resized = F.interpolate(image[None].float(), size=size, mode="bilinear", antialias=True, align_corners=False)
+    return resized[0].round_().clamp_(0, 255).to(torch.uint8)
+
+
+def pad_to_batch(images: list[Tensor]) -> Tensor:
+    """One ``(N, 3, H_max, W_max)`` uint8 tensor; each image's last row and column are repeated once
+    beyond its edge, so bilinear sampling at a crop's far edge reads the image, not the padding."""
+    if all(image.shape == images[0].shape for image in images):
+        return torch.stack(images)
+    height = max(image.shape[1] for image in images)
+    width = max(image.shape[2] for image in images)
+    batch = images[0].new_zeros((len(images), 3, height, width))
+    for position, image in enumerate(images):
+        h, w = image.shape[1:]
+        batch[position, :, :h, :w] = image
+        if w < width:
+            batch[position, :, :h, w] = image[:, :, -1]
+        if h < height:
+            batch[position, :, h, : min(w + 1, width)] = batch[position, :, h - 1, : min(w + 1, width)]
+    return batch
+
+
+class BatchedViews:
+    """The batched SimCLR views: ``__call__`` prepares one sample in a DataLoader worker, ``collate`` makes
+    the batch, ``draw_views`` decodes what is still encoded and draws every view of the batch at once.
+
+    ``encoded_source``: the dataset hands over ``EncodedImage`` bytes (ImageFolder files, webdataset
+    members). Workers decode them with libjpeg, or with ``decode_on_device`` pass the JPEG bytes on, to be
+    decoded in the training process in one ``decode_jpeg`` call on the GPU. Non-JPEG or damaged data is
+    decoded by PIL instead and counted in ``decode_fallbacks``.
+    ``augment_in_workers`` (training on the CPU): ``collate`` draws the views, so that the workers do it
+    alongside the training step; otherwise ``on_device`` draws them in the training process, on the GPU.
+    """
+
+    name = "batched"
+
+    def __init__(self, image_size: int, num_views: int, *, encoded_source: bool = False,
+                 decode_on_device: bool = False, augment_in_workers: bool = False,
+                 min_crop_scale: float | None = None):
+        self.image_size = image_size
+        self.num_views = num_views
+        self.encoded_source = encoded_source
+        self.decode_on_device = decode_on_device
+        self.augment_in_workers = augment_in_workers
+        self.min_crop_scale = min_crop_scale if min_crop_scale is not None else default_min_crop_scale(image_size)
+        self.blur_kernel = _blur_kernel(image_size)
+        self.max_side = max_loaded_side(image_size)
+        self.decode_fallbacks = 0  # images libjpeg (or the GPU decoder) could not read, decoded by PIL instead
+
+    def describe(self) -> dict:
+        """What result.json records about the input path."""
+        decode = "device" if self.decode_on_device else ("workers" if self.encoded_source else "dataset")
+        return {"augment": self.name, "decode": decode, "augment_in": "workers" if self.augment_in_workers else "device",
+                "decode_fallbacks": self.decode_fallbacks}
+
+    # --- worker side -----------------------------------------------------------------------------------
+    def __call__(self, item: dict, sample_seed: int) -> dict:
+        """One sample's pixels (or JPEG bytes), original size and seed."""
+        image = item["image"]
+        if isinstance(image, EncodedImage):
+            pixels, size, fallback = self._load_encoded(image)
+        else:
+            # A dataset asked for encoded images hands over decoded ones only where it had to decode itself.
+            pixels, size, fallback = pil_to_uint8(image, self.max_side), (image.size[1], image.size[0]), self.encoded_source
+        return {"image": pixels, "original_size": torch.tensor(size), "seed": sample_seed,
+                "decode_fallback": int(fallback), "index": int(item["index"]), "label": int(item.get("label", -1)),
+                "caption": item.get("caption") or "", "skipped": int(item.get("skipped", -1))}
+
+    def _load_encoded(self, image: EncodedImage) -> tuple[Tensor, tuple[int, int], bool]:
+        """JPEG bytes to pass on (size unknown yet) when decoding on the device, else decoded pixels;
+        whether PIL had to decode them (not a JPEG, or libjpeg refused it)."""
+        fallback = not is_complete_jpeg(image.data)
+        if not fallback:
+            raw = torch.frombuffer(bytearray(image.data), dtype=torch.uint8)
+            if self.decode_on_device:
+                return raw, (0, 0), False
+            try:
+                decoded = decode_jpeg(raw, mode=ImageReadMode.RGB)
+            except RuntimeError:
+                fallback = True
+        if fallback:
+            decoded = decode_on_cpu(image.data, image.source)
+        return _fit(decoded, self.max_side), tuple(decoded.shape[1:]), fallback
+
+    def collate(self, items: list[dict]) -> dict:
+        """Images stay a list (their sizes differ) until ``draw_views``; everything else stacks."""
+        batch = {"images": [item["image"] for item in items],
+                 "original_size": torch.stack([item["original_size"] for item in items]),
+                 "seed": torch.tensor([item["seed"] for item in items], dtype=torch.int64),
+                 "decode_fallbacks": sum(item["decode_fallback"] for item in items),
+                 "index": torch.tensor([item["index"] for item in items]),
+                 "label": torch.tensor([item["label"] for item in items]),
+                 "caption": [item["caption"] for item in items],
+                 "skipped": torch.tensor([item["skipped"] for item in items])}
+        return self.draw_views(batch, torch.device("cpu")) if self.augment_in_workers else batch
+
+    # --- where the views are drawn ---------------------------------------------------------------------
+    def on_device(self, batch: dict, device: torch.device) -> dict:
+        """The training process's part: the batch with ``view1`` .. ``viewN`` on ``device``."""
+        if "images" in batch:
+            batch = self.draw_views(batch, device)
+        self.decode_fallbacks += int(batch.pop("decode_fallbacks"))
+        return batch
+
+    def draw_views(self, batch: dict, device: torch.device) -> dict:
+        """Replaces the batch's images by ``view1`` .. ``viewN`` (normalised float, channels_last, on ``device``)."""
+        images, originals, fallbacks = self.decode(batch.pop("images"), device)
+        batch["decode_fallbacks"] += fallbacks
+        sizes = batch.pop("original_size").tolist()
+        sizes = [tuple(size) if size[0] else original for size, original in zip(sizes, originals, strict=True)]
+        views = self.augment(pad_to_batch(images), [tuple(image.shape[1:]) for image in images], sizes,
+                             batch.pop("seed").numpy())
+        batch.update({f"view{k + 1}": view for k, view in enumerate(views)})
+        return batch
+
+    def decode(self, images: list[Tensor], device: torch.device) -> tuple[list[Tensor], list[tuple[int, int]], int]:
+        """Decoded images on ``device`` (capped to ``max_side``), their original sizes ((0, 0) for those
+        that arrived decoded) and how many needed PIL. Encoded ones go through one batched ``decode_jpeg``;
+        when it fails, each is retried alone and the unreadable ones are decoded by PIL."""
+        encoded = [position for position, image in enumerate(images) if image.dim() == 1]
+        decoded = {position: images[position].to(device, non_blocking=True) for position in range(len(images))
+                   if images[position].dim() == 3}
+        originals, fallbacks = [(0, 0)] * len(images), 0
+        if encoded:
+            target = device if device.type == "cuda" else "cpu"
+            try:
+                pixels = decode_jpeg([images[p] for p in encoded], mode=ImageReadMode.RGB, device=target)
+            except RuntimeError:
+                pixels = []
+                for position in encoded:
+                    try:
+                        pixels.append(decode_jpeg(images[position], mode=ImageReadMode.RGB, device=target))
+                    except RuntimeError:
+                        fallbacks += 1
+                        log.warning("the batched JPEG decoder refused one image; PIL decodes it")
+                        pixels.append(decode_on_cpu(images[position].numpy().tobytes(), "in this batch"))
+            for position, image in zip(encoded, pixels, strict=True):
+                originals[position] = tuple(image.shape[1:])
+                decoded[position] = _fit(image.to(device), self.max_side)
+        return [decoded[position] for position in range(len(images))], originals, fallbacks
+
+    def augment(self, batch: Tensor, loaded_sizes: list[tuple[int, int]], original_sizes: list[tuple[int, int]],
+                seeds: np.ndarray) -> list[Tensor]:
+        """``num_views`` augmented views of a padded uint8 batch: a list of ``(N, 3, S, S)`` tensors."""
+        device, count = batch.device, len(seeds)
+        original = np.asarray(original_sizes, dtype=np.int64).reshape(count, 2)
+        loaded = np.asarray(loaded_sizes, dtype=np.float64).reshape(count, 2)
+        params = draw_view_parameters(seeds, self.num_views, original[:, 0], original[:, 1], self.min_crop_scale)
+
+        # Crop windows on the original image, scaled onto the loaded pixels: [image, x1, y1, x2, y2].
+        top, left, height, width = params.windows.T.astype(np.float64)
+        y_scale = np.tile(loaded[:, 0] / original[:, 0], self.num_views)
+        x_scale = np.tile(loaded[:, 1] / original[:, 1], self.num_views)
+        boxes = np.stack([np.tile(np.arange(count), self.num_views), left * x_scale, top * y_scale,
+                          (left + width) * x_scale, (top + height) * y_scale], axis=1)
+        per_view = np.concatenate([params.jitter_factors, params.sigma[:, None],
+                                   np.stack([params.flip, params.jitter, params.grayscale, params.blur], 1),
+                                   params.jitter_order], axis=1)
+        # One host-to-device copy for all parameters.
+        moved = torch.from_numpy(np.concatenate([boxes, per_view], axis=1)).to(device, torch.float32)
+        boxes, factors, sigma = moved[:, :5], moved[:, 5:9], moved[:, 9]
+        flip, jitter, grayscale, blur = (moved[:, 10 + k] > 0.5 for k in range(4))
+        order = moved[:, 14:18].long()
+
+        views = resized_crops(batch, boxes, self.image_size)
+        views = torch.where(flip.view(-1, 1, 1, 1), views.flip(-1), views)
+        for stage in range(4):
+            for operation in range(4):
+                _apply_to(views, jitter & (order[:, stage] == operation),
+                          lambda chosen, at, op=operation: _jitter_operation(chosen, op, factors[at, op]))
+        _apply_to(views, grayscale, lambda chosen, at: _gray(chosen).expand(-1, 3, -1, -1))
+        _apply_to(views, blur, lambda chosen, at: _gaussian_blur(chosen, sigma[at], self.blur_kernel))
+        mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+        views = ((views - mean) / std).contiguous(memory_format=torch.channels_last)
+        return list(views.chunk(self.num_views))

@@ -1,0 +1,164 @@
+"""`python -m xsample.export RUN_DIR --out DIR`: a run's trained image backbone for other evaluations.
+
+DIR/backbone.safetensors holds the backbone under timm's parameter names, DIR/config.json how to rebuild
+it (architecture, stem, image size, normalisation) and where it came from (config hash, git commit,
+metrics). ``xsample.models.load_backbone(DIR)`` loads every export; a timm architecture with timm's own
+stem also loads with ``timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file":
+"DIR/backbone.safetensors"}, num_classes=0)``. A CLIP run whose image tower is such a timm model also gets
+DIR/open_clip_config.json and DIR/open_clip_model.safetensors: ``open_clip.create_model("local-dir:DIR")``
+rebuilds both towers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from safetensors.torch import save
+
+from xsample.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from xsample.io import atomic_write_bytes, atomic_write_json
+from xsample.models.backbones import CUSTOM_BACKBONES, EXPORT_CONFIG, EXPORT_WEIGHTS, build_backbone
+from xsample.train.checkpoint import CHECKPOINT_NAME, ConfigMismatchError, load_checkpoint
+from xsample.train.provenance import git_state
+from xsample.train.run import RESULT_NAME, read_result
+
+OPEN_CLIP_CONFIG = "open_clip_config.json"
+OPEN_CLIP_WEIGHTS = "open_clip_model.safetensors"  # the name open_clip's local-dir: loader looks for first
+
+
+class ExportError(RuntimeError):
+    """A run directory that cannot be exported, or an output folder that already holds an export."""
+
+
+def _tensors(state: dict[str, torch.Tensor], prefix: str, renamed: str = "") -> dict[str, torch.Tensor]:
+    """Entries of ``state`` under ``prefix``, renamed to ``renamed`` + rest, as contiguous CPU tensors
+    (training keeps conv weights channels_last, which safetensors cannot store)."""
+    return {renamed + key[len(prefix):]: value.detach().cpu().contiguous()
+            for key, value in state.items() if key.startswith(prefix)}
+
+
+def _timm_loadable(model_cfg: dict[str, Any]) -> str | None:
+    """Why timm (and open_clip, which builds its image tower with timm) cannot rebuild this backbone, or None."""
+    name = model_cfg["backbone"]
+    if name in CUSTOM_BACKBONES:
+        return f"{name} is defined by xsample (xsample/models/backbones.py), not by timm"
+    if not timm.is_model(name):
+        return f"{name} is not a timm model"
+    if model_cfg.get("small_image_stem"):
+        return "the run replaced timm's stem with a small-image 3x3 stem (model.small_image_stem=true)"
+    return None
+
+
+def _open_clip_files(state: dict[str, torch.Tensor], config: dict[str, Any]) -> tuple[dict, dict[str, torch.Tensor]]:
+    """open_clip's local-dir config and weights for xsample's CLIPModel (image tower = timm trunk + linear
+    projection without bias, text tower = open_clip's TextTransformer, log logit scale)."""
+    model_cfg, image_size = config["model"], int(config["data"]["image_size"])
+    open_clip_config = {
+        "model_cfg": {
+            "embed_dim": int(model_cfg["clip"]["embed_dim"]),
+            "custom_text": True,  # CustomTextCLIP keeps the text tower as one `text` module, as xsample does
+            "vision_cfg": {"timm_model_name": model_cfg["backbone"], "timm_model_pretrained": False,
+                           "timm_pool": "avg", "timm_proj": "linear", "timm_proj_bias": False,
+                           "image_size": image_size},
+            "text_cfg": dict(model_cfg["clip"]["text"]),
+        },
+        "preprocess_cfg": {"size": image_size, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
+    }
+    weights = {**_tensors(state, "backbone.", "visual.trunk."),
+               **_tensors(state, "image_projection.", "visual.head.proj."),
+               **_tensors(state, "text.", "text."), "logit_scale": state["logit_scale"].detach().cpu()}
+    return open_clip_config, weights
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
+    """Write the export of ``run_dir`` into ``out_dir``; returns the files written."""
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    result = read_result(run_dir)
+    if result is None or "config" not in result:
+        raise ExportError(f"{run_dir} has no readable {RESULT_NAME}; pass a run directory (sweeps/<table>/runs/<run>)")
+    config = result["config"]
+    if config.get("task", "pretrain") != "pretrain":
+        raise ExportError(f"{run_dir} is a {config['task']} run and trains no model; pass a pretraining run")
+    try:
+        state = load_checkpoint(run_dir, result["config_hash"])
+    except ConfigMismatchError as error:
+        raise ExportError(str(error)) from error
+    if state is None:
+        raise ExportError(f"{run_dir} has no {CHECKPOINT_NAME} to export; the run has not checkpointed yet")
+    if (out_dir / EXPORT_WEIGHTS).exists() or (out_dir / EXPORT_CONFIG).exists():
+        raise ExportError(f"{out_dir} already holds an export; choose another --out or delete it first")
+
+    model_cfg, image_size = config["model"], int(config["data"]["image_size"])
+    backbone = _tensors(state["model"], "backbone.")
+    # Rebuilding the backbone from the description and loading strictly proves the export loads.
+    model, feature_dim = build_backbone(model_cfg["backbone"], small_image_stem=bool(model_cfg.get("small_image_stem")),
+                                        stem_stride=int(model_cfg.get("stem_stride", 1)))
+    model.load_state_dict(backbone)
+    not_timm = _timm_loadable(model_cfg)
+    is_clip = config["method"]["name"] == "clip"
+    weights_path = out_dir / EXPORT_WEIGHTS
+    loaders = {"xsample": f"xsample.models.load_backbone({str(out_dir)!r})",
+               "timm": None if not_timm else (
+                   f"timm.create_model({model_cfg['backbone']!r}, pretrained=True, "
+                   f"pretrained_cfg_overlay={{'file': {str(weights_path)!r}}}, num_classes=0)"),
+               "open_clip": f"open_clip.create_model('local-dir:{out_dir}')" if is_clip and not not_timm else None}
+    if not_timm:
+        tools = "timm and open_clip (which builds CLIP's image tower with timm)" if is_clip else "timm"
+        loaders["why_not_timm"] = f"{tools} cannot rebuild it: {not_timm}; load it with xsample.models.load_backbone"
+    description = {
+        "architecture": model_cfg["backbone"],
+        "small_image_stem": bool(model_cfg.get("small_image_stem", False)),
+        "stem_stride": int(model_cfg.get("stem_stride", 1)),
+        "num_features": feature_dim,
+        "image_size": image_size,
+        "normalisation": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
+        # The part of timm's pretrained_cfg that data pipelines read (timm.data.resolve_data_config).
+        "pretrained_cfg": {"input_size": [3, image_size, image_size], "mean": list(IMAGENET_MEAN),
+                           "std": list(IMAGENET_STD), "interpolation": "bilinear",
+                           "crop_pct": 224 / 256 if image_size >= 128 else 1.0, "num_classes": 0},
+        "load_with": loaders,
+        "provenance": {
+            "run_dir": str(run_dir.resolve()), "config_hash": result["config_hash"],
+            "git_commit": result.get("git_commit"), "git_dirty": result.get("git_dirty"),
+            "experiment": result.get("experiment"), "method": config["method"]["name"],
+            "status": result.get("status"), "step": state["step"], "samples_seen": state["samples_seen"],
+            "metrics": result.get("metrics"), "exported_with_commit": git_state()["git_commit"],
+        },
+    }
+    written = [out_dir / EXPORT_WEIGHTS, out_dir / EXPORT_CONFIG]
+    atomic_write_bytes(written[0], save(backbone))
+    if is_clip and not not_timm:
+        open_clip_config, open_clip_weights = _open_clip_files(state["model"], config)
+        atomic_write_bytes(out_dir / OPEN_CLIP_WEIGHTS, save(open_clip_weights))
+        atomic_write_json(out_dir / OPEN_CLIP_CONFIG, open_clip_config)
+        written += [out_dir / OPEN_CLIP_WEIGHTS, out_dir / OPEN_CLIP_CONFIG]
+    # config.json last: its presence marks a complete export.
+    atomic_write_json(written[1], description)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m xsample.export", description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", type=Path, help="a run directory (holds result.json and checkpoint.pt)")
+    parser.add_argument("--out", type=Path, required=True, help="folder to write the export into")
+    args = parser.parse_args(argv)
+    try:
+        written = export_run(args.run_dir, args.out)
+    except ExportError as error:
+        print(f"xsample.export: {error}", file=sys.stderr)
+        return 2
+    status = read_result(args.run_dir).get("status")
+    if status != "completed":
+        print(f"xsample.export: note: the run is {status}; exported its last checkpoint", file=sys.stderr)
+    for path in written:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
