@@ -213,6 +213,10 @@ def is_complete_jpeg(data: bytes) -> bool:
     return data[:2] == b"\xff\xd8" and data.rstrip(b"\x00")[-2:] == b"\xff\xd9"
 
 
+class CorruptImageError(ValueError):
+    """An image file that cannot be decoded (the training loop skips and counts it)."""
+
+
 class EncodedImage:
     """A JPEG file's bytes, handed from a worker to the batched decoder; ``source`` names it in errors."""
 
@@ -234,7 +238,7 @@ def decode_on_cpu(data: bytes, source: str) -> Tensor:
         with Image.open(io.BytesIO(data)) as image:
             return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
     except (OSError, SyntaxError, ValueError) as error:
-        raise ValueError(f"corrupt image {source} ({error}); delete or replace it") from error
+        raise CorruptImageError(f"corrupt image {source} ({error}); delete or replace it") from error
 
 
 def _fit(image: Tensor, max_side: int) -> Tensor:

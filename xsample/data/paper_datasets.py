@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from xsample.data.batched_augment import EncodedImage
+from xsample.data.batched_augment import CorruptImageError, EncodedImage
 from xsample.data.registry import check_split, register_dataset, require_root
 
 log = logging.getLogger(__name__)
@@ -35,10 +35,6 @@ OBJECTNET_BORDER_PX = 2  # ObjectNet images carry a 1-pixel red frame; 2 px clea
 MIT_STATES_NO_ATTRIBUTE = "adj"  # MIT-States folder adjective for images without an annotated state
 # More unreadable files in a row than this is a broken dataset, not a few damaged files: stop looking.
 MAX_CONSECUTIVE_UNREADABLE = 16
-
-
-class CorruptImageError(ValueError):
-    """An image file that cannot be decoded."""
 
 
 def open_rgb(path: str | os.PathLike) -> Image.Image:
