@@ -128,18 +128,6 @@ def _write_sweep_plans(jobs: list[dict]) -> dict[str, list[dict]]:
     return by_sweep
 
 
-def _launch_phases(args: list[str], jobs: list[dict]) -> list[list[str]]:
-    """The command lines to launch one after another: the original one, or, when some rows fine-tune
-    another row's run, the base rows (with the rows not involved) first, then the fine-tuning rows."""
-    finetune_rows = sorted({_option(job["overrides"], "row") for job in jobs if job["finetune_from"]})
-    if not finetune_rows:
-        return [args]
-    first_rows = {_option(job["overrides"], "row") or "none" for job in jobs if not job["finetune_from"]}
-    first_rows |= {job["finetune_from"] for job in jobs if job["finetune_from"]}
-    others = [arg for arg in args if arg.split("=", 1)[0].lstrip("+~") != "row"]
-    return [[*others, f"row={','.join(sorted(first_rows))}"], [*others, f"row={','.join(finetune_rows)}"]]
-
-
 def _quote_numeric_tables(argv: list[str]) -> list[str]:
     """`table=2` names the config file table/2.yaml; Hydra would read 2 as an int and refuse it."""
     quoted = []
