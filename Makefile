@@ -8,7 +8,7 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 DEBIAN_PACKAGES := dataset-fashion-mnist slurmctld slurmd slurm-client munge
 
-.PHONY: demo test venv system-packages lint bench clean-sweeps
+.PHONY: demo test test-long venv system-packages lint bench clean-sweeps
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON_BOOTSTRAP) -m venv $(VENV)
@@ -33,7 +33,11 @@ demo: venv system-packages
 	HF_HUB_OFFLINE=1 $(PY) experiments/reproduce.py -m table=1 scale=tiny
 
 test: venv system-packages
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not rehearsal"
+
+# Every table under scale=rehearsal on miniature paper datasets, locally and on the local SLURM (~30 min).
+test-long: venv system-packages
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m rehearsal
 
 lint: venv
 	$(PY) -m ruff check xsample analysis experiments tests

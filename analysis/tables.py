@@ -80,8 +80,8 @@ def metric_cells(runs: pd.DataFrame, table: str, scale: str, reported: list[Repo
             mean = float(values.mean()) if len(values) else math.nan
             reported_value = entry.value if entry is not None and entry.value is not None else math.nan
             diff = mean - reported_value
-            # At tiny scale absolute values are not comparable with the paper: no difference, no flag.
-            if scale == "tiny":
+            # At tiny and rehearsal scale absolute values are not comparable with the paper: no difference, no flag.
+            if scale in ("tiny", "rehearsal"):
                 diff = math.nan
             cells.append({
                 "method": method, "setting": setting, "variant": variant, "dataset": dataset, "column": column,

@@ -5,7 +5,9 @@
     python experiments/reproduce.py -m table=3 launcher=plan    # print jobs + GPU-hours, run nothing
 
 Every job writes <sweep dir>/runs/<run>/result.json; when the sweep ends, the table's report is
-regenerated (analysis/) and its location printed.
+regenerated (analysis/) and its location printed. A fine-tuning row starts from another row's run: the
+launch then has two phases, the base rows first (to completion, whatever the launcher), then the rows
+that fine-tune them, so no job waits inside its process group for another job's training.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ if str(REPO) not in sys.path:  # run as a script from any directory
     sys.path.insert(0, str(REPO))
 
 import hydra  # noqa: E402
+from hydra.core.global_hydra import GlobalHydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.errors import HydraException  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
@@ -49,12 +52,28 @@ def _log(line: str) -> None:
 @hydra.main(config_path="../configs", config_name="reproduce", version_base="1.3")
 def main(cfg: DictConfig) -> str:
     planned = plan_run(list(HydraConfig.get().overrides.task))
-    if planned.base is not None:
-        base = execute_run(planned.base.config, planned.base.run_dir, log=_log)
-        if base.status != "completed":
-            _log(f"xsample: {planned.run_dir.name}: its base run {planned.base.run_dir.name} did not complete; not fine-tuning")
-            return "failed"
+    if planned.base is not None and not _completed(planned.base):  # cli() launched it in an earlier phase
+        _log(f"xsample: {planned.run_dir.name}: its base run {planned.base.run_dir} has not completed "
+             f"(row={cfg.finetune_from}); not fine-tuning")
+        return "failed"
     return execute_run(planned.config, planned.run_dir, force=bool(cfg.force), log=_log).status
+
+
+def _completed(planned) -> bool:
+    result = read_result(planned.run_dir)
+    return result is not None and result.get("status") == "completed" and result.get("config_hash") == config_hash(planned.config)
+
+
+def _launch_phases(args: list[str], jobs: list[dict]) -> list[list[str]]:
+    """The command lines to launch one after another: the original one, or, when some rows fine-tune
+    another row's run, the base rows (with the rows not involved) first, then the fine-tuning rows."""
+    finetune_rows = sorted({_option(job["overrides"], "row") for job in jobs if job["finetune_from"]})
+    if not finetune_rows:
+        return [args]
+    first_rows = {_option(job["overrides"], "row") or "none" for job in jobs if not job["finetune_from"]}
+    first_rows |= {job["finetune_from"] for job in jobs if job["finetune_from"]}
+    others = [arg for arg in args if arg.split("=", 1)[0].lstrip("+~") != "row"]
+    return [[*others, f"row={','.join(sorted(first_rows))}"], [*others, f"row={','.join(finetune_rows)}"]]
 
 
 def _missing_inputs(jobs: list[dict]) -> list[str]:
@@ -160,7 +179,14 @@ def cli() -> None:
             _write_sweep_plans(jobs)
         except OSError as error:
             raise SystemExit(f"xsample: {error}; make the sweep directory writable or set paths.sweeps=DIR") from None
-    main()
+    program = sys.argv[0]
+    phases = _launch_phases(sys.argv[1:], jobs)
+    for number, phase in enumerate(phases, start=1):
+        if len(phases) > 1:
+            print(f"xsample: phase {number} of {len(phases)}: row={_option(phase, 'row')}", flush=True)
+        sys.argv = [program, *phase]
+        GlobalHydra.instance().clear()
+        main()
     if multirun:
         # Every table under the sweeps root is re-rendered (cheap), so the reproduced-vs-reported
         # figure covers all claims measured so far, not only this table's.

@@ -35,14 +35,19 @@ class InvalidValues(ConfigError):
 
 
 def _data_for(cfg: dict[str, Any], dataset: str) -> dict[str, Any]:
-    scale = cfg["scale"]["name"]
+    """The dataset entry of the scale's data profile (scale.data_profile, default the scale's name);
+    scale.image_size, when set, replaces the entry's image size (the rehearsal runs paper data small)."""
+    profile = cfg["scale"].get("data_profile") or cfg["scale"]["name"]
     catalog = cfg["datasets"]
     if dataset not in catalog:
         raise ConfigError(f"unknown dataset={dataset!r}; choose one of {', '.join(sorted(catalog))}")
-    entry = catalog[dataset].get(scale)
+    entry = catalog[dataset].get(profile)
     if entry is None:
-        raise ConfigError(f"dataset={dataset} has no {scale}-scale version (configs/datasets/{dataset}.yaml)")
-    return copy.deepcopy(entry)
+        raise ConfigError(f"dataset={dataset} has no {profile}-scale version (configs/datasets/{dataset}.yaml)")
+    entry = copy.deepcopy(entry)
+    if cfg["scale"].get("image_size"):
+        entry["image_size"] = int(cfg["scale"]["image_size"])
+    return entry
 
 
 def _training_data(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -122,7 +127,9 @@ def resources(cfg: dict[str, Any]) -> dict[str, Any]:
     """SLURM resources of one job and its rough GPU-hour estimate (plan mode)."""
     res = dict(cfg["scale"]["resources"])
     per_epoch = float(_training_data(cfg).get("gpu_hours_per_epoch", 0.0))
-    pretraining = cfg["table"]["task"] == "pretrain" and cfg["method"]["optim_recipe"] is not None  # baselines train nothing
+    # Baselines train nothing; only GPU jobs cost GPU-hours (the rehearsal trains the paper's datasets on CPUs).
+    pretraining = (cfg["table"]["task"] == "pretrain" and cfg["method"]["optim_recipe"] is not None
+                   and int(res.get("gpus_per_node") or 0) > 0)
     res["est_gpu_hours"] = round(per_epoch * float(cfg["epochs"]) * float(cfg["data_fraction"]), 1) if pretraining else 0.0
     return res
 

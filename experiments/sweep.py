@@ -155,7 +155,7 @@ def expand(overrides: list[str]) -> list[list[str]]:
 
 def describe_jobs(jobs: list[list[str]]) -> list[dict[str, Any]]:
     """Per job: labels, run directory (relative to the sweep dir), config hash, resources, and the
-    planned runs themselves (``planned``: the job's run, then the base run a fine-tuning job trains first).
+    planned runs themselves (``planned``: the job's run, then the base run a fine-tuning job starts from).
     Settings out of range in any job raise InvalidValues listing them all."""
     described, problems = [], {}
     GlobalHydra.instance().clear()
@@ -174,6 +174,7 @@ def describe_jobs(jobs: list[list[str]]) -> list[dict[str, Any]]:
                     "resources": resources(cfg), "sweep_dir": str(planned.sweep_dir),
                     "report_dir": str(Path(cfg["paths"]["figures"]) / cfg["scale"]["name"]),
                     "planned": [run for run in (planned, planned.base) if run is not None],
+                    "finetune_from": cfg.get("finetune_from"),
                 })
     finally:
         GlobalHydra.instance().clear()

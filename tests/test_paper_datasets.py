@@ -2,31 +2,18 @@
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from pathlib import Path
 
 import pytest
-from PIL import Image
 from torch.utils.data import DataLoader
 
 import xsample.data.paper_datasets  # noqa: F401  (registers the datasets)
 import xsample.data.webdataset_cc  # noqa: F401
+from xsample.data.fixtures import jpeg_bytes as _jpeg_bytes
+from xsample.data.fixtures import write_images as _write_images
+from xsample.data.fixtures import write_shard
 from xsample.data.registry import build_dataset
-
-
-def _jpeg_bytes(size: int = 8, colour=(200, 30, 30)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (size, size), colour).save(buffer, format="JPEG")
-    return buffer.getvalue()
-
-
-def _write_images(folder: Path, names: list[str], size: int = 8) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        (folder / name).write_bytes(_jpeg_bytes(size))
-
 
 # --- ImageNet family ------------------------------------------------------------------------------
 
@@ -51,21 +38,40 @@ def test_imagenet_lists_classes_and_labels(imagenet_root: Path):
     assert item["image"].mode == "RGB" and item["image"].size == (8, 8)
 
 
-def test_imagenet_without_synset_mapping_names_classes_by_wnid(imagenet_root: Path):
+def test_imagenet_without_synset_mapping_has_the_shipped_readable_names(imagenet_root: Path):
     (imagenet_root / "LOC_synset_mapping.txt").unlink()
-    assert build_dataset("imagenet", "val", root=imagenet_root).class_names == ["n01440764", "n01443537"]
+    train = build_dataset("imagenet", "train", root=imagenet_root)
+    assert train.class_names == ["tench", "goldfish"]
+    assert train.imagenet_indices == [0, 1]
 
 
-def test_corrupt_image_names_the_file(imagenet_root: Path):
+def test_non_imagenet_wnids_need_the_synset_mapping(imagenet_root: Path):
+    _write_images(imagenet_root / "train" / "n99999999", ["a.JPEG"])
+    with pytest.raises(ValueError, match=r"not ImageNet-1k wnids .*n99999999.*LOC_synset_mapping\.txt"):
+        build_dataset("imagenet", "train", root=imagenet_root)
+    (imagenet_root / "LOC_synset_mapping.txt").write_text("n99999999 zebra fish, Danio\nn01440764 ignored\n")
+    train = build_dataset("imagenet", "train", root=imagenet_root)
+    assert train.class_names == ["tench", "goldfish", "zebra fish"]  # shipped names win for ImageNet-1k wnids
+    assert train.imagenet_indices == [0, 1, -1]
+
+
+def test_corrupt_image_is_replaced_by_the_next_and_flagged(imagenet_root: Path, caplog):
     broken = imagenet_root / "val" / "n01443537" / "n01443537_0.JPEG"
     broken.write_bytes(b"not a jpeg at all")
-    val = build_dataset("imagenet", "val", root=imagenet_root)
-    with pytest.raises(ValueError, match=r"corrupt image .*n01443537_0\.JPEG.*delete or replace"):
-        val[2]
     truncated = imagenet_root / "val" / "n01440764" / "n01440764_1.JPEG"
-    truncated.write_bytes(_jpeg_bytes(64)[:200])
-    with pytest.raises(ValueError, match=r"corrupt image .*n01440764_1\.JPEG"):
-        val[1]
+    truncated.write_bytes(_jpeg_bytes(size=64)[:200])
+    val = build_dataset("imagenet", "val", root=imagenet_root)
+    replaced = val[1]  # 1 and 2 are unreadable: 3 stands in, flagged with the first unreadable position
+    assert (replaced["index"], replaced["label"], replaced["skipped"]) == (3, 1, 1)
+    assert val[0]["skipped"] == -1 and val[2]["index"] == 3 and val[2]["skipped"] == 2
+    assert "n01443537_0.JPEG" in caplog.text and "skipped" in caplog.text
+
+
+def test_all_images_unreadable_is_an_error(imagenet_root: Path):
+    for path in (imagenet_root / "val").rglob("*.JPEG"):
+        path.write_bytes(b"broken")
+    with pytest.raises(ValueError, match="images in a row .* are unreadable"):
+        build_dataset("imagenet", "val", root=imagenet_root)[0]
 
 
 @pytest.mark.parametrize("name, split", [("imagenet", "val"), ("imagenet_real", "val"), ("imagenet9", "original"),
@@ -169,22 +175,11 @@ def test_mit_states_labels_nouns_and_attributes_and_skips_adj(tmp_path: Path):
 
 # --- CC3M / CC12M webdataset shards ---------------------------------------------------------------
 
-def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    tar.addfile(info, io.BytesIO(data))
-
-
 def _write_shard(root: Path, shard: str, keys: list[str], *, corrupt: tuple[str, ...] = (),
                  without_caption: tuple[str, ...] = (), stats: bool = True) -> None:
-    with tarfile.open(root / f"{shard}.tar", "w") as tar:
-        for key in keys:
-            _add_member(tar, f"{key}.jpg", b"\xff\xd8 broken" if key in corrupt else _jpeg_bytes())
-            if key not in without_caption:
-                _add_member(tar, f"{key}.txt", f"caption {key}".encode())
-            _add_member(tar, f"{key}.json", json.dumps({"key": key}).encode())
-    if stats:
-        (root / f"{shard}_stats.json").write_text(json.dumps({"successes": len(keys), "count": len(keys) + 1}))
+    samples = [{"key": key, "jpg": b"\xff\xd8 broken" if key in corrupt else _jpeg_bytes()}
+               | ({} if key in without_caption else {"txt": f"caption {key}"}) for key in keys]
+    write_shard(root, shard, samples, failed=1, stats=stats)
 
 
 @pytest.fixture()

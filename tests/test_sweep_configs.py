@@ -126,7 +126,7 @@ def test_hydra_sweep_dir_is_refused_with_a_pointer_to_paths_sweeps(tmp_path):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("scale=huge", "In 'reproduce': Could not find 'scale/huge'; choose one of: paper, tiny"),
+    ("scale=huge", "In 'reproduce': Could not find 'scale/huge'; choose one of: paper, rehearsal, tiny"),
     ("dataset=nope", "unknown dataset='nope'; choose one of cc12m, cc3m, fashion_mnist, imagenet"),
     ("method.nope=1", "Could not override 'method.nope'. It is not a key of the config (a typo?); "
                       "see configs/ for the keys there are"),

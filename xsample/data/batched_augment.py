@@ -213,6 +213,10 @@ def is_complete_jpeg(data: bytes) -> bool:
     return data[:2] == b"\xff\xd8" and data.rstrip(b"\x00")[-2:] == b"\xff\xd9"
 
 
+class CorruptImageError(ValueError):
+    """An image file that cannot be decoded (the training loop skips and counts it)."""
+
+
 class EncodedImage:
     """A JPEG file's bytes, handed from a worker to the batched decoder; ``source`` names it in errors."""
 
@@ -234,7 +238,7 @@ def decode_on_cpu(data: bytes, source: str) -> Tensor:
         with Image.open(io.BytesIO(data)) as image:
             return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
     except (OSError, SyntaxError, ValueError) as error:
-        raise ValueError(f"corrupt image {source} ({error}); delete or replace it") from error
+        raise CorruptImageError(f"corrupt image {source} ({error}); delete or replace it") from error
 
 
 def _fit(image: Tensor, max_side: int) -> Tensor:
@@ -310,7 +314,7 @@ class BatchedViews:
             pixels, size, fallback = pil_to_uint8(image, self.max_side), (image.size[1], image.size[0]), self.encoded_source
         return {"image": pixels, "original_size": torch.tensor(size), "seed": sample_seed,
                 "decode_fallback": int(fallback), "index": int(item["index"]), "label": int(item.get("label", -1)),
-                "caption": item.get("caption") or ""}
+                "caption": item.get("caption") or "", "skipped": int(item.get("skipped", -1))}
 
     def _load_encoded(self, image: EncodedImage) -> tuple[Tensor, tuple[int, int], bool]:
         """JPEG bytes to pass on (size unknown yet) when decoding on the device, else decoded pixels;
@@ -336,7 +340,8 @@ class BatchedViews:
                  "decode_fallbacks": sum(item["decode_fallback"] for item in items),
                  "index": torch.tensor([item["index"] for item in items]),
                  "label": torch.tensor([item["label"] for item in items]),
-                 "caption": [item["caption"] for item in items]}
+                 "caption": [item["caption"] for item in items],
+                 "skipped": torch.tensor([item["skipped"] for item in items])}
         return self.draw_views(batch, torch.device("cpu")) if self.augment_in_workers else batch
 
     # --- where the views are drawn ---------------------------------------------------------------------

@@ -3,7 +3,8 @@
 Every loader only lists files at construction (no image is opened until ``__getitem__``), so building
 ImageNet's 1.28M-image index costs a directory walk, not a decode pass. Layouts:
 
-  imagenet       root/{train,val}/<wnid>/*.JPEG, optional root/LOC_synset_mapping.txt for readable names
+  imagenet       root/{train,val}/<wnid>/*.JPEG; readable class names for the 1000 ImageNet-1k wnids ship with
+                 the dependencies (open_clip, timm); other wnids need root/LOC_synset_mapping.txt
   imagenet_real  root/real.json and root/val/<wnid>/ILSVRC2012_val_XXXXXXXX.JPEG
   imagenet9      root/<variant>/val/<NN_classname>/*.JPEG and root/in_to_in9.json
   objectnet      root/images/<folder>/*.png|jpg and root/mappings/{objectnet_to_imagenet_1k.json,
@@ -13,6 +14,7 @@ ImageNet's 1.28M-image index costs a directory walk, not a decode pass. Layouts:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -22,7 +24,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from xsample.data.batched_augment import EncodedImage
+from xsample.data.batched_augment import CorruptImageError, EncodedImage
 from xsample.data.registry import check_split, register_dataset, require_root
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,8 @@ IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
 IMAGENET9_VARIANTS = ("original", "only_fg", "no_fg", "mixed_same", "mixed_rand")
 OBJECTNET_BORDER_PX = 2  # ObjectNet images carry a 1-pixel red frame; 2 px clears it after any resampling
 MIT_STATES_NO_ATTRIBUTE = "adj"  # MIT-States folder adjective for images without an annotated state
+# More unreadable files in a row than this is a broken dataset, not a few damaged files: stop looking.
+MAX_CONSECUTIVE_UNREADABLE = 16
 
 
 def open_rgb(path: str | os.PathLike) -> Image.Image:
@@ -42,7 +46,7 @@ def open_rgb(path: str | os.PathLike) -> Image.Image:
         reason = "cannot identify image file"
     except (OSError, SyntaxError, ValueError) as error:  # truncated or malformed data surfaces at decode
         reason = str(error) or type(error).__name__
-    raise ValueError(f"corrupt image {path} ({reason}); delete or replace it")
+    raise CorruptImageError(f"corrupt image {path} ({reason}); delete or replace it")
 
 
 def _image_files(directory: Path) -> list[str]:
@@ -69,7 +73,13 @@ def _read_json(path: Path, hint: str) -> object:
 
 
 class ImageFileDataset(Dataset):
-    """Images listed on disk with an integer label each; subclasses add per-item extras."""
+    """Images listed on disk with an integer label each; subclasses add per-item extras.
+
+    An unreadable image is replaced by the next readable one (deterministically, so a resumed run meets the
+    same items) and the item's ``skipped`` field names the unreadable position (-1 when none). The field
+    travels with the batch out of DataLoader workers, where no counter would be seen, to the training loop,
+    which counts distinct skipped positions against its limit (xsample/train/skipped.py).
+    """
 
     class_names: list[str]
     images_encoded = False  # set by keep_images_encoded
@@ -93,22 +103,69 @@ class ImageFileDataset(Dataset):
     def extras(self, position: int) -> dict:
         return {}
 
+    def item_index(self, position: int) -> int:
+        return position
+
     def __getitem__(self, position: int) -> dict:
-        return {"image": self.load_image(position), "index": position, "label": int(self.labels[position]),
-                "caption": "", **self.extras(position)}
+        skipped = -1
+        for offset in range(min(MAX_CONSECUTIVE_UNREADABLE, len(self))):
+            candidate = (position + offset) % len(self)
+            try:
+                image = self.load_image(candidate)
+            except CorruptImageError as error:
+                log.warning("%s; skipped (the next readable image stands in for it)", error)
+                skipped = candidate if skipped < 0 else skipped
+                continue
+            return {"image": image, "index": self.item_index(candidate), "label": int(self.labels[candidate]),
+                    "caption": "", "skipped": skipped, **self.extras(candidate)}
+        raise CorruptImageError(f"{MAX_CONSECUTIVE_UNREADABLE} images in a row from {self.files[position]} on are "
+                                "unreadable; check the dataset's files (disk, mount, an interrupted copy)")
+
+
+@functools.cache
+def imagenet_wnids() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k wnids in sorted order, the order of every 1000-class index (timm ships the list)."""
+    from timm.data import ImageNetInfo
+
+    return tuple(ImageNetInfo("imagenet-1k").label_names())
+
+
+@functools.cache
+def imagenet_readable_names() -> dict[str, str]:
+    """wnid -> readable class name ("tench"), from open_clip's curated list (CLIP's zero-shot names, sorted-wnid order)."""
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+
+    return dict(zip(imagenet_wnids(), IMAGENET_CLASSNAMES, strict=True))
 
 
 def _imagenet_class_names(root: Path, wnids: list[str]) -> list[str]:
-    """Readable names ("tench") from LOC_synset_mapping.txt when the root has it, else the wnids themselves."""
+    """Readable names ("tench") for the class folders: the shipped ImageNet-1k names, and for other wnids the
+    first name of their line in root/LOC_synset_mapping.txt. The shipped names win, so X-CLR's class-name graph
+    does not depend on whether that optional file is present. A wnid named by neither is an error, never a name."""
+    standard = imagenet_readable_names()
+    unknown = [wnid for wnid in wnids if wnid not in standard]
+    if not unknown:
+        return [standard[wnid] for wnid in wnids]
     mapping_file = root / "LOC_synset_mapping.txt"
-    if not mapping_file.is_file():
-        return list(wnids)
-    readable = {}
-    for line in mapping_file.read_text().splitlines():
-        wnid, _, names = line.strip().partition(" ")
-        if wnid:
-            readable[wnid] = names.split(",")[0].strip() or wnid
-    return [readable.get(wnid, wnid) for wnid in wnids]
+    listed = {}
+    if mapping_file.is_file():
+        for line in mapping_file.read_text().splitlines():
+            wnid, _, names = line.strip().partition(" ")
+            if wnid and names.split(",")[0].strip():
+                listed[wnid] = names.split(",")[0].strip()
+    unnamed = [wnid for wnid in unknown if wnid not in listed]
+    if unnamed:
+        raise ValueError(
+            f"{root}: {len(unnamed)} class folder(s) are not ImageNet-1k wnids and have no readable name "
+            f"(e.g. {unnamed[0]}); add a line '<wnid> <name>, ...' per class to {mapping_file} "
+            "(X-CLR's class-name graph and zero-shot prompts need readable names)")
+    return [standard.get(wnid) or listed[wnid] for wnid in wnids]
+
+
+def _imagenet_indices(wnids: list[str]) -> list[int]:
+    """Each class's index among the 1000 ImageNet-1k classes, or -1 for a wnid outside them."""
+    position = {wnid: i for i, wnid in enumerate(imagenet_wnids())}
+    return [position.get(wnid, -1) for wnid in wnids]
 
 
 class ImageNet(ImageFileDataset):
@@ -122,6 +179,9 @@ class ImageNet(ImageFileDataset):
             labels += [label] * len(class_files)
         super().__init__(files, labels)
         self.class_names = _imagenet_class_names(root, self.wnids)
+        # Class maps of other test sets (ImageNet-9, ObjectNet) index the 1000 classes; a root holding a
+        # subset of them (ImageNet-100, the fixtures) is probed in its own class order and mapped through this.
+        self.imagenet_indices = _imagenet_indices(self.wnids)
 
 
 class ImageNetReaL(ImageFileDataset):
@@ -131,6 +191,8 @@ class ImageNetReaL(ImageFileDataset):
     real.json belongs to the k-th val image when all val images are sorted by file name (across classes).
     Images whose list is empty (no valid ImageNet class) are left out; ``excluded_empty`` counts them.
     ``index`` is the image's position in that sorted val order, so it names the same image as real.json.
+    real.json's labels index the 1000 ImageNet-1k classes; they are translated into this root's class order
+    (sorted wnids), dropping classes the root does not hold, so a subset root scores like its probe.
     """
 
     def __init__(self, root: Path):
@@ -143,18 +205,22 @@ class ImageNetReaL(ImageFileDataset):
             count = len(real) if isinstance(real, list) else "no list"
             raise ValueError(f"{root / 'real.json'} has {count} entries but {val_dir} holds {len(by_name)} images; "
                              "they must match one to one (all 50000 val images)")
-        kept = [k for k, labels in enumerate(real) if labels]
+        standard = imagenet_wnids()
+        own_class = {wnid: label for label, wnid in enumerate(self.wnids)}
+        translated = [[own_class[standard[int(label)]] for label in labels if standard[int(label)] in own_class]
+                      for labels in real]
+        kept = [k for k, labels in enumerate(translated) if labels]
         self.excluded_empty = len(real) - len(kept)
         self.val_positions = np.asarray(kept, dtype=np.int64)
-        self.real_labels = [[int(label) for label in real[k]] for k in kept]
+        self.real_labels = [translated[k] for k in kept]
         super().__init__([by_name[k][1] for k in kept], [by_name[k][2] for k in kept])
         self.class_names = _imagenet_class_names(root, self.wnids)
 
     def extras(self, position: int) -> dict:
         return {"real_labels": list(self.real_labels[position])}
 
-    def __getitem__(self, position: int) -> dict:
-        return {**super().__getitem__(position), "index": int(self.val_positions[position])}
+    def item_index(self, position: int) -> int:
+        return int(self.val_positions[position])
 
 
 class ImageNet9(ImageFileDataset):

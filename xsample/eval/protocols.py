@@ -167,6 +167,7 @@ class _Session:
         self._class_counts: dict[tuple[DatasetSpec, str], int] = {}
         self._probes: dict[tuple[DatasetSpec, str], LinearProbe] = {}
         self._dataset_class_maps: dict[DatasetSpec, tuple[int, ...]] = {}
+        self._imagenet_indices: dict[DatasetSpec, tuple[int, ...]] = {}
 
     def features(self, spec: DatasetSpec) -> tuple[torch.Tensor, dict[str, Any]]:
         if spec not in self._features:
@@ -178,6 +179,8 @@ class _Session:
             log.info("encoded %s: %d items in %.1f s", spec.describe(), len(dataset), time.perf_counter() - started)
             if getattr(dataset, "imagenet_class_map", None) is not None:
                 self._dataset_class_maps[spec] = tuple(int(v) for v in dataset.imagenet_class_map)
+            if getattr(dataset, "imagenet_indices", None) is not None:
+                self._imagenet_indices[spec] = tuple(int(v) for v in dataset.imagenet_indices)
             for field, attribute in _CLASS_NAME_ATTRIBUTES.items():
                 names = getattr(dataset, attribute, None)
                 if names:
@@ -190,14 +193,21 @@ class _Session:
             raise ValueError(f"field {field!r} of {spec.describe()} must be one int per item (a class index)")
         return values
 
-    def class_map(self, declared: tuple[int, ...] | str | None, test: DatasetSpec) -> tuple[int, ...] | None:
-        """The probe-to-test class map: as declared, or the test dataset's own ``imagenet_class_map``."""
+    def class_map(self, declared: tuple[int, ...] | str | None, test: DatasetSpec,
+                  train: DatasetSpec) -> tuple[int, ...] | None:
+        """The probe-to-test class map: as declared, or the test dataset's own ``imagenet_class_map`` (over the
+        1000 ImageNet classes), read through the train set's ``imagenet_indices`` when it holds a subset of them."""
         if declared != CLASS_MAP_FROM_DATASET:
             return declared
         self.features(test)
         if test not in self._dataset_class_maps:
             raise ValueError(f"class_map: {CLASS_MAP_FROM_DATASET} needs {test.describe()} to provide imagenet_class_map")
-        return self._dataset_class_maps[test]
+        full_map = self._dataset_class_maps[test]
+        self.features(train)
+        indices = self._imagenet_indices.get(train)
+        if indices is None or list(indices) == list(range(len(full_map))):
+            return full_map
+        return tuple(full_map[i] if 0 <= i < len(full_map) else -1 for i in indices)
 
     def class_count(self, spec: DatasetSpec, field: str) -> int | None:
         """Number of classes the dataset names for ``field``; None: the probe infers it from the labels."""
@@ -322,7 +332,7 @@ class _ImageNet9:
 
     def run(self, session: _Session) -> tuple[dict[str, float], dict[str, Any]]:
         probe = session.probe(self.train, self.label_key)
-        class_map = _class_map_tensor(session.class_map(self.class_map, self.variants[0][1]), probe)
+        class_map = _class_map_tensor(session.class_map(self.class_map, self.variants[0][1], self.train), probe)
         accuracies, sizes = {}, {}
         for name, spec in self.variants:
             features = session.features(spec)[0]
@@ -352,7 +362,7 @@ class _ObjectNet:
     def run(self, session: _Session) -> tuple[dict[str, float], dict[str, Any]]:
         probe = session.probe(self.train, self.label_key)
         features = session.features(self.test)[0]
-        class_map = _class_map_tensor(session.class_map(self.class_map, self.test), probe)
+        class_map = _class_map_tensor(session.class_map(self.class_map, self.test, self.train), probe)
         predictions = mapped_predictions(probe.logits(features), class_map, restrict=self.restrict_predictions)
         return ({"top1": top1_accuracy(predictions, session.labels(self.test, self.label_key))},
                 {"probe": _probe_details(probe), "test_size": len(features),

@@ -24,7 +24,7 @@ def load_initial_weights(model: nn.Module, config: dict[str, Any], run_dir: Path
     if state is None:
         raise FileNotFoundError(
             f"init_from run {base_dir} has no {CHECKPOINT_NAME}; train the base run first "
-            "(the finetune table does this itself when its base row is missing)"
+            "(experiments/reproduce.py launches a table's base rows before the rows that fine-tune them)"
         )
     backbone = {k[len(BACKBONE_PREFIX):]: v for k, v in state["model"].items() if k.startswith(BACKBONE_PREFIX)}
     if not backbone:

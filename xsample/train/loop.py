@@ -21,7 +21,10 @@ from xsample.train.distributed import DistInfo, all_ranks_true, mean_over_ranks
 from xsample.train.global_batchnorm import convert_batchnorm_for_distributed
 from xsample.train.preemption import PreemptionGuard
 from xsample.train.sampling import ResumableDistributedSampler, SeededViewsDataset, StreamedViews
+from xsample.train.skipped import SkippedSamples
 from xsample.train.tracking import ScalarTracker
+
+DEFAULT_MAX_SKIPPED_FRACTION = 0.001
 
 
 class NonFiniteLossError(RuntimeError):
@@ -42,6 +45,7 @@ class TrainOutcome:
     train_seconds: float
     data_wait_seconds: float  # part of train_seconds spent blocked on the DataLoader
     loss_history: list[tuple[int, float]] = field(default_factory=list)
+    samples_skipped: int = 0
 
     @property
     def images_per_s(self) -> float:
@@ -137,6 +141,9 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
         resumed_from = step
         previous_augment = state.get("augment", setup.views.name)
     last_checkpoint_step = resumed_from
+    skipped = SkippedSamples(setup.train_dataset, len(setup.train_dataset),
+                             float(runtime.get("max_skipped_fraction", DEFAULT_MAX_SKIPPED_FRACTION)),
+                             positions=(state or {}).get("skipped_positions", ()))
 
     trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
     log = Logger(info, total_steps, global_batch)
@@ -155,6 +162,9 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
                 "config_hash": config_hash, "step": current_step, "samples_seen": samples_seen,
                 "train_seconds": train_seconds, "data_wait_seconds": data_wait_seconds, "loss_history": history,
                 "augment": setup.views.name,
+                # Rank 0's positions plus the other ranks' as of the last log step (gathered there, not here:
+                # a time-based checkpoint is not a step all ranks reach together).
+                "skipped_positions": sorted(skipped.positions),
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
             })
@@ -201,11 +211,14 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
                 train_seconds, tick = train_seconds + now - tick, now
                 data_wait_seconds += data_wait
                 history.append((step, global_loss))
-                logged = log.step(step, history[-1][1], optimizer.param_groups[0]["lr"], int(runtime.get("log_every_steps", 10)),
-                                  data_wait)
+                skipped.add(batch.get("skipped"))
+                log_every = int(runtime.get("log_every_steps", 10))
+                logged = log.step(step, history[-1][1], optimizer.param_groups[0]["lr"], log_every, data_wait)
                 if logged and on_log is not None and info.is_main:
                     on_log(step)
                 tracker.after_step(step, global_loss, trained, optimizer, data_wait)
+                if step % log_every == 0:
+                    skipped.check(info, samples_seen)
 
                 stop = not all_ranks_true(not guard.requested, info)
                 due = (every_steps and step % every_steps == 0) or (
@@ -220,5 +233,6 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
                 if step >= total_steps:
                     break
     return TrainOutcome(model=model, resumed_from=resumed_from, steps=step, samples_seen=samples_seen,
-                        train_seconds=train_seconds, data_wait_seconds=data_wait_seconds, loss_history=history)
+                        train_seconds=train_seconds, data_wait_seconds=data_wait_seconds, loss_history=history,
+                        samples_skipped=skipped.check(info, samples_seen))
 

@@ -133,8 +133,7 @@ def _train_and_evaluate(config: dict[str, Any], run_dir: Path, info: DistInfo, w
             on_checkpoint=lambda step: writer.update(checkpoint_step=step), on_log=writer.log_step,
         )
     writer.record["resumed_from"] = outcome.resumed_from
-    writer.record["data"].update(samples_seen=outcome.samples_seen,
-                                 samples_skipped=getattr(setup.train_dataset, "samples_skipped", 0),
+    writer.record["data"].update(samples_seen=outcome.samples_seen, samples_skipped=outcome.samples_skipped,
                                  **setup.views.describe())
     timing = {"train_s": round(outcome.train_seconds, 3), "images_per_s": round(outcome.images_per_s, 2),
               "data_wait_fraction": round(outcome.data_wait_fraction, 4),

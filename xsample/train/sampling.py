@@ -6,11 +6,18 @@ step at which the stream (re)starts, so a requeued job continues with fresh, rep
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable, Iterator
 
 import torch
 from torch.utils.data import Dataset, IterableDataset, Sampler, default_collate
+
+from xsample.data.batched_augment import CorruptImageError
+
+log = logging.getLogger(__name__)
+# More unreadable images in a row than this is a broken dataset, not a few damaged files.
+MAX_CONSECUTIVE_UNREADABLE = 16
 
 _EPOCH_STRIDE = 1 << 32
 AUGMENT_PATHS = ("auto", "batched", "pil")  # runtime.augment; auto = batched
@@ -90,6 +97,7 @@ class PILViews:
         out["index"] = int(item["index"])
         out["label"] = int(item.get("label", -1))
         out["caption"] = item.get("caption") or ""
+        out["skipped"] = int(item.get("skipped", -1))  # an unreadable position this item stands in for (-1: none)
         return out
 
     def on_device(self, batch: dict, device: torch.device) -> dict:
@@ -113,8 +121,21 @@ class SeededViewsDataset(Dataset):
         return len(self.base)
 
     def __getitem__(self, encoded: int) -> dict:
+        """Images kept encoded are decoded here, by ``views``: one that cannot be is skipped like those the
+        dataset itself finds unreadable, the next sample standing in and ``skipped`` naming it."""
         epoch, position = divmod(int(encoded), _EPOCH_STRIDE)
-        return self.views(self.base[position], _mix(self.seed, epoch, position))
+        skipped = -1
+        for offset in range(min(MAX_CONSECUTIVE_UNREADABLE, len(self))):
+            candidate = (position + offset) % len(self)
+            try:
+                item = self.views(self.base[candidate], _mix(self.seed, epoch, candidate))
+            except CorruptImageError as error:
+                log.warning("%s; skipped (the next readable image stands in for it)", error)
+                skipped = candidate if skipped < 0 else skipped
+                continue
+            return item if skipped < 0 else {**item, "skipped": skipped}
+        raise CorruptImageError(f"{MAX_CONSECUTIVE_UNREADABLE} training images in a row from position {position} on "
+                                "are unreadable; check the dataset's files")
 
 
 class StreamedViews(IterableDataset):
