@@ -55,9 +55,16 @@ def _training_data(cfg: dict[str, Any]) -> dict[str, Any]:
     return _data_for(cfg, cfg["scale"]["train_dataset"])
 
 
+# Loss settings a baseline declares only so that a sweep such as `method.temperature=0.1,0.2` composes for
+# every row of a table; nothing trains, so they are not part of a baseline's run (nor of its identity).
+TRAINING_ONLY_KEYS = ("temperature",)
+
+
 def _method_settings(method: dict[str, Any]) -> dict[str, Any]:
     """A method's settings as the run records them (its optimiser recipe becomes the run's optim section)."""
-    return {key: value for key, value in method.items() if key != "optim_recipe"}
+    trains = method.get("optim_recipe") is not None
+    return {key: value for key, value in method.items()
+            if key != "optim_recipe" and (trains or key not in TRAINING_ONLY_KEYS)}
 
 
 def experiment_labels(cfg: dict[str, Any]) -> dict[str, Any]:

@@ -50,8 +50,11 @@ def test_variant_tags_are_readable_when_short_and_never_leave_the_sweep():
 
 def test_a_command_line_sweep_over_a_non_grid_key_gives_distinct_directories():
     jobs = describe_jobs(expand(["table='1'", "method.temperature=0.1,0.2"]))
-    assert len(jobs) == 12
-    assert len({job["run_dir"] for job in jobs}) == 12
+    trained = [job for job in jobs if job["experiment"]["method"] != "untrained"]
+    assert len(trained) == 18
+    assert len({job["run_dir"] for job in trained}) == 18
+    untrained = {job["run_dir"] for job in jobs if job["experiment"]["method"] == "untrained"}
+    assert untrained == {f"runs/untrained_imagenet_seed{seed}" for seed in range(3)}, "nothing trains: one run each"
     variants = {job["experiment"]["variant"] for job in jobs}
     assert variants == {None, "method.temperature=0.2"}, "0.1 is the harness default: those are the table's own runs"
     assert "runs/xclr_imagenet_seed0+method.temperature=0.2" in {job["run_dir"] for job in jobs}

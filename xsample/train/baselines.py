@@ -62,4 +62,4 @@ def baseline_outcome(config: dict[str, Any], setup: TrainingSetup, device: torch
             images=int(method["batchnorm_images"]), batch_size=int(method["batchnorm_batch_size"]), device=device,
             seed=int(config["seed"]))
     return TrainOutcome(model=model, resumed_from=None, steps=0, samples_seen=used,
-                        train_seconds=time.perf_counter() - started)
+                        train_seconds=time.perf_counter() - started, data_wait_seconds=0.0)

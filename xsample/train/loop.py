@@ -19,7 +19,7 @@ from xsample.train.checkpoint import load_checkpoint, restore_rng_state, save_ch
 from xsample.train.components import TrainingSetup
 from xsample.train.distributed import DistInfo, all_ranks_true, mean_over_ranks
 from xsample.train.global_batchnorm import convert_batchnorm_for_distributed
-from xsample.train.preemption import PreemptionGuard
+from xsample.train.preemption import PreemptionGuard, leave_preemption_to_the_main_process
 from xsample.train.sampling import ResumableDistributedSampler, SeededViewsDataset, StreamedViews
 from xsample.train.skipped import SkippedSamples
 from xsample.train.tracking import ScalarTracker
@@ -188,7 +188,7 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
             loader = DataLoader(
                 views, batch_size=local_batch, sampler=sampler, num_workers=loader_workers,
                 pin_memory=device.type == "cuda", drop_last=True, persistent_workers=False,
-                collate_fn=setup.views.collate,
+                collate_fn=setup.views.collate, worker_init_fn=leave_preemption_to_the_main_process,
             )
             tick = fetch_started = time.perf_counter()
             # A stream may run out early (workers drop their partial batches): the loop then restarts it.

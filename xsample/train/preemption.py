@@ -53,3 +53,13 @@ class PreemptionGuard:
         if callable(previous):
             previous(signum, None)
         raise Preempted(f"stopped by signal {signal.Signals(signum).name}; the checkpoint is saved")
+
+
+def leave_preemption_to_the_main_process(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: workers ignore the preemption signals. SLURM signals every process
+    of the job; a worker killed by SIGTERM would make the training process fail with "DataLoader worker
+    is killed by signal" instead of checkpointing at the next step and requeueing. Workers still exit
+    when the loader shuts them down or the training process dies."""
+    for signum in PreemptionGuard.SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+
