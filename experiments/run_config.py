@@ -160,7 +160,7 @@ def value_problems(cfg: dict[str, Any]) -> list[str]:
     methods.update({f"compute.method_configs.{name}": settings
                     for name, settings in ((cfg.get("compute") or {}).get("method_configs") or {}).items()})
     for where, settings in methods.items():
-        for key, value in settings.items():
+        for key, value in _method_settings(settings).items():  # what the run uses (baselines use no temperature)
             if "temperature" in key and not ((number := _number(value)) is not None and number > 0):
                 problems.append(f"{where}.{key} must be > 0, got {value}")
     if cfg.get("sanity") not in SANITY_CHECKS:

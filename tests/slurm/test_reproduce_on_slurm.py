@@ -50,7 +50,8 @@ def test_table1_tiny_sweep_completes_as_a_slurm_job_array(slurm_cluster, tmp_pat
     assert output.splitlines()[0].startswith("xsample: launcher=slurm (auto: sbatch found")
     runs = sorted((tmp_path / "table1_tiny" / "runs").iterdir())
     # The small settings depart from the table's grid: each run name carries that variant's tag.
-    assert [r.name.split("+")[0] for r in runs] == ["simclr_imagenet_seed0", "supcon_imagenet_seed0", "xclr_imagenet_seed0"]
+    assert [r.name.split("+")[0] for r in runs] == ["simclr_imagenet_seed0", "supcon_imagenet_seed0",
+                                                     "untrained_imagenet_seed0", "xclr_imagenet_seed0"]
     for run in runs:
         record = json.loads((run / "result.json").read_text())
         assert record["status"] == "completed", record.get("error")
