@@ -9,17 +9,28 @@ few forward passes in train mode without gradients would after training (precise
 
 from __future__ import annotations
 
+import itertools
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, IterableDataset
 
 from xsample.data import eval_transform
 from xsample.train.components import TrainingSetup
 from xsample.train.loop import TrainOutcome
+
+
+def _training_images(dataset: Dataset, images: int, seed: int) -> Iterable:
+    """``images`` training images: a seeded random choice from an indexable dataset, the first ones a shard
+    stream (CC3M/CC12M, already shuffled) yields."""
+    if isinstance(dataset, IterableDataset):
+        return (item["image"] for item in itertools.islice(dataset, images))
+    positions = np.random.default_rng(seed).permutation(len(dataset))[:images]
+    return (dataset[int(position)]["image"] for position in positions)
 
 
 def recompute_batchnorm_statistics(model: nn.Module, dataset: Dataset, transform, *, images: int, batch_size: int,
@@ -35,19 +46,20 @@ def recompute_batchnorm_statistics(model: nn.Module, dataset: Dataset, transform
     for norm in norms:
         norm.reset_running_stats()
         norm.momentum = None  # cumulative moving average: every batch counts equally
-    positions = np.random.default_rng(seed).permutation(len(dataset))[:images]
+    pictures = iter(_training_images(dataset, images, seed))
+    used = 0
     was_training = model.training
     model.train()
     try:
         with torch.no_grad():
-            for start in range(0, len(positions), batch_size):
-                batch = torch.stack([transform(dataset[int(p)]["image"]) for p in positions[start:start + batch_size]])
-                model.features(batch.to(device))
+            while chunk := list(itertools.islice(pictures, batch_size)):
+                model.features(torch.stack([transform(image) for image in chunk]).to(device))
+                used += len(chunk)
     finally:
         for norm, momentum in zip(norms, momenta, strict=True):
             norm.momentum = momentum
         model.train(was_training)
-    return len(positions)
+    return used
 
 
 def baseline_outcome(config: dict[str, Any], setup: TrainingSetup, device: torch.device) -> TrainOutcome:

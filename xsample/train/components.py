@@ -65,7 +65,8 @@ def build_views(config: dict[str, Any], dataset: Dataset, num_views: int,
     if (problem := augment_problem(config)) is not None:
         raise ValueError(problem)
     image_size = int(config["data"]["image_size"])
-    if config["runtime"].get("augment", "auto") == "pil":
+    # Baselines draw no training views: their dataset keeps handing decoded images to the BatchNorm pass.
+    if config["runtime"].get("augment", "auto") == "pil" or config["method"]["name"] in BASELINES:
         return PILViews(simclr_augmentation(image_size), num_views)
     root = dataset
     while isinstance(root, Subset):
