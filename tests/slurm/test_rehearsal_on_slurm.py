@@ -39,7 +39,8 @@ def test_finetune_table_completes_with_two_tasks_per_job(slurm_cluster, fixtures
     assert out.returncode == 0, out.stdout + out.stderr
     results = run_results(tmp_path / "tablefinetune_rehearsal")
     assert {name: r["status"] for name, r in results.items()} == {
-        "simclr_imagenet_base_simclr_seed0": "completed", "xclr_imagenet_simclr_then_xclr_seed0": "completed"}
+        "simclr_imagenet_base_simclr_seed0": "completed", "xclr_imagenet_simclr_then_xclr_seed0": "completed",
+        "untrained_imagenet_untrained_seed0": "completed"}
     finetuned = results["xclr_imagenet_simclr_then_xclr_seed0"]
     assert finetuned["hardware"]["world_size"] == 2
     assert finetuned["config"]["init_from"]["run_dir"].endswith("simclr_imagenet_base_simclr_seed0")
