@@ -13,7 +13,7 @@ from analysis.catalog import table_names
 from analysis.collect import STATUSES, collect_runs
 from analysis.output import write_text_atomic
 from analysis.reported import DEFAULT_FILE, EVALUATION_COLUMNS, ReportedNumber, load_reported
-from analysis.tables import claims, compute_table, graph_similarity_table, metric_cells
+from analysis.tables import MINIATURE_SCALES, claims, compute_table, graph_similarity_table, metric_cells
 
 TINY_BANNER = ("Tiny analogs on embedded data: absolute values are not comparable with the paper's; "
                "only orderings and signs are meaningful.")
@@ -97,7 +97,7 @@ class TableReport:
         self.runs, self.table, self.scale, self.paper_version = runs, table, scale, paper_version
         self.reported = [entry for entry in reported if entry.table == table]
         # Scales whose values are not comparable with the paper's: no differences, no flags, a banner.
-        self.tiny = scale in ("tiny", "rehearsal")
+        self.tiny = scale in MINIATURE_SCALES
         self.banner = REHEARSAL_BANNER if scale == "rehearsal" else TINY_BANNER
         # Files are named after what they hold: table1_tiny, fig3_tiny, compute_tiny.
         self.stem = f"{'table' if table.isdigit() else ''}{table}_{scale}"
