@@ -13,7 +13,15 @@ from analysis.catalog import table_names
 from analysis.collect import STATUSES, collect_runs
 from analysis.output import write_text_atomic
 from analysis.reported import DEFAULT_FILE, EVALUATION_COLUMNS, ReportedNumber, load_reported
-from analysis.tables import MINIATURE_SCALES, claims, compute_table, graph_similarity_table, metric_cells
+from analysis.tables import (
+    MINIATURE_SCALES,
+    SANITY_TOLERANCE_POINTS,
+    claims,
+    compute_table,
+    graph_similarity_table,
+    known_answer_checks,
+    metric_cells,
+)
 
 TINY_BANNER = ("Tiny analogs on embedded data: absolute values are not comparable with the paper's; "
                "only orderings and signs are meaningful.")
@@ -103,6 +111,7 @@ class TableReport:
         self.stem = f"{'table' if table.isdigit() else ''}{table}_{scale}"
         self.cells = metric_cells(runs, table, scale, self.reported) if table not in ("compute", "fig5") else None
         self.claims = claims(runs, table, scale, self.reported)
+        self.checks = known_answer_checks(self.cells)
 
     @property
     def title(self) -> str:
@@ -210,6 +219,21 @@ class TableReport:
         within = {True: "yes", False: f"no {FLAG_MD}", None: "n/a"}[claim.within_tolerance]
         return f"within tolerance: {within}; sign holds: {sign}"
 
+    # ---- known-answer checks ----------------------------------------------------------------------
+    def check_rows(self) -> tuple[list[str], list[list[str]]]:
+        header = ["check", "pretraining", "column", "vs", "difference", "2 std of the difference", "n (row, vs)", "passes"]
+        rows = [[check.check, str(check.dataset), check.column, check.reference, _number(check.difference, signed=True),
+                 _number(check.two_std) if not math.isnan(check.two_std) else "– (one seed)", check.n,
+                 "yes" if check.passes else "no"] for check in self.checks.itertuples(index=False)]
+        return header, rows
+
+    CHECKS_EXPLAINED = ("A trained row passes against a baseline (untrained network, raw pixels), and a supervised row "
+                        "against the label-free method (SimCLR, or CLIP for caption data), when it beats it by more "
+                        "than twice the standard deviation of the difference over seeds. A sanity row (labels shuffled "
+                        "across images, or each sample given another sample's class or caption) passes when it falls "
+                        f"to within {SANITY_TOLERANCE_POINTS:g} points of the label-free method or below: a failure "
+                        "there means the loss still sees supervision that matches the images.")
+
     # ---- status ---------------------------------------------------------------------------------
     def status_lines(self) -> list[str]:
         """Runs of this table and scale, plus unlabelled (corrupt) ones that could belong to it."""
@@ -236,6 +260,8 @@ class TableReport:
         ]
         if claim_rows:
             written.append(write_text_atomic(out / f"{self.stem}_claims.csv", self.claims.to_csv(index=False)))
+        if len(self.checks):
+            written.append(write_text_atomic(out / f"{self.stem}_checks.csv", self.checks.to_csv(index=False)))
         written += figures.write_table_figures(self.runs, self.table, self.scale, out)
         written += figures.training_curves_figure(self.runs, self.table, self.scale, out, self.stem)
         return written
@@ -248,6 +274,9 @@ class TableReport:
         if claim_rows:
             parts += ["## Claims", "", "Reproduced = mean(minuend) − mean(subtrahend) over completed seeds.", "",
                       _markdown_table(claim_header, claim_rows), ""]
+        check_header, check_rows = self.check_rows()
+        if check_rows:
+            parts += ["## Known-answer checks", "", self.CHECKS_EXPLAINED, "", _markdown_table(check_header, check_rows), ""]
         parts += ["## Status", ""] + self.status_lines() + [""]
         return "\n".join(parts)
 
@@ -259,6 +288,9 @@ class TableReport:
         parts.append(_latex_table(header, rows, caption))
         if claim_rows:
             parts.append(_latex_table(claim_header, claim_rows, f"{self.title}: difference claims."))
+        check_header, check_rows = self.check_rows()
+        if check_rows:
+            parts.append(_latex_table(check_header, check_rows, f"{self.title}: known-answer checks. {self.CHECKS_EXPLAINED}"))
         return "\n".join(parts) + "\n"
 
     def comparison_points(self) -> list[dict]:

@@ -10,7 +10,7 @@ import math
 import pandas as pd
 
 from analysis.collect import current_runs
-from analysis.reported import ReportedNumber
+from analysis.reported import EVALUATION_COLUMNS, ReportedNumber
 
 # Metrics with their own table layout, kept out of the generic evaluation columns.
 SPECIAL_PREFIXES = ("compute.", "graph_similarity.")
@@ -20,6 +20,15 @@ CELL_COLUMNS = ["method", "setting", "variant", "dataset", "column", "mean", "st
                 "paper_version", "source", "diff", "tolerance", "flag"]
 # The baseline every trained method's gain is measured against: the same network at initialisation.
 UNTRAINED = "untrained"
+# Rows that train nothing (configs/method/untrained.yaml, raw_pixels.yaml): every trained row must clear them.
+BASELINE_METHODS = (UNTRAINED, "raw_pixels")
+# Methods that use no labels, class names or graph: the level a sanity run (supervision detached from the
+# images) must fall to. X-CLR on captions falls to CLIP, which still pairs each image with its caption.
+LABEL_FREE_METHODS = ("simclr", "clip")
+# A sanity run within this many points of the label-free method (or below it) has lost its supervised
+# advantage (issue 9's criterion); more means the loss still sees labels or graph rows matching the images.
+SANITY_TOLERANCE_POINTS = 2.0
+CHECK_COLUMNS = ["check", "dataset", "column", "row", "reference", "difference", "two_std", "n", "passes"]
 CLAIM_COLUMNS = ["id", "claim", "dataset", "reported", "paper_version", "source", "reproduced", "reproduced_low",
                  "reproduced_high", "n_minuend", "n_subtrahend", "sign_holds", "within_tolerance", "note"]
 
@@ -98,18 +107,74 @@ def metric_cells(runs: pd.DataFrame, table: str, scale: str, reported: list[Repo
 
 
 def _gain_over_untrained(cells: pd.DataFrame, cell) -> float:
-    """mean - the untrained mean of the same dataset and column: the untrained runs of the table's grid
-    (no variant; a sanity or other variant run is compared with them too) at the same setting, else those
-    without a setting, else the only untrained row (tables whose setting is the row name)."""
     if cell.method == UNTRAINED or cell.n == 0:
         return math.nan
-    baselines = cells[(cells["method"] == UNTRAINED) & (cells["dataset"] == cell.dataset) & (cells["column"] == cell.column)
-                      & (cells["n"] > 0) & cells["variant"].map(lambda v: _matches(v, None))]
+    baseline = _reference_cell(cells, cell, UNTRAINED)
+    return cell.mean - baseline.mean if baseline is not None else math.nan
+
+
+def _reference_cell(cells: pd.DataFrame, cell, method: str):
+    """The cell of ``method`` a row is compared with, same dataset and column: the table's own runs of that
+    method (no variant; a sanity or other variant run is compared with them too) at the same setting, else
+    those without a setting, else its only row (tables whose setting is the row name, as Table 2)."""
+    candidates = cells[(cells["method"] == method) & (cells["dataset"] == cell.dataset) & (cells["column"] == cell.column)
+                       & (cells["n"] > 0) & cells["variant"].map(lambda v: _matches(v, None))]
     for setting in dict.fromkeys([cell.setting if isinstance(cell.setting, str) else None, None]):
-        chosen = baselines[baselines["setting"].map(lambda s, wanted=setting: _matches(s, wanted))]
+        chosen = candidates[candidates["setting"].map(lambda s, wanted=setting: _matches(s, wanted))]
         if len(chosen):
-            return cell.mean - float(chosen["mean"].iloc[0])
-    return cell.mean - float(baselines["mean"].iloc[0]) if len(baselines) == 1 else math.nan
+            return next(chosen.itertuples(index=False))
+    return next(candidates.itertuples(index=False)) if len(candidates) == 1 else None
+
+
+def known_answer_checks(cells: pd.DataFrame) -> pd.DataFrame:
+    """Whether the table's numbers could have come out otherwise, on its first evaluation column: every
+    trained row against each baseline row (it must clear it by more than twice the spread of the difference),
+    every supervised row against the label-free method (the supervised advantage the sanity runs must lose), and every sanity-run row against the label-free method (it must fall to its level)."""
+    if cells is None or cells.empty:
+        return pd.DataFrame(columns=CHECK_COLUMNS)
+    primary = min(dict.fromkeys(cells["column"]), key=lambda column: (
+        EVALUATION_COLUMNS.index(column) if column in EVALUATION_COLUMNS else len(EVALUATION_COLUMNS), column))
+    rows = []
+    for cell in cells[(cells["column"] == primary) & (cells["n"] > 0)].itertuples(index=False):
+        if cell.method in BASELINE_METHODS:
+            continue
+        sanity = cell.variant if isinstance(cell.variant, str) and cell.variant.startswith("sanity=") else None
+        if isinstance(cell.variant, str) and sanity is None:
+            continue
+        label_free = next((found for method in LABEL_FREE_METHODS if method != cell.method
+                           for found in [_reference_cell(cells, cell, method)] if found is not None), None)
+        if sanity is None:
+            for baseline in BASELINE_METHODS:
+                reference = _reference_cell(cells, cell, baseline)
+                if reference is not None:
+                    rows.append(_check_row(cell, reference, "clears the baseline", passes=_clears(cell, reference)))
+            if cell.method not in LABEL_FREE_METHODS and label_free is not None:
+                rows.append(_check_row(cell, label_free, "beats the label-free method", passes=_clears(cell, label_free)))
+            continue
+        if label_free is not None:
+            reference = label_free
+            difference = cell.mean - reference.mean
+            rows.append(_check_row(cell, reference, "loses its supervised advantage",
+                                   passes=bool(difference <= SANITY_TOLERANCE_POINTS)))
+    return pd.DataFrame(rows, columns=CHECK_COLUMNS)
+
+
+def _spread(cell, reference) -> float:
+    """Twice the standard deviation of the difference of two means over seeds (nan with one seed)."""
+    return 2 * math.sqrt(cell.std ** 2 + reference.std ** 2) if cell.n > 1 and reference.n > 1 else math.nan
+
+
+def _clears(cell, reference) -> bool:
+    difference, spread = cell.mean - reference.mean, _spread(cell, reference)
+    return bool(difference > 0 and (math.isnan(spread) or difference > spread))
+
+
+def _check_row(cell, reference, expectation: str, passes: bool) -> dict:
+    label = cell.method + (f" ({cell.setting})" if isinstance(cell.setting, str) else "")
+    label += f" [{cell.variant}]" if isinstance(cell.variant, str) else ""
+    return {"check": f"{label} {expectation}", "dataset": cell.dataset, "column": cell.column, "row": label,
+            "reference": reference.method, "difference": cell.mean - reference.mean,
+            "two_std": _spread(cell, reference), "n": f"{cell.n}, {reference.n}", "passes": passes}
 
 
 def _versions(entry: ReportedNumber | None) -> str | None:

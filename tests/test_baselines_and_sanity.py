@@ -7,6 +7,7 @@ import sys
 from collections import Counter
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -125,6 +126,37 @@ def test_unknown_sanity_is_a_one_line_error():
                          cwd=REPO, capture_output=True, text=True)
     assert out.returncode != 0
     assert "xsample: sanity='typo' is not a sanity check; choose one of none, shuffled_labels, misaligned_graph" in out.stderr
+
+
+def _known_answer_sweep(sweep, sanity_top1: list[float]):
+    for seed, (untrained, simclr, supcon, shuffled) in enumerate(zip([52.0, 52.5, 52.3], [64.0, 65.0, 66.0],
+                                                                      [76.0, 78.0, 80.0], sanity_top1, strict=True)):
+        for method, top1, variant in (("untrained", untrained, None), ("simclr", simclr, None), ("supcon", supcon, None),
+                                      ("supcon", shuffled, "sanity=shuffled_labels")):
+            name = f"{method}_seed{seed}" + ("+shuffled" if variant else "")
+            write_result(sweep, name, method=method, seed=seed, variant=variant, metrics={"imagenet": {"top1": top1}})
+
+
+def test_report_states_whether_each_known_answer_check_passes(tmp_path):
+    """A working pipeline: trained rows clear the untrained row, SupCon beats SimCLR, the shuffled-label run
+    falls to SimCLR. A broken one (the shuffled run keeps SupCon's level) fails its sanity check in the report."""
+    working, broken = tmp_path / "working" / "table1_tiny", tmp_path / "broken" / "table1_tiny"
+    _known_answer_sweep(working, [57.0, 58.0, 59.0])
+    _known_answer_sweep(broken, [75.0, 77.0, 79.0])
+    for sweep in (working, broken):
+        write_report(sweep, sweep.parent / "out")
+    checks = pd.read_csv(working.parent / "out" / "table1_tiny_checks.csv")
+    verdicts = dict(zip(checks["check"], checks["passes"], strict=True))
+    assert verdicts == {"simclr clears the baseline": True, "supcon clears the baseline": True,
+                        "supcon beats the label-free method": True,
+                        "supcon [sanity=shuffled_labels] loses its supervised advantage": True}
+    supcon_vs_simclr = checks[checks["check"] == "supcon beats the label-free method"].iloc[0]
+    # stds over seeds: SupCon 2.0, SimCLR 1.0, so twice the std of the difference is 2 * sqrt(5)
+    assert supcon_vs_simclr["difference"] == pytest.approx(13.0) and supcon_vs_simclr["two_std"] == pytest.approx(2 * 5 ** 0.5)
+    broken_checks = pd.read_csv(broken.parent / "out" / "table1_tiny_checks.csv").set_index("check")
+    assert not broken_checks.loc["supcon [sanity=shuffled_labels] loses its supervised advantage", "passes"]
+    assert "| supcon [sanity=shuffled_labels] loses its supervised advantage | imagenet | imagenet.top1 | simclr | +12.0" \
+        in (broken.parent / "out" / "table1_tiny.md").read_text()
 
 
 @pytest.mark.slow
