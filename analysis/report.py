@@ -12,11 +12,12 @@ from analysis import figures
 from analysis.catalog import table_names
 from analysis.collect import STATUSES, collect_runs
 from analysis.output import write_text_atomic
-from analysis.reported import DEFAULT_FILE, EVALUATION_COLUMNS, ReportedNumber, load_reported
+from analysis.reported import DEFAULT_FILE, ReportedNumber, load_reported
 from analysis.tables import (
     MINIATURE_SCALES,
     SANITY_TOLERANCE_POINTS,
     claims,
+    column_rank,
     compute_table,
     graph_similarity_table,
     known_answer_checks,
@@ -50,19 +51,11 @@ def write_report(sweep_dir: Path | str, out_dir: Path | str | None = None, paper
     return written
 
 
-# Table columns in the paper's order (evaluations as in Table 1, then their sub-metrics).
-COLUMN_ORDER = EVALUATION_COLUMNS
-
-
 DATASET_ORDER = ("imagenet", "cc3m", "cc12m")
 
 
 def _dataset_rank(dataset: object) -> tuple[int, str]:
     return (DATASET_ORDER.index(dataset) if dataset in DATASET_ORDER else len(DATASET_ORDER), str(dataset))
-
-
-def _column_rank(column: str) -> tuple[int, str]:
-    return (COLUMN_ORDER.index(column) if column in COLUMN_ORDER else len(COLUMN_ORDER), column)
 
 
 def _number(value: float, digits: int = 1, signed: bool = False) -> str:
@@ -136,7 +129,7 @@ class TableReport:
         has_setting = cells["setting"].notna().any()
         # A variant (a config departing from the table's grid) is its own row, labelled with what differs.
         has_variant = cells["variant"].notna().any()
-        columns = sorted(dict.fromkeys(cells["column"]), key=_column_rank)
+        columns = sorted(dict.fromkeys(cells["column"]), key=column_rank)
         # Columns the paper reports nowhere say so once, in the notes, not in every cell.
         with_paper = {r.column for r in cells.itertuples(index=False) if not math.isnan(r.reported)}
         row_keys = sorted(dict.fromkeys(zip(cells["dataset"], cells["method"], cells["setting"], cells["variant"], strict=True)),

@@ -15,15 +15,12 @@ from torch.utils.data import Dataset, Subset
 from xsample import losses
 from xsample.data import build_dataset, class_balanced_subset, simclr_augmentation
 from xsample.data.batched_augment import BatchedViews
+from xsample.methods import BASELINES, METHODS
 from xsample.models import CLIPModel, ContrastiveModel, PixelFeatures, ProjectionHead, build_backbone
 from xsample.train.optim import build_optimizer, cosine_schedule_with_warmup
 from xsample.train.sampling import PILViews, augment_problem
 from xsample.train.sanity import with_sanity
 from xsample.train.side_information import build_side_information
-
-METHODS = ("simclr", "supcon", "xclr", "clip", "untrained", "raw_pixels")
-# Baselines measured by the same evaluation code without any training.
-BASELINES = ("untrained", "raw_pixels")
 
 
 @dataclass
