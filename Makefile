@@ -31,10 +31,11 @@ system-packages:
 
 # Table 1 in miniature, then its two known-answer sanity runs (supervision detached from the images):
 # the report's known-answer checks then say whether the pipeline could tell a broken method (~10 min).
+TINY_TABLE1 := HF_HUB_OFFLINE=1 $(PY) experiments/reproduce.py -m table=1 scale=tiny
 demo: venv system-packages
-	HF_HUB_OFFLINE=1 $(PY) experiments/reproduce.py -m table=1 scale=tiny
-	HF_HUB_OFFLINE=1 $(PY) experiments/reproduce.py -m table=1 scale=tiny method=supcon sanity=shuffled_labels seed=0,1,2
-	HF_HUB_OFFLINE=1 $(PY) experiments/reproduce.py -m table=1 scale=tiny method=xclr sanity=misaligned_graph seed=0,1,2
+	$(TINY_TABLE1)
+	$(TINY_TABLE1) method=supcon sanity=shuffled_labels seed=0,1,2
+	$(TINY_TABLE1) method=xclr sanity=misaligned_graph seed=0,1,2
 
 test: venv system-packages
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not rehearsal"
