@@ -20,7 +20,7 @@ from xsample.train.components import build_model
 from xsample.train.distributed import DistInfo
 from xsample.train.provenance import config_hash
 from xsample.train.run import ResultWriter
-from xsample.train.tracking import ScalarTracker
+from xsample.train.tracking import LogWindow, ScalarTracker
 
 STEPS = 7  # one epoch of 896 samples (max_samples=1024, class-balanced) in batches of 128
 
@@ -99,8 +99,8 @@ def test_a_crashed_and_resumed_run_has_each_step_once(tmp_path, monkeypatch):
 def test_logger_none_writes_no_events_and_an_unknown_logger_is_refused(tmp_path):
     config = _tiny_config(tmp_path / "cache", "runtime.logger=none")
     model = torch.nn.Linear(2, 1)
-    with ScalarTracker(config, tmp_path, DistInfo(0, 1, 0, torch.device("cpu")), 128, STEPS, None) as tracker:
-        tracker.after_step(3, 1.0, model, torch.optim.SGD(model.parameters(), lr=0.1), data_wait=0.1)
+    with ScalarTracker(config, tmp_path, DistInfo(0, 1, 0, torch.device("cpu")), None) as tracker:
+        tracker.after_step(3, 1.0, model, torch.optim.SGD(model.parameters(), lr=0.1), LogWindow(100.0, 0.1))
     assert not list(tmp_path.glob("events.out.tfevents.*"))
     config["runtime"]["logger"] = "wandb"
     with pytest.raises(ValueError, match="runtime.logger='wandb' is not supported; choose one of tensorboard, none"):

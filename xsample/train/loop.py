@@ -22,7 +22,7 @@ from xsample.train.global_batchnorm import convert_batchnorm_for_distributed
 from xsample.train.preemption import PreemptionGuard, leave_preemption_to_the_main_process
 from xsample.train.sampling import ResumableDistributedSampler, SeededViewsDataset, StreamedViews
 from xsample.train.skipped import SkippedSamples
-from xsample.train.tracking import ScalarTracker
+from xsample.train.tracking import LogWindow, ScalarTracker
 
 DEFAULT_MAX_SKIPPED_FRACTION = 0.001
 
@@ -78,19 +78,19 @@ class Logger:
         if self.info.is_main:
             print(message, flush=True)
 
-    def step(self, step: int, loss: float, lr: float, every: int, data_wait: float) -> bool:
-        """Print the step's line every ``every`` steps and at the end; True when it printed."""
+    def step(self, step: int, loss: float, lr: float, every: int, data_wait: float) -> LogWindow | None:
+        """Print the step's line every ``every`` steps and at the end; its throughput window when it printed."""
         self.window_steps += 1
         self.window_wait += data_wait
         if step % every and step != self.total_steps:
-            return False
-        elapsed = time.perf_counter() - self.window_start
-        rate = self.window_steps * self.global_batch / max(elapsed, 1e-9)
+            return None
+        elapsed = max(time.perf_counter() - self.window_start, 1e-9)
+        window = LogWindow(self.window_steps * self.global_batch / elapsed, self.window_wait / elapsed)
         eta = (self.total_steps - step) * elapsed / max(self.window_steps, 1)
-        self(f"step {step}/{self.total_steps}  loss {loss:.4f}  lr {lr:.3g}  {rate:.0f} img/s  "
-             f"data wait {self.window_wait / max(elapsed, 1e-9):.0%}  ETA {eta / 60:.1f} min")
+        self(f"step {step}/{self.total_steps}  loss {loss:.4f}  lr {lr:.3g}  {window.images_per_s:.0f} img/s  "
+             f"data wait {window.data_wait_fraction:.0%}  ETA {eta / 60:.1f} min")
         self.window_start, self.window_steps, self.window_wait = time.perf_counter(), 0, 0.0
-        return True
+        return window
 
 
 def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: TrainingSetup,
@@ -146,8 +146,9 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
                              positions=(state or {}).get("skipped_positions", ()))
 
     trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
+    # Built before the step line's logger: its first window does not count TensorBoard's import.
+    tracker = ScalarTracker(config, run_dir, info, resumed_from)
     log = Logger(info, total_steps, global_batch)
-    tracker = ScalarTracker(config, run_dir, info, global_batch, total_steps, resumed_from)
     if resumed_from is not None:
         log(f"resumed from step {resumed_from} ({run_dir})")
         if previous_augment != setup.views.name:
@@ -176,6 +177,7 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
     every_seconds = 60.0 * float(runtime.get("checkpoint_every_minutes") or 0)
     checkpoint_clock = time.monotonic()
     loader_workers = int(runtime.get("num_workers", 0))
+    log_every = int(runtime.get("log_every_steps", 10))
 
     with PreemptionGuard() as guard, tracker:
         trained.train()
@@ -212,11 +214,10 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
                 data_wait_seconds += data_wait
                 history.append((step, global_loss))
                 skipped.add(batch.get("skipped"))
-                log_every = int(runtime.get("log_every_steps", 10))
-                logged = log.step(step, history[-1][1], optimizer.param_groups[0]["lr"], log_every, data_wait)
-                if logged and on_log is not None and info.is_main:
+                window = log.step(step, history[-1][1], optimizer.param_groups[0]["lr"], log_every, data_wait)
+                if window is not None and on_log is not None and info.is_main:
                     on_log(step)
-                tracker.after_step(step, global_loss, trained, optimizer, data_wait)
+                tracker.after_step(step, global_loss, trained, optimizer, window)
                 if step % log_every == 0:
                     skipped.check(info, samples_seen)
 

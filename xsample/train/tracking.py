@@ -10,9 +10,8 @@ duplicated steps.
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -51,36 +50,32 @@ def gradient_norm(model: nn.Module) -> float:
     return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
 
 
+class LogWindow(NamedTuple):
+    """Throughput over the steps since the previous log step, as the step line prints it."""
+    images_per_s: float
+    data_wait_fraction: float  # of the window's wall time spent blocked on the data loader
+
+
 class ScalarTracker:
     """Per-step scalars of one training process; a no-op on other ranks and with ``runtime.logger=none``."""
 
-    def __init__(self, config: dict[str, Any], run_dir: Path, info: DistInfo, global_batch: int, total_steps: int,
-                 resumed_from: int | None):
+    def __init__(self, config: dict[str, Any], run_dir: Path, info: DistInfo, resumed_from: int | None):
         # Steps up to the checkpoint are on disk (flushed before each checkpoint); later ones belong to a
         # process that died after it and are hidden, because this run writes them again.
         self.writer = _event_writer(config, run_dir, info, purge_step=(resumed_from or 0) + 1)
-        self.every = max(1, int(config["runtime"].get("log_every_steps", 10)))
-        self.global_batch, self.total_steps = global_batch, total_steps
-        self._start_window()
-
-    def _start_window(self) -> None:
-        self.window_start, self.window_steps, self.window_wait = time.perf_counter(), 0, 0.0
 
     def after_step(self, step: int, loss: float, model: nn.Module, optimizer: torch.optim.Optimizer,
-                   data_wait: float) -> None:
-        """Record a finished step; ``data_wait`` is the seconds it spent blocked on the data loader."""
-        self.window_steps += 1
-        self.window_wait += data_wait
+                   window: LogWindow | None) -> None:
+        """Record a finished step; ``window`` is given on log steps (the step line's throughput)."""
         if self.writer is None:
             return
         self.writer.add_scalar("train/loss", loss, step)
-        if step % self.every and step != self.total_steps:
+        if window is None:
             return
-        elapsed = max(time.perf_counter() - self.window_start, 1e-9)
         scalars = {
             "train/lr": optimizer.param_groups[0]["lr"],
-            "train/images_per_s": self.window_steps * self.global_batch / elapsed,
-            "train/data_wait_fraction": min(1.0, self.window_wait / elapsed),
+            "train/images_per_s": window.images_per_s,
+            "train/data_wait_fraction": min(1.0, window.data_wait_fraction),
             "train/grad_norm": gradient_norm(model),
         }
         logit_scale = getattr(getattr(model, "module", model), "logit_scale", None)
@@ -88,7 +83,6 @@ class ScalarTracker:
             scalars["train/logit_scale"] = float(logit_scale.detach().exp())
         for tag, value in scalars.items():
             self.writer.add_scalar(tag, value, step)
-        self._start_window()
 
     def flush(self) -> None:
         if self.writer is not None:
