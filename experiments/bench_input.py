@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 
 from xsample.data import build_dataset, simclr_augmentation  # noqa: E402
 from xsample.data.batched_augment import BatchedViews  # noqa: E402
+from xsample.data.paper_datasets import imagenet_wnids  # noqa: E402
 from xsample.losses import SimCLRLoss  # noqa: E402
 from xsample.train.components import build_model  # noqa: E402
 from xsample.train.sampling import PILViews, SeededViewsDataset  # noqa: E402
@@ -49,13 +50,15 @@ NOISE = 14.0  # grain on a smooth random field: ~90 KiB at 500x375, like a photo
 
 
 def write_jpeg_folder(root: Path, count: int, height: int, width: int, seed: int = 0) -> None:
-    """``root/train/class_k/*.jpg``: ``count`` images in ImageNet's layout."""
+    """``root/train/<wnid>/*.jpg``: ``count`` images in ImageNet's layout, in folders named after the first
+    ImageNet-1k wnids (the dataset gives other folder names no class name without LOC_synset_mapping.txt)."""
     rng = np.random.default_rng(seed)
+    wnids = imagenet_wnids()[:CLASSES]
     for k in range(count):
         coarse = rng.uniform(0, 255, (height // 25 + 2, width // 25 + 2, 3)).astype(np.uint8)
         smooth = np.asarray(Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC), np.float32)
         pixels = np.clip(smooth + rng.normal(0, NOISE, smooth.shape), 0, 255).astype(np.uint8)
-        folder = root / "train" / f"class_{k % CLASSES:02d}"
+        folder = root / "train" / wnids[k % CLASSES]
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(pixels).save(folder / f"{k:06d}.jpg", format="JPEG", quality=JPEG_QUALITY)
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import io
+import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -206,3 +210,14 @@ def test_non_jpeg_and_damaged_files_fall_back_to_pil_and_are_counted(tmp_path):
         assert batched.describe()["decode_fallbacks"] == 1, "the PNG"
         with pytest.raises(ValueError, match=r"corrupt image .*c\.jpg.*delete or replace it"):
             batched(dataset[2], 0)
+
+
+def test_the_input_benchmark_runs_and_ends_with_its_json_line():
+    """A few batches of experiments/bench_input.py on the CPU: the script builds its ImageNet-layout folder,
+    measures both input paths and the step, and prints one JSON object last."""
+    out = subprocess.run([sys.executable, "experiments/bench_input.py", "--device", "cpu", "--image-size", "32",
+                          "--workers", "0", "--batch-size", "16", "--batches", "3", "--steps", "2"],
+                         cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rates = json.loads(out.stdout.strip().splitlines()[-1])
+    assert all(rates[key] > 0 for key in ("pil_samples_per_s", "batched_samples_per_s", "step_samples_per_s")), rates
