@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from xsample.io import atomic_torch_save, remove_orphaned_temp_files, require_free_space
+from xsample.io import atomic_torch_save, require_free_space
 
 CHECKPOINT_NAME = "checkpoint.pt"
 # Room beyond the tensors' bytes: pickled metadata, optimizer scalars, loss history.
@@ -59,11 +59,6 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> Path:
     require_free_space(run_dir, needed, "checkpoint")
     atomic_torch_save(state, path)
     return path
-
-
-def remove_orphaned_checkpoint_files(run_dir: Path) -> list[Path]:
-    """Remove partial checkpoints left by a process killed while writing one."""
-    return remove_orphaned_temp_files(run_dir, CHECKPOINT_NAME)
 
 
 def load_checkpoint(run_dir: Path, expected_config_hash: str) -> dict[str, Any] | None:

@@ -12,7 +12,7 @@ import torch
 
 from xsample.heartbeat import beat, new_heartbeat, public
 from xsample.io import atomic_write_json, remove_orphaned_temp_files
-from xsample.train.checkpoint import CHECKPOINT_NAME, ConfigMismatchError, remove_orphaned_checkpoint_files
+from xsample.train.checkpoint import CHECKPOINT_NAME, ConfigMismatchError
 from xsample.train.distributed import DistInfo, barrier, init_distributed
 from xsample.train.identity import config_differences, describe_differences
 from xsample.train.provenance import config_hash, git_state, hardware, package_versions
@@ -99,16 +99,18 @@ class ResultWriter:
         self._heartbeat = new_heartbeat()
 
     def update(self, **fields: Any) -> None:
-        self.record.update(fields)
-        if self.info.is_main:
-            beat(self._heartbeat)
-            self.record["heartbeat"] = public(self._heartbeat)
-            atomic_write_json(self.path, self.record)
+        self._write(fields, log_step=None)
 
     def log_step(self, step: int) -> None:
         """Heartbeat at a training log step."""
-        beat(self._heartbeat, step)
-        self.update()
+        self._write({}, log_step=step)
+
+    def _write(self, fields: dict[str, Any], log_step: int | None) -> None:
+        self.record.update(fields)
+        if self.info.is_main:
+            beat(self._heartbeat, log_step)
+            self.record["heartbeat"] = public(self._heartbeat)
+            atomic_write_json(self.path, self.record)
 
 
 def _train_and_evaluate(config: dict[str, Any], run_dir: Path, info: DistInfo, writer: ResultWriter) -> None:
@@ -166,7 +168,7 @@ def run_experiment(config: dict[str, Any], run_dir: str | Path) -> dict[str, Any
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         # A process killed while writing leaves temp files; this run owns the directory now.
-        orphans = remove_orphaned_checkpoint_files(run_dir) + remove_orphaned_temp_files(run_dir, RESULT_NAME)
+        orphans = [path for name in (CHECKPOINT_NAME, RESULT_NAME) for path in remove_orphaned_temp_files(run_dir, name)]
         if orphans:
             print(f"xsample: removed {len(orphans)} partial file(s) a killed run left in {run_dir}", flush=True)
     barrier(info)
