@@ -16,7 +16,7 @@ from typing import Any
 from xsample.train.sampling import augment_problem
 from xsample.train.sanity import SANITY_CHECKS
 from xsample.train.tracking import logger_problem
-from xsample.validation import InvalidConfigError, integer_seed, non_finite_values
+from xsample.validation import InvalidConfigError, integer_seed, non_finite_problem, non_finite_values
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 JOB_DIRNAME_MAX = 80
@@ -179,8 +179,8 @@ def value_problems(cfg: dict[str, Any]) -> list[str]:
         number = _number(value)
         if number is None or not holds(number):
             problems.append(f"{key} must be {wanted}, got {value}")
-    problems += [f"{key}={_lookup(cfg, key)} is not a finite number; give a finite value"
-                 for key in non_finite_values(cfg) if not any(problem.startswith(f"{key} ") for problem in problems)]
+    problems += [non_finite_problem(key, value) for key, value in non_finite_values(cfg).items()
+                 if not any(problem.startswith(f"{key} ") for problem in problems)]
     try:
         integer_seed(cfg.get("seed"))
     except InvalidConfigError as error:

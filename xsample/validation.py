@@ -14,15 +14,22 @@ class InvalidConfigError(ValueError):
     """A config value the harness refuses; the message names the key and the fix."""
 
 
-def non_finite_values(config: Any, prefix: str = "") -> list[str]:
-    """Dotted keys of every NaN or infinite number in a nested config."""
+def non_finite_values(config: Any, prefix: str = "") -> dict[str, float]:
+    """Every NaN or infinite number in a nested config, by dotted key."""
     if isinstance(config, dict):
         items = config.items()
     elif isinstance(config, list | tuple):
         items = enumerate(config)
     else:
-        return [prefix] if isinstance(config, float) and not math.isfinite(config) else []
-    return [key for name, value in items for key in non_finite_values(value, f"{prefix}.{name}" if prefix else str(name))]
+        return {prefix: config} if isinstance(config, float) and not math.isfinite(config) else {}
+    found: dict[str, float] = {}
+    for name, value in items:
+        found.update(non_finite_values(value, f"{prefix}.{name}" if prefix else str(name)))
+    return found
+
+
+def non_finite_problem(key: str, value: float) -> str:
+    return f"{key}={value} is not a finite number; give a finite value"
 
 
 def integer_seed(value: Any, key: str = "seed") -> int:
@@ -36,11 +43,8 @@ def check_run_config(config: dict[str, Any]) -> None:
     """Refuse non-finite numbers anywhere and a non-integer seed."""
     bad = non_finite_values(config)
     if bad:
-        first = bad[0]
-        value = config
-        for part in first.split("."):
-            value = value[int(part)] if isinstance(value, list | tuple) else value[part]
-        raise InvalidConfigError(f"{first}={value} is not a finite number; give a finite value"
-                                 + (f" (also non-finite: {', '.join(bad[1:])})" if bad[1:] else ""))
+        (first, value), *others = bad.items()
+        raise InvalidConfigError(non_finite_problem(first, value)
+                                 + (f" (also non-finite: {', '.join(key for key, _ in others)})" if others else ""))
     if "seed" in config:
         integer_seed(config["seed"])
