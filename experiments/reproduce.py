@@ -29,6 +29,7 @@ from omegaconf import DictConfig  # noqa: E402
 
 from experiments.run_config import ConfigError, InvalidValues  # noqa: E402
 from experiments.sweep import (  # noqa: E402
+    _key,
     _option,
     check_choices,
     config_error_line,
@@ -72,7 +73,7 @@ def _launch_phases(args: list[str], jobs: list[dict]) -> list[list[str]]:
         return [args]
     first_rows = {_option(job["overrides"], "row") or "none" for job in jobs if not job["finetune_from"]}
     first_rows |= {job["finetune_from"] for job in jobs if job["finetune_from"]}
-    others = [arg for arg in args if arg.split("=", 1)[0].lstrip("+~") != "row"]
+    others = [arg for arg in args if _key(arg) != "row"]
     return [[*others, f"row={','.join(sorted(first_rows))}"], [*others, f"row={','.join(finetune_rows)}"]]
 
 

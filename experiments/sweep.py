@@ -48,8 +48,13 @@ def slurm_available() -> tuple[bool, str]:
     return False, "sbatch found but no SLURM controller answered"
 
 
+def _key(override: str) -> str:
+    """The key an override sets: ``+row=x``, ``~row`` and ``row=x`` all set ``row``."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
 def _option(overrides: list[str], key: str) -> str | None:
-    values = [o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].lstrip("+~") == key]
+    values = [o.split("=", 1)[1] for o in overrides if _key(o) == key]
     return values[-1] if values else None
 
 

@@ -56,6 +56,5 @@ class DetachedSupervision(Subset):
 
 
 def with_sanity(dataset: Dataset, sanity: str) -> Dataset:
-    """``dataset`` itself for sanity=none, otherwise its supervision-detached version."""
-    check_sanity(sanity)
+    """``dataset`` itself for sanity=none, otherwise its supervision-detached version (which checks ``sanity``)."""
     return dataset if sanity == "none" else DetachedSupervision(dataset, sanity)
