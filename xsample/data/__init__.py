@@ -4,9 +4,9 @@
 from xsample.data import fashion_mnist, paper_datasets, shapes, webdataset_cc  # noqa: E402,F401
 from xsample.data.augment import eval_transform, simclr_augmentation
 from xsample.data.registry import DATASETS, build_dataset, register_dataset, require_root
-from xsample.data.views import class_balanced_subset, dataset_labels
+from xsample.data.views import class_balanced_subset, dataset_labels, root_dataset
 
 __all__ = [
-    "DATASETS", "build_dataset", "class_balanced_subset", "dataset_labels", "eval_transform",
+    "DATASETS", "build_dataset", "class_balanced_subset", "dataset_labels", "root_dataset", "eval_transform",
     "register_dataset", "require_root", "simclr_augmentation",
 ]

@@ -8,6 +8,13 @@ import numpy as np
 from torch.utils.data import Dataset, Subset
 
 
+def root_dataset(dataset: Dataset) -> Dataset:
+    """The dataset under any number of ``Subset`` wrappers (class-balanced fractions, probe splits)."""
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    return dataset
+
+
 def dataset_labels(dataset: Dataset) -> np.ndarray:
     """Labels of every item, read from a ``labels`` attribute when the dataset has one (no decoding)."""
     if isinstance(dataset, Subset):

@@ -10,10 +10,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
 from xsample import losses
-from xsample.data import build_dataset, class_balanced_subset, simclr_augmentation
+from xsample.data import build_dataset, class_balanced_subset, root_dataset, simclr_augmentation
 from xsample.data.batched_augment import BatchedViews
 from xsample.methods import BASELINES, METHODS
 from xsample.models import CLIPModel, ContrastiveModel, PixelFeatures, ProjectionHead, build_backbone
@@ -65,9 +65,7 @@ def build_views(config: dict[str, Any], dataset: Dataset, num_views: int,
     # Baselines draw no training views: their dataset keeps handing decoded images to the BatchNorm pass.
     if config["runtime"].get("augment", "auto") == "pil" or config["method"]["name"] in BASELINES:
         return PILViews(simclr_augmentation(image_size), num_views)
-    root = dataset
-    while isinstance(root, Subset):
-        root = root.dataset
+    root = root_dataset(dataset)
     encoded = callable(getattr(root, "keep_images_encoded", None))
     if encoded:
         root.keep_images_encoded()

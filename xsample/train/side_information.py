@@ -13,8 +13,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
+from xsample.data import root_dataset
 from xsample.graph import CaptionEmbeddingCache, class_caption_embeddings, load_text_encoder
 
 SOURCES = ("class_names", "captions", "random")
@@ -22,18 +23,11 @@ RANDOM_GRAPH_DIM = 64
 
 
 def _class_names(dataset: Dataset) -> list[str]:
-    while isinstance(dataset, Subset):
-        dataset = dataset.dataset
+    dataset = root_dataset(dataset)
     names = getattr(dataset, "class_names", None)
     if not names:
         raise ValueError(f"{type(dataset).__name__} has no class names: use graph=captions for a captioned dataset")
     return list(names)
-
-
-def _root_dataset(dataset: Dataset) -> Dataset:
-    while isinstance(dataset, Subset):
-        dataset = dataset.dataset
-    return dataset
 
 
 def class_embeddings(config: dict[str, Any], dataset: Dataset) -> torch.Tensor:
@@ -51,7 +45,7 @@ def caption_cache(config: dict[str, Any], dataset: Dataset) -> CaptionEmbeddingC
     """The caption cache of the training split, the same one `python -m xsample.graph build` makes."""
     graph, data = config["graph"], config["data"]
     return CaptionEmbeddingCache.for_dataset(
-        _root_dataset(dataset), cache_root=Path(config["paths"]["cache"]), encoder_name=graph["encoder"],
+        root_dataset(dataset), cache_root=Path(config["paths"]["cache"]), encoder_name=graph["encoder"],
         template=graph.get("template") or "{}", name=data["name"], split="train", root=data.get("root"),
         options=data.get("options"),
     )
