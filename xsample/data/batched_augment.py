@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -215,6 +217,32 @@ def is_complete_jpeg(data: bytes) -> bool:
 
 class CorruptImageError(ValueError):
     """An image file that cannot be decoded (the training loop skips and counts it)."""
+
+
+# More unreadable images in a row than this is a broken dataset, not a few damaged files: stop looking.
+MAX_CONSECUTIVE_UNREADABLE = 16
+
+
+class UnreadableRunError(CorruptImageError):
+    """MAX_CONSECUTIVE_UNREADABLE images in a row were unreadable: the copy is broken; never skipped."""
+
+
+def first_readable(position: int, length: int, load: Callable[[int], Any], what: str) -> tuple[Any, int]:
+    """``load(candidate)`` for the first candidate from ``position`` on (cyclically) that does not raise
+    CorruptImageError, and the first position skipped (-1: none). ``what`` names the run of images in
+    the error raised when MAX_CONSECUTIVE_UNREADABLE candidates in a row cannot be read."""
+    skipped = -1
+    for offset in range(min(MAX_CONSECUTIVE_UNREADABLE, length)):
+        candidate = (position + offset) % length
+        try:
+            return load(candidate), skipped
+        except UnreadableRunError:
+            raise
+        except CorruptImageError as error:
+            log.warning("%s; skipped (the next readable image stands in for it)", error)
+            skipped = candidate if skipped < 0 else skipped
+    raise UnreadableRunError(f"{MAX_CONSECUTIVE_UNREADABLE} {what} are unreadable; check the dataset's files "
+                             "(disk, mount, an interrupted copy)")
 
 
 class EncodedImage:

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from xsample.data.batched_augment import CorruptImageError, EncodedImage
+from xsample.data.batched_augment import CorruptImageError, EncodedImage, first_readable
 from xsample.data.registry import check_split, register_dataset, require_root
 
 log = logging.getLogger(__name__)
@@ -33,8 +33,6 @@ IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
 IMAGENET9_VARIANTS = ("original", "only_fg", "no_fg", "mixed_same", "mixed_rand")
 OBJECTNET_BORDER_PX = 2  # ObjectNet images carry a 1-pixel red frame; 2 px clears it after any resampling
 MIT_STATES_NO_ATTRIBUTE = "adj"  # MIT-States folder adjective for images without an annotated state
-# More unreadable files in a row than this is a broken dataset, not a few damaged files: stop looking.
-MAX_CONSECUTIVE_UNREADABLE = 16
 
 
 def open_rgb(path: str | os.PathLike) -> Image.Image:
@@ -107,19 +105,10 @@ class ImageFileDataset(Dataset):
         return position
 
     def __getitem__(self, position: int) -> dict:
-        skipped = -1
-        for offset in range(min(MAX_CONSECUTIVE_UNREADABLE, len(self))):
-            candidate = (position + offset) % len(self)
-            try:
-                image = self.load_image(candidate)
-            except CorruptImageError as error:
-                log.warning("%s; skipped (the next readable image stands in for it)", error)
-                skipped = candidate if skipped < 0 else skipped
-                continue
-            return {"image": image, "index": self.item_index(candidate), "label": int(self.labels[candidate]),
-                    "caption": "", "skipped": skipped, **self.extras(candidate)}
-        raise CorruptImageError(f"{MAX_CONSECUTIVE_UNREADABLE} images in a row from {self.files[position]} on are "
-                                "unreadable; check the dataset's files (disk, mount, an interrupted copy)")
+        (candidate, image), skipped = first_readable(position, len(self), lambda c: (c, self.load_image(c)),
+                                                     f"images in a row from {self.files[position]} on")
+        return {"image": image, "index": self.item_index(candidate), "label": int(self.labels[candidate]),
+                "caption": "", "skipped": skipped, **self.extras(candidate)}
 
 
 @functools.cache

@@ -6,18 +6,13 @@ step at which the stream (re)starts, so a requeued job continues with fresh, rep
 
 from __future__ import annotations
 
-import logging
 import random
 from collections.abc import Callable, Iterator
 
 import torch
 from torch.utils.data import Dataset, IterableDataset, Sampler, default_collate
 
-from xsample.data.batched_augment import CorruptImageError
-
-log = logging.getLogger(__name__)
-# More unreadable images in a row than this is a broken dataset, not a few damaged files.
-MAX_CONSECUTIVE_UNREADABLE = 16
+from xsample.data.batched_augment import first_readable
 
 _EPOCH_STRIDE = 1 << 32
 AUGMENT_PATHS = ("auto", "batched", "pil")  # runtime.augment; auto = batched
@@ -124,18 +119,10 @@ class SeededViewsDataset(Dataset):
         """Images kept encoded are decoded here, by ``views``: one that cannot be is skipped like those the
         dataset itself finds unreadable, the next sample standing in and ``skipped`` naming it."""
         epoch, position = divmod(int(encoded), _EPOCH_STRIDE)
-        skipped = -1
-        for offset in range(min(MAX_CONSECUTIVE_UNREADABLE, len(self))):
-            candidate = (position + offset) % len(self)
-            try:
-                item = self.views(self.base[candidate], _mix(self.seed, epoch, candidate))
-            except CorruptImageError as error:
-                log.warning("%s; skipped (the next readable image stands in for it)", error)
-                skipped = candidate if skipped < 0 else skipped
-                continue
-            return item if skipped < 0 else {**item, "skipped": skipped}
-        raise CorruptImageError(f"{MAX_CONSECUTIVE_UNREADABLE} training images in a row from position {position} on "
-                                "are unreadable; check the dataset's files")
+        item, skipped = first_readable(position, len(self),
+                                       lambda candidate: self.views(self.base[candidate], _mix(self.seed, epoch, candidate)),
+                                       f"training images in a row from position {position} on")
+        return item if skipped < 0 else {**item, "skipped": skipped}
 
 
 class StreamedViews(IterableDataset):
