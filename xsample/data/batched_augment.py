@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.ops import roi_align
@@ -252,21 +253,34 @@ class EncodedImage:
         self.data, self.source = data, source
 
 
+def open_rgb(file: str | os.PathLike | io.BytesIO, source: str | os.PathLike | None = None) -> Image.Image:
+    """The image in ``file`` as RGB, fully decoded here so that a damaged one fails with its name
+    (``source``, default ``file``), not later in a worker."""
+    try:
+        with Image.open(file) as image:
+            return image.convert("RGB")
+    except UnidentifiedImageError:
+        reason = "cannot identify image file"
+    except (OSError, SyntaxError, ValueError) as error:  # truncated or malformed data surfaces at decode
+        reason = str(error) or type(error).__name__
+    raise CorruptImageError(f"corrupt image {source if source is not None else file} ({reason}); delete or replace it")
+
+
+def _rgb_uint8(image: Image.Image) -> Tensor:
+    return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
+
+
 def pil_to_uint8(image: Image.Image, max_side: int) -> Tensor:
     """``(3, H, W)`` uint8 pixels of an RGB image, downscaled to ``max_side`` when larger."""
     if max(image.size) > max_side:
         image = image.copy()
         image.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
-    return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
+    return _rgb_uint8(image)
 
 
 def decode_on_cpu(data: bytes, source: str) -> Tensor:
     """Decode with PIL: the fallback for non-JPEG or damaged data; a clear error naming the image."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
-    except (OSError, SyntaxError, ValueError) as error:
-        raise CorruptImageError(f"corrupt image {source} ({error}); delete or replace it") from error
+    return _rgb_uint8(open_rgb(io.BytesIO(data), source))
 
 
 def _fit(image: Tensor, max_side: int) -> Tensor:

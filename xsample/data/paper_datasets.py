@@ -21,10 +21,10 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
 
-from xsample.data.batched_augment import CorruptImageError, EncodedImage, first_readable
+from xsample.data.batched_augment import EncodedImage, first_readable, open_rgb
 from xsample.data.registry import check_split, register_dataset, require_root
 
 log = logging.getLogger(__name__)
@@ -33,18 +33,6 @@ IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
 IMAGENET9_VARIANTS = ("original", "only_fg", "no_fg", "mixed_same", "mixed_rand")
 OBJECTNET_BORDER_PX = 2  # ObjectNet images carry a 1-pixel red frame; 2 px clears it after any resampling
 MIT_STATES_NO_ATTRIBUTE = "adj"  # MIT-States folder adjective for images without an annotated state
-
-
-def open_rgb(path: str | os.PathLike) -> Image.Image:
-    """The image at ``path`` as RGB, fully decoded here so a damaged file fails with its name, not in a worker."""
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except UnidentifiedImageError:
-        reason = "cannot identify image file"
-    except (OSError, SyntaxError, ValueError) as error:  # truncated or malformed data surfaces at decode
-        reason = str(error) or type(error).__name__
-    raise CorruptImageError(f"corrupt image {path} ({reason}); delete or replace it")
 
 
 def _image_files(directory: Path) -> list[str]:
