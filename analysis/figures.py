@@ -15,7 +15,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from analysis.output import write_atomic  # noqa: E402
-from analysis.tables import completed_runs, compute_table, histograms  # noqa: E402
+from analysis.tables import completed_runs, compute_table, histograms, row_label  # noqa: E402
 
 TINY_NOTE = "tiny analog: only orderings and signs are meaningful"
 
@@ -50,13 +50,10 @@ def training_curves_figure(runs: pd.DataFrame, table: str, scale: str, out: Path
         return []
     several_datasets = done["dataset"].nunique(dropna=True) > 1
 
-    def row_label(run) -> str:
-        setting = f" ({run.setting})" if isinstance(run.setting, str) and run.setting else ""
-        variant = f" [{run.variant}]" if isinstance(run.variant, str) and run.variant else ""
-        dataset = f", {run.dataset}" if several_datasets else ""
-        return f"{run.method}{setting}{variant}{dataset}"
+    def curve_label(run) -> str:
+        return row_label(run.method, run.setting, run.variant) + (f", {run.dataset}" if several_datasets else "")
 
-    data = pd.DataFrame([{"row": row_label(run), "seed": run.seed, "step": step, "loss": loss}
+    data = pd.DataFrame([{"row": curve_label(run), "seed": run.seed, "step": step, "loss": loss}
                          for run in done.itertuples(index=False) for step, loss in run.loss_curve])
     seeds = data.groupby("row")["seed"].nunique()
     data["row"] = data["row"].map(lambda row: f"{row} (n={seeds[row]})")

@@ -169,9 +169,14 @@ def _clears(cell, reference) -> bool:
     return bool(difference > 0 and (math.isnan(spread) or difference > spread))
 
 
+def row_label(method: str, setting: object, variant: object) -> str:
+    """How reports name a table row outside the table itself: "method (setting) [variant]"."""
+    label = method + (f" ({setting})" if isinstance(setting, str) and setting else "")
+    return label + (f" [{variant}]" if isinstance(variant, str) and variant else "")
+
+
 def _check_row(cell, reference, expectation: str, passes: bool) -> dict:
-    label = cell.method + (f" ({cell.setting})" if isinstance(cell.setting, str) else "")
-    label += f" [{cell.variant}]" if isinstance(cell.variant, str) else ""
+    label = row_label(cell.method, cell.setting, cell.variant)
     return {"check": f"{label} {expectation}", "dataset": cell.dataset, "column": cell.column, "row": label,
             "reference": reference.method, "difference": cell.mean - reference.mean,
             "two_std": _spread(cell, reference), "n": f"{cell.n}, {reference.n}", "passes": passes}
