@@ -33,18 +33,19 @@ def main(argv: list[str] | None = None) -> int:
     # Imported here so that `--help` and argument errors stay fast (pandas, matplotlib).
     from analysis.collect import READABLE_STATUSES, collect_runs
 
-    readable = collect_runs(args.sweep_dir)["status"].isin(READABLE_STATUSES).any()
+    runs = collect_runs(args.sweep_dir)
+    readable = runs["status"].isin(READABLE_STATUSES).any()
     if args.command == "status":
         from analysis.status import status_text
 
-        print(status_text(args.sweep_dir))
+        print(status_text(args.sweep_dir, runs))
         return 0 if readable else 1
     from analysis.report import write_report
     from analysis.reported import DEFAULT_FILE
 
     try:
         written = write_report(args.sweep_dir, args.out, args.paper_version, args.reported or DEFAULT_FILE,
-                               scale=args.scale)
+                               scale=args.scale, runs=runs)
     except ReportedNumbersError as error:
         print(f"analysis: {error}", file=sys.stderr)
         return 2

@@ -32,11 +32,13 @@ FLAG_MD, FLAG_TEX = "⚠", r"\textdagger{}"
 
 
 def write_report(sweep_dir: Path | str, out_dir: Path | str | None = None, paper_version: str = "v2",
-                 reported_file: Path | str = DEFAULT_FILE, scale: str | None = None) -> list[Path]:
+                 reported_file: Path | str = DEFAULT_FILE, scale: str | None = None,
+                 runs: pd.DataFrame | None = None) -> list[Path]:
     """Write every table found in the sweep (and its figures); return the paths written.
     Without `out_dir`, each scale goes to paper_figures/<scale>/ under the working directory.
-    ``sweep_dir`` may hold several tables' sweeps: the comparison figure then covers all of them."""
-    runs = collect_runs(sweep_dir)
+    ``sweep_dir`` may hold several tables' sweeps: the comparison figure then covers all of them.
+    ``runs``: the sweep's runs when the caller has already collected them (collecting probes SLURM)."""
+    runs = collect_runs(sweep_dir) if runs is None else runs
     reported = load_reported(reported_file, paper_version)
     labelled = runs.dropna(subset=["table", "scale"])
     written: list[Path] = []

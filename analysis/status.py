@@ -19,8 +19,9 @@ def _label(run) -> str:
     return " ".join(parts)
 
 
-def status_text(sweep_dir: Path | str) -> str:
-    runs = collect_runs(sweep_dir)
+def status_text(sweep_dir: Path | str, runs: pd.DataFrame | None = None) -> str:
+    """``runs``: the sweep's runs when the caller has already collected them (collecting probes SLURM)."""
+    runs = collect_runs(sweep_dir) if runs is None else runs
     lines = []
     for run in runs.itertuples(index=False):
         line = f"{run.status:<10} {run.path}  [{_label(run)}]"
