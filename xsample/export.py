@@ -24,6 +24,7 @@ from xsample.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from xsample.io import atomic_write_bytes, atomic_write_json
 from xsample.models.backbones import CUSTOM_BACKBONES, EXPORT_CONFIG, EXPORT_WEIGHTS, build_backbone
 from xsample.train.checkpoint import CHECKPOINT_NAME, ConfigMismatchError, load_checkpoint
+from xsample.train.finetune import BACKBONE_PREFIX
 from xsample.train.provenance import git_state
 from xsample.train.run import RESULT_NAME, read_result
 
@@ -69,7 +70,7 @@ def _open_clip_files(state: dict[str, torch.Tensor], config: dict[str, Any]) -> 
         },
         "preprocess_cfg": {"size": image_size, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
     }
-    weights = {**_tensors(state, "backbone.", "visual.trunk."),
+    weights = {**_tensors(state, BACKBONE_PREFIX, "visual.trunk."),
                **_tensors(state, "image_projection.", "visual.head.proj."),
                **_tensors(state, "text.", "text."), "logit_scale": state["logit_scale"].detach().cpu()}
     return open_clip_config, weights
@@ -94,10 +95,11 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
         raise ExportError(f"{out_dir} already holds an export; choose another --out or delete it first")
 
     model_cfg, image_size = config["model"], int(config["data"]["image_size"])
-    backbone = _tensors(state["model"], "backbone.")
+    backbone = _tensors(state["model"], BACKBONE_PREFIX)
+    stem = {"small_image_stem": bool(model_cfg.get("small_image_stem", False)),
+            "stem_stride": int(model_cfg.get("stem_stride", 1))}
     # Rebuilding the backbone from the description and loading strictly proves the export loads.
-    model, feature_dim = build_backbone(model_cfg["backbone"], small_image_stem=bool(model_cfg.get("small_image_stem")),
-                                        stem_stride=int(model_cfg.get("stem_stride", 1)))
+    model, feature_dim = build_backbone(model_cfg["backbone"], **stem)
     model.load_state_dict(backbone)
     not_timm = _timm_loadable(model_cfg)
     is_clip = config["method"]["name"] == "clip"
@@ -112,8 +114,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
         loaders["why_not_timm"] = f"{tools} cannot rebuild it: {not_timm}; load it with xsample.models.load_backbone"
     description = {
         "architecture": model_cfg["backbone"],
-        "small_image_stem": bool(model_cfg.get("small_image_stem", False)),
-        "stem_stride": int(model_cfg.get("stem_stride", 1)),
+        **stem,
         "num_features": feature_dim,
         "image_size": image_size,
         "normalisation": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
