@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from xsample.data.paper_datasets import IMAGENET9_VARIANTS, imagenet_wnids
+from xsample.data.paper_datasets import IMAGENET9_VARIANTS, imagenet_index, imagenet_wnids
 from xsample.data.shapes import COLOUR_NAMES, OBJECTNET_CLASSES, OBJECTS, ShapesWorld
 
 # One real ImageNet-1k class per shape, spread over ImageNet-9's super-classes (two fish: 10 shapes, 9 groups).
@@ -137,7 +137,7 @@ def write_imagenet(root: Path, per_class: int, renderer: _Renderer, synset_mappi
     per_val_class = max(2, per_class // 4)
     val = sorted((index, label) for label, indices in
                  _indices_per_class(test, per_val_class, range(len(OBJECTS))).items() for index in indices)
-    standard = {wnid: i for i, wnid in enumerate(imagenet_wnids())}
+    standard = imagenet_index()
     real = []
     for number, (index, label) in enumerate(val, start=1):  # val file numbers interleave classes, as the real ones
         folder = root / "val" / wnids[label]
@@ -157,7 +157,7 @@ def write_imagenet(root: Path, per_class: int, renderer: _Renderer, synset_mappi
 
 def write_imagenet9(root: Path, per_class: int, renderer: _Renderer) -> None:
     """root/<variant>/val/<NN_superclass>/*.JPEG for the five variants, and root/in_to_in9.json."""
-    standard = {wnid: i for i, wnid in enumerate(imagenet_wnids())}
+    standard = imagenet_index()
     class_map = {str(i): -1 for i in range(len(standard))}
     for wnid, group in SHAPE_WNIDS.values():
         class_map[str(standard[wnid])] = IMAGENET9_CLASSES.index(group)

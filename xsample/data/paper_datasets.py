@@ -108,6 +108,12 @@ def imagenet_wnids() -> tuple[str, ...]:
 
 
 @functools.cache
+def imagenet_index() -> dict[str, int]:
+    """wnid -> its index among the 1000 ImageNet-1k classes."""
+    return {wnid: i for i, wnid in enumerate(imagenet_wnids())}
+
+
+@functools.cache
 def imagenet_readable_names() -> dict[str, str]:
     """wnid -> readable class name ("tench"), from open_clip's curated list (CLIP's zero-shot names, sorted-wnid order)."""
     from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
@@ -141,8 +147,7 @@ def _imagenet_class_names(root: Path, wnids: list[str]) -> list[str]:
 
 def _imagenet_indices(wnids: list[str]) -> list[int]:
     """Each class's index among the 1000 ImageNet-1k classes, or -1 for a wnid outside them."""
-    position = {wnid: i for i, wnid in enumerate(imagenet_wnids())}
-    return [position.get(wnid, -1) for wnid in wnids]
+    return [imagenet_index().get(wnid, -1) for wnid in wnids]
 
 
 class ImageNet(ImageFileDataset):
