@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from analysis.catalog import table_names
+from xsample.methods import BASELINES, METHODS
 
 DEFAULT_FILE = Path(__file__).with_name("reported_numbers.yaml")
 PAPER_VERSIONS = ("workshop", "v1", "v2")
@@ -19,8 +20,10 @@ EVALUATION_COLUMNS = ("imagenet.top1", "imagenet.knn_top1", "zero_shot.imagenet"
                       "imagenet9.original", "imagenet9.only_fg", "imagenet9.no_fg", "imagenet9.mixed_same",
                       "imagenet9.mixed_rand", "imagenet9.bg_gap", "objectnet.top1", "mit_states.objects",
                       "mit_states.attributes")
-COMPUTE_COLUMNS = ("compute.xclr_over_simclr", *(f"compute.{method}.{field}" for method in ("simclr", "supcon", "xclr", "clip")
-                                                 for field in ("step_ms", "images_per_s", "peak_mem_mb")))
+# What the compute table measures per method (xsample/train/compute.py).
+COMPUTE_FIELDS = ("step_ms", "images_per_s", "peak_mem_mb")
+COMPUTE_COLUMNS = ("compute.xclr_over_simclr", *(f"compute.{method}.{field}" for method in METHODS
+                                                 if method not in BASELINES for field in COMPUTE_FIELDS))
 GRAPH_COLUMN_PREFIX = "graph_similarity."
 TOP_LEVEL_FIELDS = ("default_tolerance", "entries")
 ENTRY_FIELDS = ("id", "table", "kind", "row", "setting", "dataset", "column", "columns", "value", "low", "high",

@@ -10,7 +10,7 @@ import math
 import pandas as pd
 
 from analysis.collect import current_runs
-from analysis.reported import EVALUATION_COLUMNS, ReportedNumber
+from analysis.reported import COMPUTE_FIELDS, EVALUATION_COLUMNS, ReportedNumber
 from xsample.methods import BASELINES
 
 # Metrics with their own table layout, kept out of the generic evaluation columns.
@@ -252,8 +252,8 @@ def compute_table(runs: pd.DataFrame, scale: str) -> tuple[pd.DataFrame, dict]:
         if not per_run:
             continue
         rows.append({"method": method, **{key: _mean([r.get(key) for r in per_run])
-                                          for key in ("step_ms", "images_per_s", "peak_mem_mb")}, "n": len(per_run)})
-    frame = pd.DataFrame(rows, columns=["method", "step_ms", "images_per_s", "peak_mem_mb", "n"])
+                                          for key in COMPUTE_FIELDS}, "n": len(per_run)})
+    frame = pd.DataFrame(rows, columns=["method", *COMPUTE_FIELDS, "n"])
     simclr = frame.loc[frame["method"] == "simclr", "step_ms"]
     frame.insert(3, "ratio_vs_simclr", frame["step_ms"] / simclr.iloc[0] if len(simclr) else math.nan)
     settings = {key: measurements[-1].get(key) for key in ("batch_size", "backbone", "graph_precompute_s",
