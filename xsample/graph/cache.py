@@ -129,11 +129,13 @@ class CaptionEmbeddingCache:
         """Open a complete cache; with ``expected`` (a ``dataset_identity``), refuse one whose rows
         are not that dataset's captions."""
         self.directory = Path(directory)
-        manifest_path = self.directory / MANIFEST_NAME
-        if manifest_path.exists() and not _readable(manifest_path):
+        try:
+            manifest = json.loads((self.directory / MANIFEST_NAME).read_text())
+        except PermissionError:
             raise PermissionError(f"caption cache {self.directory}: cannot read {MANIFEST_NAME} (permission denied); "
-                                  "ask its owner to make it group-readable, or use another cache root")
-        manifest = _read_json(manifest_path)
+                                  "ask its owner to make it group-readable, or use another cache root") from None
+        except (OSError, ValueError):
+            manifest = None
         if manifest is None:
             raise FileNotFoundError(f"{self.directory} is not a complete caption cache (no {MANIFEST_NAME}); "
                                     "build it with `python -m xsample.graph build`")
@@ -247,14 +249,6 @@ def _build_chunks(directory: Path, count: int, captions_from: Callable[[int], It
         "dim": encoder.dim, "dtype": "float16", "checksum": checksum, "chunk_size": chunk_size,
         "dataset": identity,
     })
-
-
-def _readable(path: Path) -> bool:
-    try:
-        with open(path, "rb"):
-            return True
-    except PermissionError:
-        return False
 
 
 def _templated(captions: Iterable[str], template: str) -> Iterator[str]:
