@@ -246,6 +246,13 @@ def first_readable(position: int, length: int, load: Callable[[int], Any], what:
                              "(disk, mount, an interrupted copy)")
 
 
+def item_fields(item: dict) -> dict:
+    """What a training item carries besides its pixels, whichever path draws its views."""
+    return {"index": int(item["index"]), "label": int(item.get("label", -1)), "caption": item.get("caption") or "",
+            # an unreadable position this item stands in for (-1: none)
+            "skipped": int(item.get("skipped", -1))}
+
+
 class EncodedImage:
     """A JPEG file's bytes, handed from a worker to the batched decoder; ``source`` names it in errors."""
 
@@ -355,8 +362,7 @@ class BatchedViews:
             # A dataset asked for encoded images hands over decoded ones only where it had to decode itself.
             pixels, size, fallback = pil_to_uint8(image, self.max_side), (image.size[1], image.size[0]), self.encoded_source
         return {"image": pixels, "original_size": torch.tensor(size), "seed": sample_seed,
-                "decode_fallback": int(fallback), "index": int(item["index"]), "label": int(item.get("label", -1)),
-                "caption": item.get("caption") or "", "skipped": int(item.get("skipped", -1))}
+                "decode_fallback": int(fallback), **item_fields(item)}
 
     def _load_encoded(self, image: EncodedImage) -> tuple[Tensor, tuple[int, int], bool]:
         """JPEG bytes to pass on (size unknown yet) when decoding on the device, else decoded pixels;

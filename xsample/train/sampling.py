@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch.utils.data import Dataset, IterableDataset, Sampler, default_collate
 
-from xsample.data.batched_augment import first_readable
+from xsample.data.batched_augment import first_readable, item_fields
 
 _EPOCH_STRIDE = 1 << 32
 AUGMENT_PATHS = ("auto", "batched", "pil")  # runtime.augment; auto = batched
@@ -88,12 +88,7 @@ class PILViews:
         """The training item: ``num_views`` augmentations drawn from ``sample_seed``, plus index, label, caption."""
         torch.manual_seed(sample_seed)
         random.seed(sample_seed)
-        out = {f"view{k + 1}": self.augmentation(item["image"]) for k in range(self.num_views)}
-        out["index"] = int(item["index"])
-        out["label"] = int(item.get("label", -1))
-        out["caption"] = item.get("caption") or ""
-        out["skipped"] = int(item.get("skipped", -1))  # an unreadable position this item stands in for (-1: none)
-        return out
+        return {**{f"view{k + 1}": self.augmentation(item["image"]) for k in range(self.num_views)}, **item_fields(item)}
 
     def on_device(self, batch: dict, device: torch.device) -> dict:
         return batch
