@@ -13,8 +13,10 @@ import math
 from pathlib import Path
 from typing import Any
 
+from xsample.methods import GRAPH_METHOD, reads_captions
 from xsample.train.sampling import augment_problem
 from xsample.train.sanity import SANITY_CHECKS
+from xsample.train.side_information import RANDOM_GRANULARITIES
 from xsample.train.tracking import logger_problem
 from xsample.validation import InvalidConfigError, integer_seed, non_finite_problem, non_finite_values
 
@@ -186,6 +188,35 @@ def value_problems(cfg: dict[str, Any]) -> list[str]:
     except InvalidConfigError as error:
         problems.append(str(error))
     problems += [problem for problem in (logger_problem(cfg), augment_problem(cfg)) if problem is not None]
+    return problems + inert_setting_problems(cfg)
+
+
+def inert_setting_problems(cfg: dict[str, Any]) -> list[str]:
+    """One line per setting that would not act on this run: such a run would be labelled with what it did
+    not do (a noisy-caption row trained on clean captions), so it is refused before anything is submitted."""
+    problems = []
+    method, graph, dataset, task = cfg["method"]["name"], cfg["graph"], cfg["dataset"], cfg["table"]["task"]
+    graph_stats = task == "graph_stats"  # Fig. 5: no method trains, the graph itself is measured
+    noise = _number(cfg.get("caption_noise"))
+    if noise is not None and noise > 0:
+        data = _training_data(cfg)
+        if "caption_noise" not in (data.get("options") or {}):
+            problems.append(f"caption_noise={cfg['caption_noise']} cannot act: dataset={dataset} at {cfg['scale']['name']} "
+                            f"scale trains on {data['name']}, which is not read with caption noise "
+                            f"(configs/datasets/{dataset}.yaml); caption noise acts on dataset=cc3m or cc12m")
+        elif not (graph["source"] == "captions" if graph_stats else reads_captions(method, graph["source"])):
+            reader = f"graph={graph['source']}" if graph_stats or method == GRAPH_METHOD else f"method={method}"
+            problems.append(f"caption_noise={cfg['caption_noise']} cannot act: {reader} reads no caption "
+                            "(captions are read by method=clip and by X-CLR with graph=captions); leave caption_noise=0")
+    uses_graph = graph_stats or method == GRAPH_METHOD
+    if uses_graph and graph["source"] == "random" and graph["granularity"] not in RANDOM_GRANULARITIES:
+        problems.append(f"graph.granularity={graph['granularity']!r} is not a granularity; choose one of "
+                        f"{', '.join(RANDOM_GRANULARITIES)}")
+    if cfg.get("sanity") == "permuted_graph" and not (task == "pretrain" and method == GRAPH_METHOD
+                                                      and graph["source"] in ("class_names", "captions")):
+        what = f"graph={graph['source']}" if method == GRAPH_METHOD else f"method={method} trains on no graph"
+        problems.append(f"sanity=permuted_graph cannot act: it permutes the text graph X-CLR trains on "
+                        f"(graph=class_names or captions), and {what}")
     return problems
 
 

@@ -16,7 +16,7 @@ from xsample.train.provenance import config_hash
 REPO = Path(__file__).resolve().parents[1]
 
 # Every pretraining table carries its untrained baseline (and the Fashion-MNIST analogs a raw_pixels row).
-EXPECTED_JOBS = {"1": 12, "2": 7, "3": 6, "4": 6, "finetune": 3, "compute": 1, "fig3": 15, "fig5": 2}
+EXPECTED_JOBS = {"1": 12, "2": 9, "3": 6, "4": 6, "finetune": 3, "compute": 1, "fig3": 15, "fig5": 2}
 
 
 def test_every_table_has_a_config():
@@ -47,8 +47,8 @@ def test_tiny_scale_maps_paper_datasets_onto_analogs():
     assert jobs[("xclr", "cc3m")]["experiment"]["dataset_used"] == "shapes"
     jobs2 = describe_jobs(expand(["table='2'", "scale=tiny"]))
     assert {j["experiment"]["dataset_used"] for j in jobs2} == {"fashion_mnist"}
-    assert {j["experiment"]["setting"] for j in jobs2} == {"random", "augmentation", "true_class", "bag_of_words", "minilm",
-                                                               "untrained", "raw_pixels"}
+    assert {j["experiment"]["setting"] for j in jobs2} == {"random_sample", "random_class", "permuted", "augmentation",
+                                                           "true_class", "bag_of_words", "minilm", "untrained", "raw_pixels"}
 
 
 def test_a_tiny_analog_sets_its_own_pretraining_length_and_an_override_still_wins():

@@ -3,3 +3,10 @@
 METHODS = ("simclr", "supcon", "xclr", "clip", "untrained", "raw_pixels")
 # Baselines measured by the same evaluation code without any training.
 BASELINES = ("untrained", "raw_pixels")
+# The one method whose target is built from a graph of side information (configs/graph/).
+GRAPH_METHOD = "xclr"
+
+
+def reads_captions(method: str, graph_source: str | None) -> bool:
+    """Whether a run of ``method`` reads its samples' captions: CLIP's text tower, X-CLR's caption graph."""
+    return method == "clip" or (method == GRAPH_METHOD and graph_source == "captions")

@@ -146,7 +146,11 @@ def _train_and_evaluate(config: dict[str, Any], run_dir: Path, info: DistInfo, w
         metrics, details = evaluate_model(outcome.model, config, info.device)
         timing["eval_s"] = round(time.perf_counter() - started, 3)
         not_available = config["eval"].get("not_available") or []
-        writer.update(metrics=metrics, eval_details=details, evals_not_available=not_available, timing=timing, final_loss=outcome.loss_history[-1][1] if outcome.loss_history else None)
+        # X-CLR's target over the first batches this process trained (none when it resumed after the last step).
+        diagnostics = setup.graph_diagnostics.summary() if setup.graph_diagnostics else None
+        recorded = {"graph_diagnostics": diagnostics} if diagnostics else {}
+        writer.update(metrics=metrics | recorded, eval_details=details, evals_not_available=not_available,
+                      timing=timing, final_loss=outcome.loss_history[-1][1] if outcome.loss_history else None)
         write_final_metrics(config, run_dir, info, outcome.steps, metrics)
     barrier(info)
 
