@@ -16,7 +16,7 @@ from xsample.train.provenance import config_hash
 REPO = Path(__file__).resolve().parents[1]
 
 # Every pretraining table carries its untrained baseline (and the Fashion-MNIST analogs a raw_pixels row).
-EXPECTED_JOBS = {"1": 12, "2": 9, "3": 6, "4": 6, "finetune": 3, "compute": 1, "fig3": 15, "fig5": 2}
+EXPECTED_JOBS = {"1": 12, "2": 9, "3": 6, "4": 5, "finetune": 3, "compute": 1, "fig3": 15, "fig5": 2}
 
 
 def test_every_table_has_a_config():
@@ -116,6 +116,7 @@ def test_a_sweep_with_missing_roots_exits_before_creating_any_run_directory(tmp_
     ("method.temperature=0", "method.temperature must be > 0, got 0"),
     ("data_fraction=1.5", "data_fraction must be in (0, 1], got 1.5"),
     ("caption_noise=-0.1", "caption_noise must be in [0, 1], got -0.1"),
+    ("caption_noise=0.5", "caption_noise=0.5 cannot act: dataset=imagenet at tiny scale trains on shapes"),
     ("scale.epochs=0", "epochs must be an integer >= 1"),
     ("runtime.logger=wandb", "runtime.logger='wandb' is not supported; choose one of tensorboard, none"),
 ])

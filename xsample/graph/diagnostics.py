@@ -11,7 +11,9 @@ loss trains towards. Per row, the target's mass is split into
 - ``share_rest``: the other classes' samples (X-CLR's between-class edges), ``1 - share_same_class``.
 
 ``mean_offdiagonal`` is the mean graph similarity between distinct samples of the batch. All are means over
-rows and batches. The values depend on the batch size, as X-CLR's target does: with the MiniLM ImageNet
+rows and batches. A training run also records ``rows_fingerprint``, a hash of the side-information rows of its
+recorded batches: two runs that draw the same batches (same seed) share it exactly when their graphs agree
+(a noisy-caption or permuted-graph run differs from its clean twin). The values depend on the batch size, as X-CLR's target does: with the MiniLM ImageNet
 class-name graph and graph_temperature 0.1 (``paper_profile``), the same-class share is 0.33 at batch 4096
 and 0.54 at batch 256, the other view's 0.04 and 0.43.
 
@@ -22,6 +24,7 @@ first batches a training run sees; ``paper_profile`` measures the paper's ImageN
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -82,6 +85,7 @@ class GraphDiagnostics:
         self.sums: dict[str, float] = {}
         self.seen = 0
         self.batch_size = 0
+        self.rows_digest = hashlib.sha256()
 
     @property
     def wanted(self) -> bool:
@@ -94,13 +98,16 @@ class GraphDiagnostics:
                 self.sums[key] = self.sums.get(key, 0.0) + value
         self.seen += 1
         self.batch_size = int(embeddings.shape[0])
+        # float16, as the caption cache stores rows: the last bits of a float32 encoder output do not count.
+        self.rows_digest.update(embeddings.detach().to("cpu", torch.float16).numpy().tobytes())
 
     def summary(self) -> dict[str, Any] | None:
         """The recorded means (None before any batch), with how they were measured."""
         if not self.seen:
             return None
         means = {key: round(self.sums[key] / self.seen, 5) if key in self.sums else None for key in FIELDS}
-        return {**means, "batches": self.seen, "batch_size": self.batch_size, "graph_temperature": self.graph_temperature}
+        return {**means, "batches": self.seen, "batch_size": self.batch_size, "graph_temperature": self.graph_temperature,
+                "rows_fingerprint": self.rows_digest.hexdigest()[:16]}
 
 
 def batch_diagnostics(rows_of: Callable[[np.ndarray], Tensor], labels: np.ndarray | None, count: int, *,

@@ -184,7 +184,7 @@ def run_experiment(config: dict[str, Any], run_dir: str | Path) -> dict[str, Any
         elif task == "graph_stats":
             from xsample.train.graph_task import graph_similarity_metrics
 
-            writer.update(metrics={"graph_similarity": graph_similarity_metrics(config)})
+            writer.update(metrics=graph_similarity_metrics(config))
         else:
             from xsample.train.compute import compute_overhead_metrics
 
