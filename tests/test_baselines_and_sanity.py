@@ -159,6 +159,22 @@ def test_report_states_whether_each_known_answer_check_passes(tmp_path):
         in (broken.parent / "out" / "table1_tiny.md").read_text()
 
 
+def test_a_check_with_one_seed_on_either_side_is_untested(tmp_path):
+    """One seed has no spread: a +13-point difference from one SupCon seed is no verdict, either way."""
+    sweep = tmp_path / "table1_tiny"
+    _known_answer_sweep(sweep, [57.0, 58.0, 59.0])
+    for path in sweep.glob("runs/supcon_seed[12]/result.json"):
+        path.unlink()
+    write_report(sweep, tmp_path / "out")
+    checks = pd.read_csv(tmp_path / "out" / "table1_tiny_checks.csv").set_index("check")
+    assert pd.isna(checks.loc["supcon beats the label-free method", "passes"])
+    assert checks.loc["supcon beats the label-free method", "n_row"] == 1
+    assert checks.loc["simclr clears the baseline", "passes"]  # 3 seeds each: still a verdict
+    line = next(line for line in (tmp_path / "out" / "table1_tiny.md").read_text().splitlines()
+                if line.startswith("| supcon beats the label-free method"))
+    assert line.endswith("| untested (n=1) |")
+
+
 @pytest.mark.slow
 def test_supcon_loses_its_advantage_when_its_labels_are_shuffled(tmp_path):
     """End-to-end known answer: the same short SupCon run on the shapes world, with true labels and with
