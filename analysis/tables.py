@@ -14,7 +14,7 @@ from analysis.reported import COMPUTE_FIELDS, EVALUATION_COLUMNS, ReportedNumber
 from xsample.methods import BASELINES
 
 # Metrics with their own table layout, kept out of the generic evaluation columns.
-SPECIAL_PREFIXES = ("compute.", "graph_similarity.")
+SPECIAL_PREFIXES = ("compute.", "graph_similarity.", "graph_diagnostics.")
 # Scales whose absolute values are not comparable with the paper's (miniature models and data).
 MINIATURE_SCALES = ("tiny", "rehearsal")
 CELL_COLUMNS = ["method", "setting", "variant", "dataset", "column", "mean", "std", "n", "gain_over_untrained", "reported",
@@ -32,8 +32,8 @@ SANITY_TOLERANCE_POINTS = 2.0
 MIN_SEEDS_FOR_VERDICT = 2
 CHECK_COLUMNS = ["check", "dataset", "column", "row", "reference", "difference", "two_std", "n_row", "n_reference",
                  "passes"]
-CLAIM_COLUMNS = ["id", "claim", "dataset", "reported", "paper_version", "source", "reproduced", "reproduced_low",
-                 "reproduced_high", "n_minuend", "n_subtrahend", "sign_holds", "within_tolerance", "note"]
+CLAIM_COLUMNS = ["id", "kind", "claim", "dataset", "reported", "paper_version", "origin", "source", "reproduced",
+                 "reproduced_low", "reproduced_high", "n_minuend", "n_subtrahend", "sign_holds", "within_tolerance", "note"]
 
 
 def completed_runs(runs: pd.DataFrame, table: str, scale: str, *, own_only: bool = False) -> pd.DataFrame:
@@ -200,50 +200,118 @@ def _versions(entry: ReportedNumber | None) -> str | None:
 
 
 def claims(runs: pd.DataFrame, table: str, scale: str, reported: list[ReportedNumber]) -> pd.DataFrame:
-    """Each difference claim of `table`, evaluated as mean(minuend) - mean(subtrahend) over completed seeds
-    of the table's own runs (variants excluded). A claim whose pretraining dataset the paper does not state
-    is evaluated on every dataset that has runs."""
+    """Each claim of `table` evaluated on the table's own runs (variants excluded), completed seeds only:
+    a difference as mean(minuend) - mean(subtrahend); an upper bound on a cell (comparable scales only);
+    a qualitative ordering of two rows; a gain that shrinks from one dataset to another. A claim whose
+    pretraining dataset the paper does not state is evaluated on every dataset that has runs, an ordering
+    that names no setting at every setting (Fig. 3's data fractions)."""
     done = completed_runs(runs, table, scale, own_only=True)
     rows = []
     for entry in reported:
-        if entry.table != table or entry.kind == "absolute":
+        if entry.table != table or entry.kind == "absolute" or (entry.kind == "upper_bound" and scale in MINIATURE_SCALES):
+            continue
+        if entry.kind == "gain_shrinks":
+            rows.append(_evaluate_gain_shrinks(entry, done))
             continue
         datasets = [entry.dataset] if entry.dataset else sorted(d for d in done["dataset"].dropna().unique())
         for dataset in datasets or [None]:
-            rows.append(_evaluate_claim(entry, done, dataset))
+            for setting in _claim_settings(entry, done):
+                rows.append(_evaluate_claim(entry, done, dataset, setting))
     return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
 
 
-def _evaluate_claim(entry: ReportedNumber, done: pd.DataFrame, dataset: str | None) -> dict:
-    minuend = _select(done, entry.minuend, dataset, entry.setting)
-    subtrahend = _select(done, entry.subtrahend, dataset, entry.setting)
-    differences = [float(minuend[c].mean() - subtrahend[c].mean()) for c in entry.columns
-                   if c in done and minuend[c].notna().any() and subtrahend[c].notna().any()]
-    columns = entry.columns[0] if len(entry.columns) == 1 else f"{entry.columns[0].split('.')[0]} ({len(entry.columns)} variants)"
+def _claim_settings(entry: ReportedNumber, done: pd.DataFrame) -> list[str | None]:
+    """The settings a claim is evaluated at: its own, or for an ordering that names none, every setting its
+    minuend ran at (one verdict per data fraction of Fig. 3)."""
+    if entry.kind != "ordering" or entry.setting or entry.minuend_setting or entry.subtrahend_setting:
+        return [entry.setting]
+    ran = _select_any_setting(done, entry.minuend)
+    return sorted({s for s in ran["setting"] if isinstance(s, str)}) or [None]
+
+
+def _select_any_setting(done: pd.DataFrame, method: str) -> pd.DataFrame:
+    return done[pd.Series([_matches(m, method) for m in done["method"]], index=done.index, dtype=bool)]
+
+
+def _claim_row(entry: ReportedNumber, claim: str, dataset: str | None, seeds: tuple[int, ...], note: str) -> dict:
+    """A claim's row before evaluation; ``seeds``: the completed seeds of each side (one side for a bound)."""
+    return {
+        "id": entry.id, "kind": entry.kind, "claim": claim, "dataset": dataset, "reported": entry.describe(),
+        "paper_version": _versions(entry), "origin": entry.origin, "source": entry.source,
+        "reproduced": math.nan, "reproduced_low": math.nan, "reproduced_high": math.nan,
+        "n_minuend": seeds[0], "n_subtrahend": seeds[1] if len(seeds) > 1 else None,
+        "sign_holds": None, "within_tolerance": None, "note": note,
+    }
+
+
+def claim_seeds(claim) -> tuple[int, ...]:
+    """The seed counts of a claim row's sides (an upper bound has one side)."""
+    return tuple(int(n) for n in (claim.n_minuend, claim.n_subtrahend) if n is not None and not pd.isna(n))
+
+
+def _evaluate_claim(entry: ReportedNumber, done: pd.DataFrame, dataset: str | None, setting: str | None) -> dict:
     note = entry.note or ""
     if entry.dataset is None and dataset is not None:
         note = f"{note}; evaluated on {dataset}".lstrip("; ")
-    row = {
-        "id": entry.id, "claim": f"{entry.minuend} − {entry.subtrahend}, {columns}", "dataset": dataset,
-        "reported": entry.describe(), "paper_version": _versions(entry), "source": entry.source,
-        "reproduced": math.nan, "reproduced_low": math.nan, "reproduced_high": math.nan,
-        "n_minuend": _runs_with_values(minuend, entry.columns), "n_subtrahend": _runs_with_values(subtrahend, entry.columns),
-        "sign_holds": None, "within_tolerance": None, "note": note,
-    }
+    if entry.kind == "upper_bound":
+        cell = _select(done, entry.row, dataset, setting)
+        row = _claim_row(entry, f"{entry.row}, {entry.column} below the bound", dataset,
+                         (_runs_with_values(cell, entry.columns),), note)
+        if entry.column in cell and cell[entry.column].notna().any():
+            mean = float(cell[entry.column].mean())
+            row.update(reproduced=mean, reproduced_low=mean, reproduced_high=mean)
+            if has_enough_seeds(row["n_minuend"]):
+                row["sign_holds"] = mean < entry.high
+        return row
+    minuend = _select(done, entry.minuend, dataset, entry.minuend_setting or setting)
+    subtrahend = _select(done, entry.subtrahend, dataset, entry.subtrahend_setting or setting)
+    differences = [float(minuend[c].mean() - subtrahend[c].mean()) for c in entry.columns
+                   if c in done and minuend[c].notna().any() and subtrahend[c].notna().any()]
+    columns = entry.columns[0] if len(entry.columns) == 1 else f"{entry.columns[0].split('.')[0]} ({len(entry.columns)} variants)"
+    if entry.kind == "ordering" and setting and not entry.setting:
+        note = f"{note}; at {setting}".lstrip("; ")
+    row = _claim_row(entry, f"{entry.row_label('minuend')} − {entry.row_label('subtrahend')}, {columns}", dataset,
+                     (_runs_with_values(minuend, entry.columns), _runs_with_values(subtrahend, entry.columns)), note)
     if not differences:
         return row
     low, high = min(differences), max(differences)
     row.update(reproduced_low=low, reproduced_high=high)
-    if entry.kind == "difference":
+    if entry.kind in ("difference", "ordering"):
         row["reproduced"] = differences[0]
-    if entry.known and has_enough_seeds(row["n_minuend"], row["n_subtrahend"]):
-        reported_low = entry.value if entry.kind == "difference" else entry.low
-        reported_high = entry.value if entry.kind == "difference" else entry.high
-        if reported_low > 0:
-            row["sign_holds"] = low > 0
-        elif reported_high < 0:
-            row["sign_holds"] = high < 0
-        row["within_tolerance"] = reported_low - entry.tolerance <= low and high <= reported_high + entry.tolerance
+    if not (entry.known and has_enough_seeds(row["n_minuend"], row["n_subtrahend"])):
+        return row
+    if entry.kind == "ordering":
+        row["sign_holds"] = low > 0 if entry.expect == "above" else low >= 0
+        return row
+    reported_low = entry.value if entry.kind == "difference" else entry.low
+    reported_high = entry.value if entry.kind == "difference" else entry.high
+    if reported_low > 0:
+        row["sign_holds"] = low > 0
+    elif reported_high < 0:
+        row["sign_holds"] = high < 0
+    row["within_tolerance"] = reported_low - entry.tolerance <= low and high <= reported_high + entry.tolerance
+    return row
+
+
+def _evaluate_gain_shrinks(entry: ReportedNumber, done: pd.DataFrame) -> dict:
+    """(minuend - subtrahend on datasets[0]) - (the same on datasets[1]): positive when the gain shrinks."""
+    first, second = entry.datasets
+    sides = {dataset: (_select(done, entry.minuend, dataset, entry.setting), _select(done, entry.subtrahend, dataset, entry.setting))
+             for dataset in entry.datasets}
+    column = entry.column
+    # n: the fewest seeds of the two methods, per dataset (every one of the four rows needs a spread).
+    counts = {dataset: min(_runs_with_values(minuend, entry.columns), _runs_with_values(subtrahend, entry.columns))
+              for dataset, (minuend, subtrahend) in sides.items()}
+    row = _claim_row(entry, f"({entry.minuend} − {entry.subtrahend} on {first}) − (same on {second}), {column}",
+                     f"{first} → {second}", (counts[first], counts[second]), entry.note or "")
+    gains = [float(m[column].mean() - s[column].mean()) for m, s in sides.values()
+             if column in m and m[column].notna().any() and s[column].notna().any()]
+    if len(gains) < 2:
+        return row
+    shrink = gains[0] - gains[1]
+    row.update(reproduced=shrink, reproduced_low=shrink, reproduced_high=shrink)
+    if has_enough_seeds(counts[first], counts[second]):
+        row["sign_holds"] = shrink > 0
     return row
 
 
@@ -277,6 +345,30 @@ def compute_table(runs: pd.DataFrame, scale: str) -> tuple[pd.DataFrame, dict]:
 def _mean(values: list) -> float:
     numbers = [float(v) for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
     return sum(numbers) / len(numbers) if numbers else math.nan
+
+
+# result.json metrics.graph_diagnostics (xsample/graph/diagnostics.py), in the order reports show them.
+GRAPH_DIAGNOSTIC_FIELDS = ("share_same_class", "share_other_view", "share_rest", "mean_offdiagonal")
+GRAPH_DIAGNOSTIC_KEYS = ["method", "setting", "variant", "dataset"]
+
+
+def graph_diagnostics_table(runs: pd.DataFrame, table: str, scale: str) -> pd.DataFrame:
+    """Per table row that records graph diagnostics (X-CLR's target shares, mean graph similarity): their
+    means over completed runs, the runs' batch size and n."""
+    done = completed_runs(runs, table, scale)
+    columns = [f"graph_diagnostics.{field}" for field in GRAPH_DIAGNOSTIC_FIELDS]
+    header = [*GRAPH_DIAGNOSTIC_KEYS, "batch_size", *GRAPH_DIAGNOSTIC_FIELDS, "n"]
+    if "graph_diagnostics.share_other_view" not in done:
+        return pd.DataFrame(columns=header)
+    done = done[done["graph_diagnostics.share_other_view"].notna()]
+    rows = []
+    for key, group in done.groupby([done[k].map(lambda v: v if isinstance(v, str) else "") for k in GRAPH_DIAGNOSTIC_KEYS],
+                                   sort=True):
+        means = {field: float(group[column].mean()) if column in group and group[column].notna().any() else math.nan
+                 for field, column in zip(GRAPH_DIAGNOSTIC_FIELDS, columns, strict=True)}
+        labels = {name: value or None for name, value in zip(GRAPH_DIAGNOSTIC_KEYS, key, strict=True)}
+        rows.append({**labels, "batch_size": int(group["graph_diagnostics.batch_size"].max()), **means, "n": len(group)})
+    return pd.DataFrame(rows, columns=header)
 
 
 def graph_similarity_table(runs: pd.DataFrame, scale: str) -> pd.DataFrame:
