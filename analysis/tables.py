@@ -30,6 +30,16 @@ SANITY_TOLERANCE_POINTS = 2.0
 # Fewer seeds than this on either side of a comparison give no verdict: one seed has no spread to measure
 # the difference against, so a check or claim then reads "untested" instead of yes or no.
 MIN_SEEDS_FOR_VERDICT = 2
+# The sanity run that keeps X-CLR's graph values but scrambles their pairing (xsample/train/sanity.py). A
+# permuted class-name graph still gives same-class samples one row, so the run keeps SupCon's class identity
+# and does not fall to the label-free level: what it must lose is what the graph's between-class values add,
+# measured where they act (classes never seen in pretraining, few labels) against the real-graph row.
+PERMUTED_GRAPH_VARIANT = "sanity=permuted_graph"
+GRAPH_VALUE_COLUMNS = ("heldout_classes.knn_top1", "heldout_classes.top1", "few_label.top1_1pct", "few_label.top1_10pct")
+# Pairs of trained rows a report compares on every column, whatever the outcome: the paper's X-CLR claims
+# are claims against SupCon.
+COMPARED_METHODS = (("xclr", "supcon"),)
+COMPARISON_COLUMNS = ["comparison", "dataset", "column", "difference", "two_std", "n_row", "n_reference", "verdict"]
 CHECK_COLUMNS = ["check", "dataset", "column", "row", "reference", "difference", "two_std", "n_row", "n_reference",
                  "passes"]
 CLAIM_COLUMNS = ["id", "kind", "claim", "dataset", "reported", "paper_version", "origin", "source", "reproduced",
@@ -137,14 +147,16 @@ def known_answer_checks(cells: pd.DataFrame) -> pd.DataFrame:
     """Whether the table's numbers could have come out otherwise, on its first evaluation column: every
     trained row against each baseline row (it must clear it by more than twice the spread of the difference),
     every supervised row against the label-free method (the supervised advantage the sanity runs must lose),
-    and every sanity-run row against the label-free method (it must fall to its level)."""
+    and every sanity-run row against the label-free method (it must fall to its level). A permuted-graph row is
+    checked on the GRAPH_VALUE_COLUMNS instead: the real-graph row must beat it there."""
     if cells is None or cells.empty:
         return pd.DataFrame(columns=CHECK_COLUMNS)
     primary = min(dict.fromkeys(cells["column"]), key=column_rank)
     rows = []
     for cell in cells[(cells["column"] == primary) & (cells["n"] > 0)].itertuples(index=False):
         sanity_run = isinstance(cell.variant, str)
-        if cell.method in BASELINES or (sanity_run and not cell.variant.startswith("sanity=")):
+        if (cell.method in BASELINES or (sanity_run and not cell.variant.startswith("sanity="))
+                or cell.variant == PERMUTED_GRAPH_VARIANT):
             continue
         label_free = next((found for method in LABEL_FREE_METHODS if method != cell.method
                            for found in [_reference_cell(cells, cell, method)] if found is not None), None)
@@ -159,7 +171,39 @@ def known_answer_checks(cells: pd.DataFrame) -> pd.DataFrame:
                 rows.append(_check_row(cell, reference, "clears the baseline", passes=_clears(cell, reference)))
         if cell.method not in LABEL_FREE_METHODS and label_free is not None:
             rows.append(_check_row(cell, label_free, "beats the label-free method", passes=_clears(cell, label_free)))
+    permuted = cells[(cells["variant"] == PERMUTED_GRAPH_VARIANT) & cells["column"].isin(GRAPH_VALUE_COLUMNS)
+                     & (cells["n"] > 0)]
+    for cell in sorted(permuted.itertuples(index=False), key=lambda c: GRAPH_VALUE_COLUMNS.index(c.column)):
+        real_graph = _reference_cell(cells, cell, cell.method)
+        if real_graph is not None:
+            rows.append(_check_row(cell, real_graph, "loses the graph's advantage", passes=_clears(real_graph, cell)))
     return pd.DataFrame(rows, columns=CHECK_COLUMNS)
+
+
+def method_comparisons(cells: pd.DataFrame) -> pd.DataFrame:
+    """Each pair of COMPARED_METHODS on every column both rows have (the table's own runs): the difference,
+    twice its spread over seeds, and which row is ahead beyond it, or that the seeds cannot tell (a difference
+    within the spread is unresolved: it may be anything up to the spread either way)."""
+    rows = []
+    if cells is None or cells.empty:
+        return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+    own = cells[cells["variant"].map(lambda v: _matches(v, None)) & (cells["n"] > 0)]
+    for method, other in COMPARED_METHODS:
+        for cell in sorted(own[own["method"] == method].itertuples(index=False), key=lambda c: column_rank(c.column)):
+            reference = _reference_cell(cells, cell, other)
+            if reference is None:
+                continue
+            difference, spread = cell.mean - reference.mean, _spread(cell, reference)
+            if not has_enough_seeds(cell.n, reference.n):
+                verdict = None
+            elif abs(difference) > spread:
+                verdict = f"{method if difference > 0 else other} ahead"
+            else:
+                verdict = "not resolved"
+            rows.append({"comparison": f"{row_label(method, cell.setting, None)} − {other}", "dataset": cell.dataset,
+                         "column": cell.column, "difference": difference, "two_std": spread, "n_row": cell.n,
+                         "n_reference": reference.n, "verdict": verdict})
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 
 
 def has_enough_seeds(*counts: int) -> bool:

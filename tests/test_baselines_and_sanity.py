@@ -175,6 +175,49 @@ def test_a_check_with_one_seed_on_either_side_is_untested(tmp_path):
     assert line.endswith("| untested (n=1) |")
 
 
+def _permuted_graph_sweep(sweep, permuted_heldout: list[float]) -> None:
+    """X-CLR with its real graph and with the graph's class rows permuted (5 seeds each), SupCon beside them."""
+    for seed, (real, permuted) in enumerate(zip([60.0, 62.0, 61.0, 63.0, 64.0], permuted_heldout, strict=True)):
+        for method, variant, top1, heldout in (("xclr", None, 70.0 + seed, real), ("supcon", None, 69.0 + seed, 58.0),
+                                              ("xclr", "sanity=permuted_graph", 69.5 + seed, permuted)):
+            name = f"{method}_seed{seed}" + ("+permuted" if variant else "")
+            write_result(sweep, name, method=method, seed=seed, variant=variant,
+                         metrics={"imagenet": {"top1": top1}, "heldout_classes": {"knn_top1": heldout}})
+
+
+def test_the_permuted_graph_row_must_lose_the_graphs_advantage_where_it_acts(tmp_path):
+    """The permuted-graph row keeps SupCon's class identity, so it is not held to the label-free level on the
+    first column; it passes when the real-graph row beats it on the held-out-class column, and fails when the
+    two are alike (a pipeline whose graph values do not reach the loss)."""
+    verdicts = {}
+    for name, permuted in (("working", [52.0, 54.0, 53.0, 55.0, 53.0]), ("broken", [61.0, 61.0, 62.0, 64.0, 62.0])):
+        sweep = tmp_path / name / "table1_tiny"
+        _permuted_graph_sweep(sweep, permuted)
+        write_report(sweep, sweep.parent / "out")
+        checks = pd.read_csv(sweep.parent / "out" / "table1_tiny_checks.csv").set_index("check")
+        assert "xclr [sanity=permuted_graph] loses its supervised advantage" not in checks.index
+        verdicts[name] = checks.loc["xclr [sanity=permuted_graph] loses the graph's advantage"]
+    working, broken = verdicts["working"], verdicts["broken"]
+    assert (working["column"], working["reference"], working["n_row"], working["n_reference"]) == \
+        ("heldout_classes.knn_top1", "xclr", 5, 5)
+    assert working["difference"] == pytest.approx(53.4 - 62.0) and working["passes"]
+    assert not broken["passes"]
+
+
+def test_xclr_against_supcon_on_every_column_whatever_the_outcome(tmp_path):
+    sweep = tmp_path / "table1_tiny"
+    _permuted_graph_sweep(sweep, [52.0, 54.0, 53.0, 55.0, 53.0])
+    write_result(sweep, "xclr_seed5", method="xclr", seed=5, metrics={"imagenet": {"top1": 75.0}})  # no held-out value
+    write_report(sweep, tmp_path / "out")
+    comparisons = pd.read_csv(tmp_path / "out" / "table1_tiny_comparisons.csv").set_index("column")
+    assert list(comparisons.index) == ["imagenet.top1", "heldout_classes.knn_top1"]
+    top1, heldout = comparisons.loc["imagenet.top1"], comparisons.loc["heldout_classes.knn_top1"]
+    assert (top1["n_row"], top1["n_reference"], top1["verdict"]) == (6, 5, "not resolved")
+    assert heldout["difference"] == pytest.approx(4.0) and heldout["verdict"] == "xclr ahead"
+    text = (tmp_path / "out" / "table1_tiny.md").read_text()
+    assert "## X-CLR against SupCon" in text and "| xclr − supcon | imagenet | heldout_classes.knn_top1 | +4.0 |" in text
+
+
 @pytest.mark.slow
 def test_supcon_loses_its_advantage_when_its_labels_are_shuffled(tmp_path):
     """End-to-end known answer: the same short SupCon run on the shapes world, with true labels and with

@@ -135,6 +135,30 @@ def test_run_evaluations_end_to_end_encodes_each_dataset_once():
     assert details["imagenet_real"]["scored"] == 160  # every fifth test item has an empty ReaL list
 
 
+def test_few_label_and_heldout_classes_end_to_end():
+    """few_label probes with a class-balanced fraction of the labels (the same items for every run), averaged
+    over draws; heldout_classes fits its probe and k-NN bank on one half of its dataset and scores the other."""
+    evaluations = [
+        {"name": "few_label", "train": TRAIN, "test": _spec("test"), "fractions": [0.01, 0.1], "draws": 3},
+        {"name": "heldout_classes", "data": _spec("test")},
+    ]
+    builder = FakeBuilder()
+    metrics, details = run_evaluations(CountingEncoder(), evaluations, device="cpu", probe_config=PROBE,
+                                       transform=to_tensor, dataset_builder=builder, batch_size=64)
+    assert set(metrics["few_label"]) == {"top1_1pct", "top1_10pct"}
+    assert set(metrics["heldout_classes"]) == {"top1", "knn_top1"}
+    # 1% of 400 items over 4 classes: one labelled item per class (at least one each), 10%: ten per class.
+    assert details["few_label"]["labelled_items_per_draw"] == {"top1_1pct": 4, "top1_10pct": 40}
+    assert details["heldout_classes"]["train_size"] == details["heldout_classes"]["test_size"] == 100
+    for name, metric in [("few_label", "top1_1pct"), ("few_label", "top1_10pct"), ("heldout_classes", "top1"),
+                         ("heldout_classes", "knn_top1")]:
+        assert metrics[name][metric] > 25 + 40, (name, metric, metrics)
+    # The labelled items depend on the draw, not on the run's seed: runs are probed with the same labels.
+    other_seed = run_evaluations(CountingEncoder(), evaluations[:1], device="cpu", probe_config=PROBE,
+                                 transform=to_tensor, dataset_builder=FakeBuilder(), batch_size=64, seed=7)[0]
+    assert other_seed["few_label"] == metrics["few_label"]
+
+
 def test_probe_choice_never_depends_on_the_test_set():
     def run(test_split: str) -> tuple[dict, dict]:
         evaluations = [{"name": "imagenet", "train": TRAIN, "test": _spec(test_split), "knn": False}]
@@ -177,6 +201,12 @@ def _with(position: int, path: tuple, value) -> list[dict]:
     (_with(3, ("class_map",), [0, "a"]), r"evaluations\[3\] \(objectnet\)\.class_map must be null, 'from_dataset' or a list"),
     (_with(4, ("train_fraction",), 1.5), r"evaluations\[4\] \(mit_states\)\.train_fraction must be a number"),
     (_with(1, ("name",), "imagenet"), r"evaluations\[1\]\.name: evaluation 'imagenet' appears twice"),
+    ([{"name": "few_label", "train": TRAIN, "test": TRAIN, "fractions": [0.1, 1.0]}],
+     r"evaluations\[0\] \(few_label\)\.fractions must be a list of distinct fractions in \(0, 1\)"),
+    ([{"name": "few_label", "train": TRAIN, "test": TRAIN, "draws": 0}],
+     r"evaluations\[0\] \(few_label\)\.draws must be a positive integer"),
+    ([{"name": "heldout_classes", "data": TRAIN, "knn": {"k": -1}}],
+     r"evaluations\[0\] \(heldout_classes\)\.knn\.k must be a positive integer"),
 ])
 def test_bad_specs_raise_errors_naming_the_field(evaluations, message):
     with pytest.raises(ValueError, match=message):

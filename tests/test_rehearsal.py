@@ -15,8 +15,7 @@ from PIL import Image
 
 from tests.rehearsal_helpers import IMAGES_PER_CLASS, REPO, fixture_roots, reproduce, run_results
 from xsample.data import build_dataset
-from xsample.data.fixtures import ENV_NAMES, main, write_fixtures
-from xsample.data.shapes import OBJECTS
+from xsample.data.fixtures import ENV_NAMES, SHAPE_WNIDS, main, write_fixtures
 from xsample.train.distributed import DistInfo
 from xsample.train.side_information import class_embeddings
 from xsample.train.skipped import SkippedSamples, TooManySkippedError
@@ -38,7 +37,7 @@ def test_fixtures_hold_every_paper_dataset_in_its_layout(fixtures: Path):
               "mit_states": "all", "cc3m": "train", "cc12m": "train"}
     sizes = {name: len(build_dataset(name, split, root=roots[f"XSAMPLE_{name.upper()}_ROOT"]))
              for name, split in splits.items()}
-    assert sizes["imagenet"] == IMAGES_PER_CLASS * len(OBJECTS) and min(sizes.values()) > 0
+    assert sizes["imagenet"] == IMAGES_PER_CLASS * len(SHAPE_WNIDS) and min(sizes.values()) > 0
     imagenet = fixtures / "imagenet"
     assert not (imagenet / "LOC_synset_mapping.txt").exists()
     assert sorted(p.name for p in (imagenet / "train").iterdir())[0] == "n01440764"
