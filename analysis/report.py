@@ -301,7 +301,10 @@ class TableReport:
                         "than twice the standard deviation of the difference over seeds. A sanity row (labels shuffled "
                         "across images, or each sample given another sample's class or caption) passes when it falls "
                         f"to within {SANITY_TOLERANCE_POINTS:g} points of the label-free method or below: a failure "
-                        "there means the loss still sees supervision that matches the images.")
+                        "there means the loss still sees supervision that matches the images. A permuted-graph row "
+                        "(X-CLR's text graph with its class or caption rows permuted: same values, wrong pairing) "
+                        "passes when the same method's real-graph row beats it by more than twice that spread: a "
+                        "failure there means the graph's values do not reach the result.")
 
     # ---- status ---------------------------------------------------------------------------------
     def status_lines(self) -> list[str]:

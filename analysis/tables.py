@@ -27,6 +27,8 @@ LABEL_FREE_METHODS = ("simclr", "clip")
 # A sanity run within this many points of the label-free method (or below it) has lost its supervised
 # advantage (issue 9's criterion); more means the loss still sees labels or graph rows matching the images.
 SANITY_TOLERANCE_POINTS = 2.0
+# sanity=permuted_graph keeps the graph's values and class identity, not their pairing (xsample/train/sanity.py).
+PERMUTED_GRAPH_VARIANT = "sanity=permuted_graph"
 # Fewer seeds than this on either side of a comparison give no verdict: one seed has no spread to measure
 # the difference against, so a check or claim then reads "untested" instead of yes or no.
 MIN_SEEDS_FOR_VERDICT = 2
@@ -137,7 +139,8 @@ def known_answer_checks(cells: pd.DataFrame) -> pd.DataFrame:
     """Whether the table's numbers could have come out otherwise, on its first evaluation column: every
     trained row against each baseline row (it must clear it by more than twice the spread of the difference),
     every supervised row against the label-free method (the supervised advantage the sanity runs must lose),
-    and every sanity-run row against the label-free method (it must fall to its level)."""
+    and every sanity-run row against the label-free method (it must fall to its level), except a permuted-graph
+    run, which the same method's real-graph row must beat by more than twice the spread."""
     if cells is None or cells.empty:
         return pd.DataFrame(columns=CHECK_COLUMNS)
     primary = min(dict.fromkeys(cells["column"]), key=column_rank)
@@ -148,6 +151,12 @@ def known_answer_checks(cells: pd.DataFrame) -> pd.DataFrame:
             continue
         label_free = next((found for method in LABEL_FREE_METHODS if method != cell.method
                            for found in [_reference_cell(cells, cell, method)] if found is not None), None)
+        if sanity_run and cell.variant.startswith(PERMUTED_GRAPH_VARIANT):
+            # The class identity survives the permutation: the run must lose the graph's values, not SupCon's level.
+            real_graph = _reference_cell(cells, cell, cell.method)
+            if real_graph is not None:
+                rows.append(_check_row(cell, real_graph, "falls below the real graph", passes=_clears(real_graph, cell)))
+            continue
         if sanity_run:
             if label_free is not None:
                 rows.append(_check_row(cell, label_free, "loses its supervised advantage",
