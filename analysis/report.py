@@ -39,7 +39,7 @@ FLAG_MD, FLAG_TEX = "⚠", r"\textdagger{}"
 ORIGIN_LABELS = {"paper": "", "review": "a review's reading", "third_party": "third-party reading"}
 GRAPH_DIAGNOSTICS_EXPLAINED = (
     "X-CLR's target (softmax of graph / graph_temperature, self masked) over the first batches each run trained "
-    "on (xsample/graph/diagnostics.py): its share on the other view of the sample, on same-class samples (other "
+    "on (random batches of the training set for Fig. 5, which trains nothing; xsample/graph/diagnostics.py): its share on the other view of the sample, on same-class samples (other "
     "view included; – without classes) and on the rest, and the mean similarity between distinct samples of a "
     "batch. For scale: the paper profile (the MiniLM ImageNet-1k class-name graph, graph_temperature 0.1, "
     "`python -m xsample.graph paper-profile`) puts 0.34 on same-class samples and 0.04 on the other view at "
