@@ -13,7 +13,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from xsample.methods import GRAPH_METHOD, reads_captions
+from xsample.data.registry import UNLABELLED_DATASETS
+from xsample.methods import GRAPH_METHOD, reads_captions, reads_labels
 from xsample.train.sampling import augment_problem
 from xsample.train.sanity import SANITY_CHECKS
 from xsample.train.side_information import RANDOM_GRANULARITIES
@@ -212,6 +213,11 @@ def inert_setting_problems(cfg: dict[str, Any]) -> list[str]:
     if uses_graph and graph["source"] == "random" and graph["granularity"] not in RANDOM_GRANULARITIES:
         problems.append(f"graph.granularity={graph['granularity']!r} is not a granularity; choose one of "
                         f"{', '.join(RANDOM_GRANULARITIES)}")
+    data_name = _training_data(cfg)["name"]
+    if data_name in UNLABELLED_DATASETS and (reads_labels(method, graph) or (graph_stats and graph["source"] == "class_names")):
+        reader = f"graph={graph['source']}" if graph_stats or method == GRAPH_METHOD else f"method={method}"
+        problems.append(f"{reader} reads class labels, and dataset={dataset} at {cfg['scale']['name']} scale trains on "
+                        f"{data_name}, which has none; use graph=captions (X-CLR) or a labelled dataset")
     if cfg.get("sanity") == "permuted_graph" and not (task == "pretrain" and method == GRAPH_METHOD
                                                       and graph["source"] in ("class_names", "captions")):
         what = f"graph={graph['source']}" if method == GRAPH_METHOD else f"method={method} trains on no graph"
