@@ -68,6 +68,23 @@ def write_report(sweep_dir: Path | str, out_dir: Path | str | None = None, paper
     return written
 
 
+def check_outcome_lines(sweep_dir: Path | str, table: str, scale: str, out_dir: Path | str,
+                        paper_version: str = "v2") -> list[str]:
+    """A few lines for the end of a launch: where the table's report is, and how its known-answer checks
+    came out (naming every check that fails)."""
+    report = TableReport(collect_runs(sweep_dir), table, scale, load_reported(DEFAULT_FILE, paper_version), paper_version)
+    lines = [f"{report.name}, {scale} scale: {Path(out_dir) / report.stem}.md (.tex, .csv and figures beside it)"]
+    checks = report.checks
+    if checks.empty:
+        return lines + ["known-answer checks: none (no baseline or sanity rows completed)"]
+    failing = checks[checks["passes"] == False]  # noqa: E712 - None (untested) is neither
+    untested = int(checks["passes"].isna().sum())
+    passing = len(checks) - len(failing) - untested
+    summary = f"known-answer checks: {passing} of {len(checks)} pass, {len(failing)} fail"
+    summary += f", {untested} untested (fewer than {MIN_SEEDS_FOR_VERDICT} seeds)" if untested else ""
+    return lines + [summary] + [f"  fails: {check}" for check in failing["check"]]
+
+
 DATASET_ORDER = ("imagenet", "cc3m", "cc12m")
 
 
@@ -138,11 +155,14 @@ class TableReport:
         self.graph_diagnostics = graph_diagnostics_table(runs, table, scale)
 
     @property
+    def name(self) -> str:
+        return table_names().get(self.table, f"Table {self.table}")
+
+    @property
     def title(self) -> str:
-        name = table_names().get(self.table, f"Table {self.table}")
         if self.tiny:
-            return f"{name}, {self.scale} scale (miniature analog, not comparable with the paper)"
-        return f"{name}, {self.scale} scale: reproduced vs reported (paper {self.paper_version})"
+            return f"{self.name}, {self.scale} scale (miniature analog, not comparable with the paper)"
+        return f"{self.name}, {self.scale} scale: reproduced vs reported (paper {self.paper_version})"
 
     # ---- main table ---------------------------------------------------------------------------
     def main_table(self) -> tuple[list[str], list[list[str]], pd.DataFrame, list[str]]:

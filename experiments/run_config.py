@@ -8,7 +8,6 @@ without Hydra. Which directory a run gets is decided in sweep.plan_run (it compa
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 from pathlib import Path
 from typing import Any
@@ -19,10 +18,15 @@ from xsample.train.sampling import augment_problem
 from xsample.train.sanity import SANITY_CHECKS
 from xsample.train.side_information import RANDOM_GRANULARITIES
 from xsample.train.tracking import logger_problem
-from xsample.validation import InvalidConfigError, integer_seed, non_finite_problem, non_finite_values
+from xsample.validation import (
+    InvalidConfigError,
+    integer_seed,
+    non_finite_problem,
+    non_finite_values,
+    runtime_problems,
+)
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
-JOB_DIRNAME_MAX = 80
 
 
 class ConfigError(ValueError):
@@ -137,13 +141,24 @@ def build_run_config(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def resources(cfg: dict[str, Any]) -> dict[str, Any]:
-    """SLURM resources of one job and its rough GPU-hour estimate (plan mode)."""
+    """SLURM resources of one job, its rough GPU-hour estimate (training and evaluation) and the number of
+    requeues its time limit implies (plan mode). A job that trains nothing (a baseline row, the graph
+    statistics, the compute table's one-GPU timing) gets one GPU's share of the training node."""
     res = dict(cfg["scale"]["resources"])
-    per_epoch = float(_training_data(cfg).get("gpu_hours_per_epoch", 0.0))
-    # Baselines train nothing; only GPU jobs cost GPU-hours (the rehearsal trains the paper's datasets on CPUs).
-    pretraining = (cfg["table"]["task"] == "pretrain" and cfg["method"]["optim_recipe"] is not None
-                   and int(res.get("gpus_per_node") or 0) > 0)
-    res["est_gpu_hours"] = round(per_epoch * float(cfg["epochs"]) * float(cfg["data_fraction"]), 1) if pretraining else 0.0
+    data = _training_data(cfg)
+    trains = cfg["table"]["task"] == "pretrain" and cfg["method"]["optim_recipe"] is not None
+    gpus = int(res["gpus_per_node"])
+    if not trains:
+        share = max(1, int(res["tasks_per_node"]))
+        res.update(nodes=1, gpus_per_node=min(gpus, 1), tasks_per_node=1, mem_gb=max(1, int(res["mem_gb"]) // share))
+    train_hours = float(data["gpu_hours_per_epoch"]) * float(cfg["epochs"]) * float(cfg["data_fraction"]) if trains else 0.0
+    evaluates = cfg["table"]["task"] == "pretrain"
+    eval_hours = float(cfg["eval_suites"][data["eval_suite"]]["gpu_hours"]) if evaluates else 0.0
+    # Only GPU jobs cost GPU-hours (the rehearsal trains the paper's datasets on CPUs).
+    on_gpus = int(res["gpus_per_node"]) * int(res["nodes"])
+    res["est_gpu_hours"] = round(train_hours + eval_hours, 1) if on_gpus else 0.0
+    wall_minutes = 60.0 * res["est_gpu_hours"] / on_gpus if on_gpus else 0.0
+    res["requeues"] = max(0, math.ceil(wall_minutes / float(res["timeout_min"])) - 1)
     return res
 
 
@@ -189,7 +204,17 @@ def value_problems(cfg: dict[str, Any]) -> list[str]:
     except InvalidConfigError as error:
         problems.append(str(error))
     problems += [problem for problem in (logger_problem(cfg), augment_problem(cfg)) if problem is not None]
-    return problems + inert_setting_problems(cfg)
+    problems += runtime_problems(cfg["runtime"])
+    table, dataset = cfg["table"], str(cfg["dataset"])
+    shown = dataset if len(dataset) <= 40 else f"{dataset[:37]}..."
+    if dataset not in cfg["datasets"]:
+        problems.append(f"unknown dataset={shown!r}; choose one of {', '.join(sorted(cfg['datasets']))}")
+    elif dataset not in table["datasets"]:
+        problems.append(f"dataset={shown} cannot act on {table['name']}: it pretrains on "
+                        f"{', '.join(table['datasets'])} (configs/table/{table['id']}.yaml table.datasets)")
+    else:
+        problems += inert_setting_problems(cfg)
+    return problems
 
 
 def inert_setting_problems(cfg: dict[str, Any]) -> list[str]:
@@ -224,15 +249,6 @@ def inert_setting_problems(cfg: dict[str, Any]) -> list[str]:
         problems.append(f"sanity=permuted_graph cannot act: it permutes the text graph X-CLR trains on "
                         f"(graph=class_names or captions), and {what}")
     return problems
-
-
-def short_job_dirname(override_dirname: str) -> str:
-    """Hydra's job directory name (every override joined) kept under JOB_DIRNAME_MAX characters:
-    a dozen overrides otherwise exceed the file-name limit. Long names keep their start plus a hash."""
-    name = override_dirname.replace("/", "_") or "default"
-    if len(name) <= JOB_DIRNAME_MAX:
-        return name
-    return f"{name[:JOB_DIRNAME_MAX - 13]}-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
 
 
 def _lookup(cfg: dict[str, Any], dotted: str) -> Any:

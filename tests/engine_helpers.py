@@ -9,6 +9,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from experiments.plan import PlannedRun, plan_sweep
 from experiments.run_config import build_run_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,3 +37,11 @@ def small_run_config(*overrides: str, cache_dir: Path | None = None) -> dict:
     if cache_dir is not None:
         config["paths"]["cache"] = str(cache_dir)
     return config
+
+
+def planned(*overrides: str, multirun: bool = True) -> list[PlannedRun]:
+    """The runs a command line plans (with -m by default), checked and named as a launch would save them.
+    Paper datasets are not on this machine: their missing roots are the only problems allowed."""
+    plan = plan_sweep(["launcher=local", *overrides], multirun=multirun)
+    assert all(" root is set" in problem for problem in plan.problems), plan.problems
+    return plan.runs

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 import traceback
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 import torch
 
 from xsample.heartbeat import beat, new_heartbeat, public
-from xsample.io import atomic_write_json, remove_orphaned_temp_files
+from xsample.io import atomic_write_json, read_json, remove_orphaned_temp_files
 from xsample.train.checkpoint import CHECKPOINT_NAME, ConfigMismatchError
 from xsample.train.distributed import DistInfo, barrier, init_distributed
 from xsample.train.identity import config_differences, describe_differences
@@ -19,16 +18,15 @@ from xsample.train.provenance import config_hash, git_state, hardware, package_v
 from xsample.validation import check_run_config
 
 RESULT_NAME = "result.json"
+# The run config a planned job executes (written by the planner before anything is submitted).
+CONFIG_NAME = "config.json"
 TASKS = ("pretrain", "graph_stats", "compute")
 
 
 def read_result(run_dir: Path) -> dict[str, Any] | None:
     """The run's result.json, or None when absent or unreadable."""
-    path = Path(run_dir) / RESULT_NAME
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+    result = read_json(Path(run_dir) / RESULT_NAME)
+    return result if isinstance(result, dict) else None
 
 
 def _recorded_hash(run_dir: Path) -> tuple[str | None, dict[str, Any] | None, str]:
