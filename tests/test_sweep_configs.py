@@ -117,7 +117,10 @@ def test_a_sweep_with_missing_roots_exits_before_creating_any_run_directory(tmp_
     ("data_fraction=1.5", "data_fraction must be in (0, 1], got 1.5"),
     ("caption_noise=-0.1", "caption_noise must be in [0, 1], got -0.1"),
     ("scale.epochs=0", "epochs must be an integer >= 1"),
-    ("runtime.logger=wandb", "runtime.logger='wandb' is not supported; choose one of tensorboard, none"),
+    ("runtime.logger=mlflow", "runtime.logger='mlflow' is not supported; choose one of tensorboard, wandb, none, "
+                              "or a list such as [tensorboard,wandb]"),
+    ("eval.zero_shot.templates=imagenet80", "eval.zero_shot.templates='imagenet80' is not a template set; choose one "
+                                            "of openai_imagenet, single, shapes_captions"),
 ])
 def test_out_of_range_values_are_refused_before_anything_runs(tmp_path, override, message):
     out = subprocess.run([sys.executable, "experiments/reproduce.py", "table=1", "method=xclr", override,
