@@ -9,7 +9,8 @@ both):
 - Where the learning rate sits. SimCLR puts it inside the momentum buffer (``v = m v + lr_t u_t``, ``w -= v``),
   so each step keeps the lr it was taken with; PyTorch SGD multiplies the whole buffer by the current lr
   (``v = m v + u_t``, ``w -= lr_t v``), so a schedule step rescales past momentum too. Under warmup and cosine
-  decay the updates therefore differ, by ``m (lr_t - lr_{t-1}) v`` per step.
+  decay the step-t updates therefore differ by ``sum_k m^(t-k) (lr_k - lr_t) u_k`` (``u_k``: step k's
+  gradient times its trust ratio).
 - The trust ratio under weight decay. SimCLR: ``eta ||w|| / ||g + wd w||``; timm (You et al. 2017, NVIDIA
   LARC): ``eta ||w|| / (||g|| + wd ||w||)``, which equals SimCLR's only when ``g`` is parallel to ``w``.
 """
