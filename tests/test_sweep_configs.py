@@ -130,6 +130,21 @@ def test_out_of_range_values_are_refused_before_anything_runs(tmp_path, override
     assert list(tmp_path.iterdir()) == []
 
 
+def test_wandb_without_the_extra_is_one_line_naming_the_install_command(tmp_path):
+    blocker = tmp_path / "without_wandb"
+    blocker.mkdir()
+    # An environment without the [wandb] extra: `import wandb` fails and importlib finds no such module.
+    (blocker / "sitecustomize.py").write_text("import sys\nsys.modules['wandb'] = None\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocker), str(REPO)])}
+    out = subprocess.run([sys.executable, "experiments/reproduce.py", "table=1", "runtime.logger=[tensorboard,wandb]",
+                          f"paths.sweeps={tmp_path / 'sweeps'}"], cwd=REPO, capture_output=True, text=True, env=env)
+    assert out.returncode != 0
+    assert out.stderr.splitlines() == ["xsample: runtime.logger=['tensorboard', 'wandb'] needs Weights & Biases, which "
+                                       'is not installed; install it with: pip install -e ".[wandb]"',
+                                       "xsample: 1 problem(s) above; nothing was run"]
+    assert not (tmp_path / "sweeps").exists()
+
+
 def test_hydra_sweep_dir_is_refused_with_a_pointer_to_paths_sweeps(tmp_path):
     out = subprocess.run([sys.executable, "experiments/reproduce.py", "-m", "table=1", f"hydra.sweep.dir={tmp_path}/x"],
                          cwd=REPO, capture_output=True, text=True)

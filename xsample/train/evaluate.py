@@ -3,6 +3,7 @@ its ImageNet (analog) probe (``probe.safetensors``) for the export."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,19 +45,21 @@ def _data_roots(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in (config.get("paths") or {}).items() if k != "cache"}
 
 
-def zero_shot_accuracy(model: nn.Module, config: dict[str, Any], device: torch.device, templates: str) -> float:
-    """Top-1 on the ImageNet (analog) test set, classes prompted with the template set ``templates``
-    (xsample.eval.zero_shot) through the model's own text tower."""
+def zero_shot_accuracies(model: nn.Module, config: dict[str, Any], device: torch.device,
+                         template_sets: Sequence[str]) -> dict[str, float]:
+    """Top-1 on the ImageNet (analog) test set per template set (xsample.eval.zero_shot): classes prompted
+    through the model's own text tower, the test images encoded once."""
     spec = next(e for e in config["eval"]["evaluations"] if e["name"] == "imagenet")["test"]
     root = spec.get("root") or _data_roots(config).get(spec["name"])
     dataset = build_dataset(spec["name"], spec["split"], root=root, **(spec.get("options") or {}))
     model.eval()
-    class_features = zero_shot_classifier(model, dataset.class_names, templates, device)
     image_features, fields = extract_features(
         _Call(model, "encode_image"), dataset, eval_transform(int(config["data"]["image_size"])),
         batch_size=256, device=device, num_workers=int(config["runtime"].get("num_workers", 0)),
     )
-    return zero_shot_top1(image_features, class_features.cpu(), fields["label"])
+    return {templates: zero_shot_top1(image_features, zero_shot_classifier(model, dataset.class_names, templates,
+                                                                           device).cpu(), fields["label"])
+            for templates in template_sets}
 
 
 def evaluate_model(model: nn.Module, config: dict[str, Any], device: torch.device) -> Evaluation:
@@ -69,7 +72,8 @@ def evaluate_model(model: nn.Module, config: dict[str, Any], device: torch.devic
     )
     zero_shot = eval_cfg["zero_shot"]
     if zero_shot:  # false for runs without a text tower or an ImageNet (analog) test set
-        metrics["zero_shot"] = {"imagenet": zero_shot_accuracy(model, config, device, zero_shot["templates"])}
+        templates = zero_shot["templates"]
+        metrics["zero_shot"] = {"imagenet": zero_shot_accuracies(model, config, device, [templates])[templates]}
     return Evaluation(metrics, details, scored_probes.get(KEPT_PROBE))
 
 
