@@ -20,7 +20,7 @@ from xsample.validation import check_run_config
 
 RESULT_NAME = "result.json"
 # What result.json records about where a run came from (the W&B config carries it too).
-PROVENANCE_KEYS = ("experiment", "config_hash", "git_commit", "git_dirty", "versions", "hardware")
+PROVENANCE_KEYS = ("config_hash", "git_commit", "git_dirty", "versions", "hardware")
 TASKS = ("pretrain", "graph_stats", "compute")
 
 
