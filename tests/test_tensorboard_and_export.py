@@ -25,7 +25,7 @@ from xsample.train.components import build_model
 from xsample.train.distributed import DistInfo
 from xsample.train.provenance import config_hash
 from xsample.train.run import ResultWriter
-from xsample.train.tracking import WANDB_STATE, LogWindow, ScalarTracker, logger_problem
+from xsample.train.tracking import WANDB_STATE, LogWindow, ScalarTracker, logger_problem, wandb_mode
 
 STEPS = 7  # one epoch of 896 samples (max_samples=1024, class-balanced) in batches of 128
 BOTH_LOGGERS = "runtime.logger=[tensorboard,wandb]"
@@ -271,3 +271,21 @@ def test_export_refuses_a_dead_run_unless_allowed_and_a_file_as_out(tmp_path, ca
     assert main([str(tmp_path / "run"), "--out", str(tmp_path / "file")]) == 2
     assert capsys.readouterr().err == f"xsample.export: --out {tmp_path / 'file'} is a file; give a folder to write " \
                                       "the export into (created when missing)\n"
+
+
+def test_wandb_is_offline_without_credentials_or_server_and_respects_wandb_mode(tmp_path, monkeypatch):
+    for name in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))  # no login on this machine
+    assert wandb_mode() == ("offline", "no W&B credentials for api.wandb.ai (WANDB_API_KEY or `wandb login`)")
+    with socket.socket() as server:  # a W&B server on the loopback that answers
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+        assert wandb_mode() == ("online", "127.0.0.1 answers")
+    mode, why = wandb_mode()  # the server is gone
+    assert mode == "offline" and why.startswith("127.0.0.1 cannot be reached from this node")
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert wandb_mode() == ("disabled", "WANDB_MODE is set")
