@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from xsample.eval.zero_shot import zero_shot_problem
 from xsample.train.sampling import augment_problem
 from xsample.train.sanity import SANITY_CHECKS
 from xsample.train.tracking import logger_problem
@@ -121,7 +122,8 @@ def build_run_config(cfg: dict[str, Any]) -> dict[str, Any]:
         "model": copy.deepcopy(cfg["model"]),
         "optim": optim,
         "eval": {"evaluations": evaluations, "probe": copy.deepcopy(scale_cfg["probe"]),
-                 "zero_shot": method["name"] == "clip" and "imagenet" in wanted,
+                 # false, or eval.zero_shot's settings for a CLIP run tested on ImageNet (or its analog)
+                 "zero_shot": copy.deepcopy(cfg["eval"]["zero_shot"]) if method["name"] == "clip" and "imagenet" in wanted else False,
                  "not_available": [name for name in wanted if name not in suite["evaluations"]]},
         "init_from": None,
         "runtime": copy.deepcopy(cfg["runtime"]),
@@ -200,7 +202,8 @@ def value_problems(cfg: dict[str, Any]) -> list[str]:
         integer_seed(cfg.get("seed"))
     except InvalidConfigError as error:
         problems.append(str(error))
-    problems += [problem for problem in (logger_problem(cfg), augment_problem(cfg)) if problem is not None]
+    problems += [problem for problem in (logger_problem(cfg), augment_problem(cfg), zero_shot_problem(cfg))
+                 if problem is not None]
     problems += runtime_problems(cfg["runtime"])
     table, dataset = cfg["table"], str(cfg["dataset"])
     shown = dataset if len(dataset) <= 40 else f"{dataset[:37]}..."

@@ -124,7 +124,10 @@ def test_a_sweep_with_missing_roots_exits_before_creating_any_run_directory(tmp_
     ("data_fraction=1.5", "data_fraction must be in (0, 1], got 1.5"),
     ("caption_noise=-0.1", "caption_noise must be in [0, 1], got -0.1"),
     ("scale.epochs=0", "epochs must be an integer >= 1"),
-    ("runtime.logger=wandb", "runtime.logger='wandb' is not supported; choose one of tensorboard, none"),
+    ("runtime.logger=mlflow", "runtime.logger='mlflow' is not supported; choose one of tensorboard, wandb, none, "
+                              "or a list such as [tensorboard,wandb]"),
+    ("eval.zero_shot.templates=imagenet80", "eval.zero_shot.templates='imagenet80' is not a template set; choose one "
+                                            "of openai_imagenet, single, shapes_captions"),
 ])
 def test_out_of_range_values_are_refused_before_anything_runs(tmp_path, override, message):
     out = subprocess.run([sys.executable, "experiments/reproduce.py", "table=1", "method=xclr", override,
@@ -132,6 +135,20 @@ def test_out_of_range_values_are_refused_before_anything_runs(tmp_path, override
     assert out.returncode != 0
     assert f"xsample: {message}" in out.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_wandb_without_the_extra_is_one_line_naming_the_install_command(tmp_path):
+    blocker = tmp_path / "without_wandb"
+    blocker.mkdir()
+    # An environment without the [wandb] extra: `import wandb` fails and importlib finds no such module.
+    (blocker / "sitecustomize.py").write_text("import sys\nsys.modules['wandb'] = None\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocker), str(REPO)])}
+    out = subprocess.run([sys.executable, "experiments/reproduce.py", "table=1", "runtime.logger=[tensorboard,wandb]",
+                          f"paths.sweeps={tmp_path / 'sweeps'}"], cwd=REPO, capture_output=True, text=True, env=env)
+    assert out.returncode != 0
+    assert out.stderr.splitlines() == ["xsample: runtime.logger=['tensorboard', 'wandb'] needs Weights & Biases, which "
+                                       'is not installed; install it with: pip install -e ".[wandb]"']
+    assert not (tmp_path / "sweeps").exists()
 
 
 def test_hydra_sweep_dir_is_refused_with_a_pointer_to_paths_sweeps(tmp_path):

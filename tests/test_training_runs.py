@@ -13,13 +13,17 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import torch.multiprocessing as mp
 
 from tests.engine_helpers import REPO, small_run_config, tensorboard_scalars
 from xsample.data import build_dataset
+from xsample.eval.zero_shot import TEMPLATE_SETS
 from xsample.train import run_experiment
 from xsample.train.checkpoint import ConfigMismatchError
+from xsample.train.components import build_model
 from xsample.train.distributed import free_port
+from xsample.train.evaluate import zero_shot_accuracies
 
 REQUIRED_KEYS = {"status", "experiment", "metrics", "config", "config_hash", "git_commit", "git_dirty", "versions",
                  "hardware", "data", "timing", "resumed_from", "seed"}
@@ -52,7 +56,14 @@ def test_tiny_clip_on_shapes_completes_with_zero_shot(tmp_path):
     assert record["status"] == "completed"
     metrics = record["metrics"]
     assert metrics["imagenet"]["top1"] > 100.0 / 10 + 10, metrics
-    assert "imagenet" in metrics["zero_shot"]
+    assert record["config"]["eval"]["zero_shot"] == {"templates": "shapes_captions"}, "the tiny profile's prompts"
+
+    # Every template set evaluates this model; the run reported the one its config names.
+    model = build_model(record["config"])
+    model.load_state_dict(torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["model"])
+    accuracies = zero_shot_accuracies(model, record["config"], torch.device("cpu"), TEMPLATE_SETS)
+    assert accuracies["shapes_captions"] == pytest.approx(metrics["zero_shot"]["imagenet"])
+    assert all(0.0 <= accuracy <= 100.0 for accuracy in accuracies.values()), accuracies
     logit_scales = [value for _, value in tensorboard_scalars(tmp_path / "run")["train/logit_scale"]]
     assert logit_scales and all(1.0 <= value <= 100.0 for value in logit_scales)
 

@@ -94,10 +94,11 @@ class Logger:
 
 
 def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: TrainingSetup,
-             config_hash: str, on_checkpoint: Callable[[int], None] | None = None,
+             config_hash: str, tracker: ScalarTracker, on_checkpoint: Callable[[int], None] | None = None,
              on_log: Callable[[int], None] | None = None) -> TrainOutcome:
     """Train ``setup.model`` with ``setup.loss``; resumes from ``run_dir`` when a checkpoint exists.
-    ``on_checkpoint(step)`` follows every checkpoint, ``on_log(step)`` every logged step (main rank)."""
+    ``tracker`` (not started yet) receives the step scalars; ``on_checkpoint(step)`` follows every
+    checkpoint, ``on_log(step)`` every logged step (main rank)."""
     optim_cfg, runtime = config["optim"], config["runtime"]
     world, device = info.world_size, info.device
     global_batch = int(optim_cfg["batch_size"])
@@ -146,8 +147,8 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
                              positions=(state or {}).get("skipped_positions", ()))
 
     trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
-    # Built before the step line's logger: its first window does not count TensorBoard's import.
-    tracker = ScalarTracker(config, run_dir, info, resumed_from)
+    # Started before the step line's logger: its first window does not count the loggers' start-up.
+    tracker.start(resumed_from)
     log = Logger(info, total_steps, global_batch)
     if resumed_from is not None:
         log(f"resumed from step {resumed_from} ({run_dir})")
@@ -179,7 +180,7 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
     loader_workers = int(runtime.get("num_workers", 0))
     log_every = int(runtime.get("log_every_steps", 10))
 
-    with PreemptionGuard() as guard, tracker:
+    with PreemptionGuard() as guard:
         trained.train()
         while step < total_steps:
             epoch, batch_in_epoch = divmod(step, steps_per_epoch)
