@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from xsample.data.augment import AugmentRecipe
 from xsample.train.sampling import augment_problem
 from xsample.train.sanity import SANITY_CHECKS
 from xsample.train.tracking import logger_problem
@@ -112,6 +113,8 @@ def build_run_config(cfg: dict[str, Any]) -> dict[str, Any]:
         "seed": int(cfg["seed"]),
         "sanity": cfg["sanity"],
         "method": _method_settings(method),
+        # The training views' recipe; a run that trains nothing draws none (nor forks on the choice).
+        "augment": copy.deepcopy(cfg["augment"]) if optim is not None else None,
         "graph": copy.deepcopy(cfg["graph"]) if method["name"] == "xclr" or table["task"] == "graph_stats" else None,
         "data": data,
         "model": copy.deepcopy(cfg["model"]),
@@ -186,6 +189,10 @@ def value_problems(cfg: dict[str, Any]) -> list[str]:
     except InvalidConfigError as error:
         problems.append(str(error))
     problems += [problem for problem in (logger_problem(cfg), augment_problem(cfg)) if problem is not None]
+    try:
+        AugmentRecipe.from_config(cfg["augment"])
+    except ValueError as error:
+        problems.append(str(error))
     return problems
 
 

@@ -118,6 +118,7 @@ def test_a_sweep_with_missing_roots_exits_before_creating_any_run_directory(tmp_
     ("caption_noise=-0.1", "caption_noise must be in [0, 1], got -0.1"),
     ("scale.epochs=0", "epochs must be an integer >= 1"),
     ("runtime.logger=wandb", "runtime.logger='wandb' is not supported; choose one of tensorboard, none"),
+    ("augment.colour_jitter.probability=1.5", "augment.colour_jitter.probability (supcon) must be in [0, 1], got 1.5"),
 ])
 def test_out_of_range_values_are_refused_before_anything_runs(tmp_path, override, message):
     out = subprocess.run([sys.executable, "experiments/reproduce.py", "table=1", "method=xclr", override,
