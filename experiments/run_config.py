@@ -21,6 +21,7 @@ from xsample.validation import InvalidConfigError, integer_seed, non_finite_prob
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 JOB_DIRNAME_MAX = 80
+BUDGETS = ("epochs", "steps")  # what `epochs` counts: passes over the run's data, or the whole set's steps
 
 
 class ConfigError(ValueError):
@@ -102,7 +103,7 @@ def build_run_config(cfg: dict[str, Any]) -> dict[str, Any]:
     optim = None
     if method["optim_recipe"] is not None:
         optim = copy.deepcopy(scale_cfg["optim"][method["optim_recipe"]])
-        optim.update(batch_size=int(scale_cfg["batch_size"]), epochs=int(cfg["epochs"]))
+        optim.update(batch_size=int(scale_cfg["batch_size"]), epochs=int(cfg["epochs"]), budget=cfg["budget"])
 
     suite = cfg["eval_suites"][eval_suite]
     wanted = list(table.get("evaluations") or [])
@@ -143,7 +144,9 @@ def resources(cfg: dict[str, Any]) -> dict[str, Any]:
     # Baselines train nothing; only GPU jobs cost GPU-hours (the rehearsal trains the paper's datasets on CPUs).
     pretraining = (cfg["table"]["task"] == "pretrain" and cfg["method"]["optim_recipe"] is not None
                    and int(res.get("gpus_per_node") or 0) > 0)
-    res["est_gpu_hours"] = round(per_epoch * float(cfg["epochs"]) * float(cfg["data_fraction"]), 1) if pretraining else 0.0
+    # budget=steps trains every data fraction for the steps of the whole set
+    passes = float(cfg["epochs"]) * (float(cfg["data_fraction"]) if cfg["budget"] == "epochs" else 1.0)
+    res["est_gpu_hours"] = round(per_epoch * passes, 1) if pretraining else 0.0
     return res
 
 
@@ -169,6 +172,8 @@ def value_problems(cfg: dict[str, Any]) -> list[str]:
         for key, value in _method_settings(settings).items():  # what the run uses (baselines use no temperature)
             if "temperature" in key and not ((number := _number(value)) is not None and number > 0):
                 problems.append(f"{where}.{key} must be > 0, got {value}")
+    if cfg["budget"] not in BUDGETS:
+        problems.append(f"budget={cfg['budget']!r} is not a training budget; choose one of {', '.join(BUDGETS)}")
     if cfg.get("sanity") not in SANITY_CHECKS:
         problems.append(f"sanity={cfg.get('sanity')!r} is not a sanity check; choose one of {', '.join(SANITY_CHECKS)}")
     checks = [

@@ -200,5 +200,5 @@ def format_plan(jobs: list[dict[str, Any]]) -> str:
             f"{res['est_gpu_hours']:>7.1f}"
         )
     lines.append(f"{len(jobs)} jobs, estimated total {total:.1f} GPU-hours (rough harness estimate: "
-                 "configs/datasets/*.yaml gpu_hours_per_epoch x epochs x data fraction)")
+                 "configs/datasets/*.yaml gpu_hours_per_epoch x epochs, x data fraction under budget=epochs)")
     return "\n".join(lines)

@@ -127,7 +127,8 @@ def test_finetune_rows_launch_in_a_phase_after_their_base_rows():
 
     args = ["-m", "table=finetune", "scale=rehearsal", "seed=0,1"]
     phases = _launch_phases(args, describe_jobs(expand(args[1:])))
-    assert phases == [[*args, "row=finetune_base,untrained"], [*args, "row=finetune_xclr"]]  # baselines need no base
+    continued = "row=finetune_simclr_continued,finetune_supcon_continued,finetune_xclr"
+    assert phases == [[*args, "row=finetune_base,untrained"], [*args, continued]]  # baselines need no base
     single = ["table=finetune", "row=finetune_xclr"]  # one fine-tuning run: its base runs first
     assert _launch_phases(single, describe_jobs([single])) == [["table=finetune", "row=finetune_base"], single]
     plain = ["-m", "table=fig5"]

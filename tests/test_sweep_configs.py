@@ -16,7 +16,8 @@ from xsample.train.provenance import config_hash
 REPO = Path(__file__).resolve().parents[1]
 
 # Every pretraining table carries its untrained baseline (and the Fashion-MNIST analogs a raw_pixels row).
-EXPECTED_JOBS = {"1": 12, "2": 7, "3": 6, "4": 6, "finetune": 3, "compute": 1, "fig3": 15, "fig5": 2}
+# Fig. 3 sweeps two more data fractions at tiny scale (0.05 and 0.1).
+EXPECTED_JOBS = {"1": 12, "2": 7, "3": 8, "4": 6, "finetune": 5, "compute": 1, "fig3": {"tiny": 25, "paper": 15}, "fig5": 2}
 
 
 def test_every_table_has_a_config():
@@ -27,7 +28,8 @@ def test_every_table_has_a_config():
 @pytest.mark.parametrize("table", sorted(EXPECTED_JOBS))
 def test_table_sweep_expands(table, scale):
     jobs = describe_jobs(expand([f"table='{table}'" if table.isdigit() else f"table={table}", f"scale={scale}"]))
-    assert len(jobs) == EXPECTED_JOBS[table]
+    expected = EXPECTED_JOBS[table]
+    assert len(jobs) == (expected[scale] if isinstance(expected, dict) else expected)
     run_dirs = [job["run_dir"] for job in jobs]
     assert len(set(run_dirs)) == len(run_dirs), "two jobs of one sweep share a run directory"
     assert {job["experiment"]["variant"] for job in jobs} == {None}, "a table's own grid has no variants"
