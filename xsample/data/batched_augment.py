@@ -38,6 +38,7 @@ from torch import Tensor
 from torchvision import transforms as T
 from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.ops import roi_align
+from torchvision.transforms import functional as TF
 from torchvision.transforms import v2
 
 from xsample.data.augment import (
@@ -119,8 +120,8 @@ def sub_policies(policy: str, image_size: int) -> SubPolicies:
 
 
 class SubPolicies:
-    """torchvision's AutoAugment ``policy`` as arrays: each sub-policy's two operations (indices into
-    ``operations``: name, magnitude at ``image_size``, whether it takes a random sign) and probabilities.
+    """torchvision's AutoAugment ``policy`` as arrays: each sub-policy's two operations (indices into ``name``,
+    ``magnitude`` at ``image_size`` and ``signed``: whether it takes a random sign) and their probabilities.
     Read from torchvision itself (its sub-policies and magnitude bins), so the law is its own."""
 
     def __init__(self, policy: str, image_size: int):
@@ -136,8 +137,9 @@ class SubPolicies:
                 magnitude = float(magnitudes[magnitude_bin]) if magnitude_bin is not None else 0.0
                 self.operation[position, stage] = found.setdefault((name, magnitude, signed), len(found))
                 self.probability[position, stage] = probability
-        self.operations = list(found)
-        self.signed = np.array([signed for _, _, signed in self.operations])
+        self.name = np.array([name for name, _, _ in found])
+        self.magnitude = np.array([magnitude for _, magnitude, _ in found])
+        self.signed = np.array([signed for _, _, signed in found])
 
 
 @dataclass
@@ -252,22 +254,14 @@ def _gaussian_blur(images: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:
 
 
 # --- AutoAugment operations on uint8 images, one magnitude per call (torchvision's meaning of each) ---
-_NEAREST = v2.InterpolationMode.NEAREST
-_AUTOAUGMENT_OPERATIONS: dict[str, Callable[[Tensor, float], Tensor]] = {
-    # torchvision shears by atan(magnitude) degrees about the top-left corner
-    "ShearX": lambda images, m: v2.functional.affine(images, angle=0.0, translate=[0, 0], scale=1.0, center=[0, 0],
-                                                     shear=[math.degrees(math.atan(m)), 0.0], interpolation=_NEAREST),
-    "ShearY": lambda images, m: v2.functional.affine(images, angle=0.0, translate=[0, 0], scale=1.0, center=[0, 0],
-                                                     shear=[0.0, math.degrees(math.atan(m))], interpolation=_NEAREST),
-    "TranslateX": lambda images, m: v2.functional.affine(images, angle=0.0, translate=[int(m), 0], scale=1.0,
-                                                         shear=[0.0, 0.0], interpolation=_NEAREST),
-    "TranslateY": lambda images, m: v2.functional.affine(images, angle=0.0, translate=[0, int(m)], scale=1.0,
-                                                         shear=[0.0, 0.0], interpolation=_NEAREST),
-    "Rotate": lambda images, m: v2.functional.rotate(images, m, interpolation=_NEAREST),
+# Geometric operations resample with a per-view matrix (one grid_sample per stage); torchvision's own
+# kernels would build their matrix and sharpness kernel on the device from host lists (a blocking copy each).
+_GEOMETRIC = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
+_COLOUR_OPERATIONS: dict[str, Callable[[Tensor, float], Tensor]] = {
     "Brightness": lambda images, m: v2.functional.adjust_brightness(images, 1.0 + m),
     "Color": lambda images, m: v2.functional.adjust_saturation(images, 1.0 + m),
     "Contrast": lambda images, m: v2.functional.adjust_contrast(images, 1.0 + m),
-    "Sharpness": lambda images, m: v2.functional.adjust_sharpness(images, 1.0 + m),
+    "Sharpness": lambda images, m: _sharpened(images, 1.0 + m),
     "Posterize": lambda images, m: v2.functional.posterize(images, int(m)),
     "Solarize": lambda images, m: v2.functional.solarize(images, m),
     "AutoContrast": lambda images, m: v2.functional.autocontrast(images),
@@ -276,25 +270,74 @@ _AUTOAUGMENT_OPERATIONS: dict[str, Callable[[Tensor, float], Tensor]] = {
 }
 
 
+def _sharpened(images: Tensor, factor: float) -> Tensor:
+    """torchvision's adjust_sharpness of uint8 images (PIL's smoothing kernel, 1s around a 5, over 13; the
+    border kept), with the kernel made on the device rather than copied there."""
+    kernel = F.pad(torch.full((3, 1, 1, 1), 5.0 / 13, device=images.device), (1, 1, 1, 1), value=1.0 / 13)
+    output = images.float()
+    degenerate = F.conv2d(output, kernel, groups=3).round_()
+    interior = output[..., 1:-1, 1:-1]
+    interior.add_(degenerate.sub_(interior), alpha=1.0 - factor)
+    return output.clamp_(0, 255).to(torch.uint8)
+
+
+def _sampling_matrix(name: str, magnitude: float, size: int) -> np.ndarray:
+    """``(2, 3)`` matrix in ``affine_grid``'s normalised coordinates that resamples a ``size``-pixel square view as
+    torchvision's AutoAugment operation does on a tensor: F.affine about the top-left corner (shears) or the
+    centre (translations), F.rotate counter-clockwise about the centre."""
+    degrees = math.degrees(math.atan(magnitude))
+    shear = {"ShearX": [degrees, 0.0], "ShearY": [0.0, degrees]}.get(name, [0.0, 0.0])
+    translate = {"TranslateX": [float(int(magnitude)), 0.0], "TranslateY": [0.0, float(int(magnitude))]}.get(name, [0.0, 0.0])
+    center = [-0.5 * size, -0.5 * size] if name in ("ShearX", "ShearY") else [0.0, 0.0]
+    angle = -magnitude if name == "Rotate" else 0.0
+    # torchvision's inverse affine matrix (output to input pixel offsets from the centre), so the geometry is its own
+    matrix = np.array(TF._get_inverse_affine_matrix(center, angle, translate, 1.0, shear)).reshape(2, 3)
+    matrix[:, 2] /= 0.5 * size  # a square view: only the offsets change scale
+    return matrix
+
+
+def _to_device(array: np.ndarray, device: torch.device) -> Tensor:
+    """A host array on ``device`` without waiting for it (pinned, non-blocking on a GPU)."""
+    tensor = torch.from_numpy(array)
+    return tensor.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else tensor
+
+
 def autoaugmented(views: Tensor, decisions: AutoAugmentDecisions, table: SubPolicies) -> Tensor:
-    """``(K, 3, S, S)`` uint8 views through their drawn sub-policies: for each of the two stages, the views
-    that apply the same operation with the same signed magnitude go through one call. The groups come from
-    the host-side decisions, and their positions reach the device in one copy (no device-to-host sync)."""
-    groups = []  # (operation, negated, positions)
+    """``(K, 3, S, S)`` uint8 views through their drawn sub-policies, stage by stage: the views whose operation
+    is geometric in one ``grid_sample`` with a matrix each, the others grouped by operation and signed magnitude,
+    one ``torchvision.transforms.v2.functional`` call per group. The groups come from the host-side decisions;
+    their positions and matrices reach the device in one copy each (no device-to-host sync)."""
+    size = views.shape[-1]
+    steps, matrices = [], []  # steps: (operation name or None for the stage's geometric views, magnitude, positions)
     for stage in range(2):
         operation = table.operation[decisions.sub_policy, stage]
-        key = np.where(decisions.applied[:, stage], 2 * operation + (decisions.negative[:, stage] & table.signed[operation]), -1)
-        groups += [(int(k) // 2, bool(k % 2), np.flatnonzero(key == k)) for k in np.unique(key[key >= 0])]
-    if not groups:
+        signed_magnitude = table.magnitude[operation] * np.where(decisions.negative[:, stage] & table.signed[operation], -1, 1)
+        applied = decisions.applied[:, stage]
+        geometric = applied & np.isin(table.name[operation], _GEOMETRIC)
+        if geometric.any():
+            steps.append((None, 0.0, np.flatnonzero(geometric)))
+            matrices += [_sampling_matrix(table.name[op], m, size) for op, m in zip(operation[geometric], signed_magnitude[geometric], strict=True)]
+        colour = applied & ~geometric
+        pairs = np.stack([operation[colour], signed_magnitude[colour]], 1)
+        for op, magnitude in np.unique(pairs, axis=0):
+            positions = np.flatnonzero(colour & (operation == op) & (signed_magnitude == magnitude))
+            steps.append((table.name[int(op)], float(magnitude), positions))
+    if not steps:
         return views
-    flat = torch.from_numpy(np.concatenate([positions for _, _, positions in groups]))
-    flat = flat.pin_memory().to(views.device, non_blocking=True) if views.device.type == "cuda" else flat
-    start = 0
-    for operation, negated, positions in groups:
+    flat = _to_device(np.concatenate([positions for _, _, positions in steps]), views.device)
+    thetas = _to_device(np.array(matrices, dtype=np.float32).reshape(-1, 2, 3), views.device)
+    start = theta_start = 0
+    for name, magnitude, positions in steps:
         at = flat[start:start + len(positions)]
         start += len(positions)
-        name, magnitude, _ = table.operations[operation]
-        views[at] = _AUTOAUGMENT_OPERATIONS[name](views[at], -magnitude if negated else magnitude)
+        if name is None:
+            theta = thetas[theta_start:theta_start + len(positions)]
+            theta_start += len(positions)
+            grid = F.affine_grid(theta, [len(positions), 3, size, size], align_corners=False)
+            views[at] = F.grid_sample(views[at].float(), grid, mode="nearest", padding_mode="zeros",
+                                      align_corners=False).to(torch.uint8)
+        else:
+            views[at] = _COLOUR_OPERATIONS[name](views[at], magnitude)
     return views
 
 
