@@ -13,7 +13,14 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from xsample import losses
-from xsample.data import AugmentRecipe, build_dataset, class_balanced_subset, eval_transform, root_dataset, training_augmentation
+from xsample.data import (
+    AugmentRecipe,
+    build_dataset,
+    class_balanced_subset,
+    eval_transform,
+    root_dataset,
+    training_augmentation,
+)
 from xsample.data.batched_augment import BatchedViews
 from xsample.methods import BASELINES, METHODS
 from xsample.models import CLIPModel, ContrastiveModel, PixelFeatures, ProjectionHead, build_backbone
