@@ -5,9 +5,10 @@ in a handful of batched operations on the device the batch trains on (by the tra
 GPU, by the workers' collate when training on the CPU): one ``roi_align`` for all random resized
 crops, then flip, colour jitter (per-sample random order), grayscale, Gaussian blur (per-sample
 sigma, separable grouped convolution) and normalisation. An AutoAugment recipe instead applies each
-view's drawn sub-policy: the views are grouped by their drawn operation and magnitude (host-side, from
-the drawn decisions) and each group goes through one ``torchvision.transforms.v2.functional`` call on
-uint8 pixels, as the PIL path's AutoAugment sees them.
+view's drawn sub-policy to uint8 pixels, as the PIL path's AutoAugment sees them: per stage, the views
+drawing a geometric operation go through one ``grid_sample`` (torchvision's matrices), the others are
+grouped by operation and magnitude (host-side, from the drawn decisions), one
+``torchvision.transforms.v2.functional`` call per group.
 
 Randomness: each sample carries the seed its PIL views would have used (from seed, epoch, index);
 every random number of view ``v`` is the ``v * DRAWS_PER_VIEW + j``-th output of SplitMix64 started at
