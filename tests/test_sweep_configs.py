@@ -18,9 +18,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Every pretraining table carries its untrained baseline (and the Fashion-MNIST analogs a raw_pixels row). At tiny
 # scale every table with known-answer checks runs 3 seeds (no verdict from one); at paper scale Table 1 runs 3.
-RUNS_PER_SEED = {"1": 4, "2": 7, "3": 6, "4": 6, "finetune": 3, "compute": 1, "fig3": 15, "fig5": 2}
+# Fig. 3 sweeps two more data fractions at tiny scale (0.05 and 0.1).
+RUNS_PER_SEED = {"1": 4, "2": 7, "3": 8, "4": 6, "finetune": 5, "compute": 1, "fig3": 15, "fig5": 2}
 EXPECTED_JOBS = {"tiny": {table: runs * (1 if table in ("compute", "fig5") else 3) for table, runs in RUNS_PER_SEED.items()},
                  "paper": {**RUNS_PER_SEED, "1": 12}}
+EXPECTED_JOBS["tiny"]["fig3"] = 25 * 3
 
 
 def test_every_table_has_a_config():
@@ -128,6 +130,7 @@ def test_a_sweep_with_missing_roots_exits_before_creating_any_run_directory(tmp_
                               "or a list such as [tensorboard,wandb]"),
     ("eval.zero_shot.templates=imagenet80", "eval.zero_shot.templates='imagenet80' is not a template set; choose one "
                                             "of openai_imagenet, single, shapes_captions"),
+    ("augment.colour_jitter.probability=1.5", "augment.colour_jitter.probability (supcon) must be in [0, 1], got 1.5"),
 ])
 def test_out_of_range_values_are_refused_before_anything_runs(tmp_path, override, message):
     out = subprocess.run([sys.executable, "experiments/reproduce.py", "table=1", "method=xclr", override,

@@ -194,3 +194,21 @@ def test_xclr_trains_on_webdataset_shards_with_a_caption_cache(tmp_path):
     assert record["data"]["augment"] == "batched" and record["data"]["decode"] == "workers", "JPEG bytes reach the workers"
     cache_dirs = list((tmp_path / "cache").iterdir())
     assert len(cache_dirs) == 1 and json.loads((cache_dirs[0] / "manifest.json").read_text())["count"] == 192
+
+
+def test_budget_steps_trains_a_data_fraction_for_the_whole_sets_steps_with_autoaugment_views(tmp_path):
+    """Fig. 3's budget=steps: 40% of the data trains the steps of an epoch over all of it, ending mid-epoch
+    with a checkpoint there; the views are the AutoAugment recipe's, drawn on the batched path."""
+    config = small_run_config("table=fig3", "method=simclr", "data_fraction=0.4", "augment=autoaugment",
+                              "runtime.augment=batched", "scale.epochs=1", "scale.batch_size=32",
+                              "datasets.fashion_mnist.tiny.options.max_samples=256", cache_dir=tmp_path / "cache")
+    config["eval"]["evaluations"] = []
+    assert config["optim"]["budget"] == "steps" and config["augment"]["autoaugment"] == "imagenet"
+    record = run_experiment(config, tmp_path / "run")
+    assert record["status"] == "completed", record.get("error")
+    data = config["data"]
+    full_epoch_steps = len(build_dataset(data["name"], "train", root=data["root"], **data["options"])) // 32
+    fraction_epoch_steps = record["data"]["train_size"] // 32
+    assert full_epoch_steps % fraction_epoch_steps, "the budget ends mid-epoch"
+    assert record["timing"]["steps"] == full_epoch_steps == record["checkpoint_step"]
+    assert record["data"]["augment"] == "batched"

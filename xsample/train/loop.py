@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, IterableDataset
 
+from xsample.data import root_dataset
 from xsample.train.checkpoint import load_checkpoint, restore_rng_state, save_checkpoint
 from xsample.train.components import TrainingSetup
 from xsample.train.distributed import DistInfo, all_ranks_true, mean_over_ranks
@@ -119,13 +120,16 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
             len(views), batch_size_per_rank=local_batch, rank=info.rank, world_size=world, seed=config["seed"]
         )
         steps_per_epoch = sampler.batches_per_epoch
-    epochs = int(optim_cfg["epochs"])
-    total_steps = steps_per_epoch * epochs
+    # budget=steps: the optimiser steps (and schedule) of `epochs` passes over the whole training set, whatever
+    # fraction of it this run trains on (data scarcity without less compute); epochs: passes over this run's data.
+    budget_epoch_steps = (steps_per_epoch if optim_cfg["budget"] == "epochs"
+                          else len(root_dataset(setup.train_dataset)) // global_batch)
+    total_steps = budget_epoch_steps * int(optim_cfg["epochs"])
 
     model = setup.model.to(device).to(memory_format=torch.channels_last)
     if world > 1:
         model = convert_batchnorm_for_distributed(model, device)
-    optimizer, scheduler = setup.make_optimizer(model, steps_per_epoch, total_steps)
+    optimizer, scheduler = setup.make_optimizer(model, budget_epoch_steps, total_steps)
     scaler = torch.amp.GradScaler(device.type, enabled=runtime.get("precision") == "fp16")
 
     state = load_checkpoint(run_dir, config_hash)
@@ -226,7 +230,8 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
                 due = (every_steps and step % every_steps == 0) or (
                     every_seconds and time.monotonic() - checkpoint_clock >= every_seconds
                 )
-                if stop or due or step % steps_per_epoch == 0:
+                # Every epoch's end and the last step (budget=steps can end mid-epoch; a fine-tuning run starts there).
+                if stop or due or step % steps_per_epoch == 0 or step >= total_steps:
                     checkpoint(step)
                 fetch_started = time.perf_counter()
                 if stop:
