@@ -12,7 +12,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+from xsample.data.augment import AugmentRecipe
 from xsample.data.registry import UNLABELLED_DATASETS
+from xsample.eval.zero_shot import zero_shot_problem
 from xsample.methods import GRAPH_METHOD, reads_captions, reads_labels
 from xsample.train.sampling import augment_problem
 from xsample.train.sanity import SANITY_CHECKS
@@ -27,6 +29,7 @@ from xsample.validation import (
 )
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
+BUDGETS = ("epochs", "steps")  # what `epochs` counts: passes over the run's data, or the whole set's steps
 
 
 class ConfigError(ValueError):
@@ -108,7 +111,7 @@ def build_run_config(cfg: dict[str, Any]) -> dict[str, Any]:
     optim = None
     if method["optim_recipe"] is not None:
         optim = copy.deepcopy(scale_cfg["optim"][method["optim_recipe"]])
-        optim.update(batch_size=int(scale_cfg["batch_size"]), epochs=int(cfg["epochs"]))
+        optim.update(batch_size=int(scale_cfg["batch_size"]), epochs=int(cfg["epochs"]), budget=cfg["budget"])
 
     suite = cfg["eval_suites"][eval_suite]
     wanted = list(table.get("evaluations") or [])
@@ -119,12 +122,15 @@ def build_run_config(cfg: dict[str, Any]) -> dict[str, Any]:
         "seed": int(cfg["seed"]),
         "sanity": cfg["sanity"],
         "method": _method_settings(method),
+        # The training views' recipe; a run that trains nothing draws none (nor forks on the choice).
+        "augment": copy.deepcopy(cfg["augment"]) if optim is not None else None,
         "graph": copy.deepcopy(cfg["graph"]) if method["name"] == "xclr" or table["task"] == "graph_stats" else None,
         "data": data,
         "model": copy.deepcopy(cfg["model"]),
         "optim": optim,
         "eval": {"evaluations": evaluations, "probe": copy.deepcopy(scale_cfg["probe"]),
-                 "zero_shot": method["name"] == "clip" and "imagenet" in wanted,
+                 # false, or eval.zero_shot's settings for a CLIP run tested on ImageNet (or its analog)
+                 "zero_shot": copy.deepcopy(cfg["eval"]["zero_shot"]) if method["name"] == "clip" and "imagenet" in wanted else False,
                  "not_available": [name for name in wanted if name not in suite["evaluations"]]},
         "init_from": None,
         "runtime": copy.deepcopy(cfg["runtime"]),
@@ -151,7 +157,9 @@ def resources(cfg: dict[str, Any]) -> dict[str, Any]:
     if not trains:
         share = max(1, int(res["tasks_per_node"]))
         res.update(nodes=1, gpus_per_node=min(gpus, 1), tasks_per_node=1, mem_gb=max(1, int(res["mem_gb"]) // share))
-    train_hours = float(data["gpu_hours_per_epoch"]) * float(cfg["epochs"]) * float(cfg["data_fraction"]) if trains else 0.0
+    # budget=steps trains every data fraction for the steps of the whole set
+    passes = float(cfg["epochs"]) * (float(cfg["data_fraction"]) if cfg["budget"] == "epochs" else 1.0)
+    train_hours = float(data["gpu_hours_per_epoch"]) * passes if trains else 0.0
     evaluates = cfg["table"]["task"] == "pretrain"
     eval_hours = float(cfg["eval_suites"][data["eval_suite"]]["gpu_hours"]) if evaluates else 0.0
     # Only GPU jobs cost GPU-hours (the rehearsal trains the paper's datasets on CPUs).
@@ -184,6 +192,8 @@ def value_problems(cfg: dict[str, Any]) -> list[str]:
         for key, value in _method_settings(settings).items():  # what the run uses (baselines use no temperature)
             if "temperature" in key and not ((number := _number(value)) is not None and number > 0):
                 problems.append(f"{where}.{key} must be > 0, got {value}")
+    if cfg["budget"] not in BUDGETS:
+        problems.append(f"budget={cfg['budget']!r} is not a training budget; choose one of {', '.join(BUDGETS)}")
     if cfg.get("sanity") not in SANITY_CHECKS:
         problems.append(f"sanity={cfg.get('sanity')!r} is not a sanity check; choose one of {', '.join(SANITY_CHECKS)}")
     checks = [
@@ -203,7 +213,8 @@ def value_problems(cfg: dict[str, Any]) -> list[str]:
         integer_seed(cfg.get("seed"))
     except InvalidConfigError as error:
         problems.append(str(error))
-    problems += [problem for problem in (logger_problem(cfg), augment_problem(cfg)) if problem is not None]
+    problems += [problem for problem in (logger_problem(cfg), augment_problem(cfg), zero_shot_problem(cfg))
+                 if problem is not None]
     problems += runtime_problems(cfg["runtime"])
     table, dataset = cfg["table"], str(cfg["dataset"])
     shown = dataset if len(dataset) <= 40 else f"{dataset[:37]}..."
@@ -214,6 +225,10 @@ def value_problems(cfg: dict[str, Any]) -> list[str]:
                         f"{', '.join(table['datasets'])} (configs/table/{table['id']}.yaml table.datasets)")
     else:
         problems += inert_setting_problems(cfg)
+    try:
+        AugmentRecipe.from_config(cfg["augment"])
+    except ValueError as error:
+        problems.append(str(error))
     return problems
 
 

@@ -144,9 +144,10 @@ def test_finetune_rows_launch_in_a_phase_after_their_base_rows(tmp_path):
         return [sorted(run.name for run in phase) for phase in plan.phases()]
 
     base = [f"{row}_seed{seed}" for seed in (0, 1) for row in ("simclr_imagenet_base_simclr", "untrained_imagenet_untrained")]
-    assert phases("table=finetune", "scale=rehearsal", "seed=0,1") == [  # baselines need no base
-        sorted(base), [f"xclr_imagenet_simclr_then_xclr_seed{seed}" for seed in (0, 1)]]
+    continued = sorted(f"{method}_imagenet_continued_from_base_seed{seed}" for seed in (0, 1)
+                       for method in ("simclr", "supcon", "xclr"))
+    assert phases("table=finetune", "scale=rehearsal", "seed=0,1") == [sorted(base), continued]  # baselines need no base
     # One fine-tuning run: its base runs first.
     assert phases("table=finetune", "row=finetune_xclr", multirun=False) == [
-        ["simclr_imagenet_base_simclr_seed0"], ["xclr_imagenet_simclr_then_xclr_seed0"]]
+        ["simclr_imagenet_base_simclr_seed0"], ["xclr_imagenet_continued_from_base_seed0"]]
     assert len(phases("table=fig5")) == 1

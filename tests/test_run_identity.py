@@ -116,7 +116,7 @@ def test_an_override_of_a_finished_run_completes_in_its_own_directory(tmp_path):
 
 @pytest.mark.slow
 def test_a_temperature_sweep_gives_distinct_directories_and_report_rows(tmp_path):
-    out = _reproduce(tmp_path, "-m", "table=2", "row=augmentation", "method.temperature=0.1,0.2", *FEW_STEPS)
+    out = _reproduce(tmp_path, "-m", "table=2", "row=augmentation", "seed=0", "method.temperature=0.1,0.2", *FEW_STEPS)
     assert out.returncode == 0, out.stdout + out.stderr
     results = _results(tmp_path / "table2_tiny")
     assert len(results) == 2 and all(r["status"] == "completed" for r in results.values())
@@ -128,7 +128,7 @@ def test_a_temperature_sweep_gives_distinct_directories_and_report_rows(tmp_path
 
 @pytest.mark.slow
 def test_a_sweep_whose_runs_all_fail_reports_without_a_traceback_and_exits_non_zero(tmp_path):
-    out = _reproduce(tmp_path, "-m", "table=2", "row=augmentation,true_class", "scale.optim.lars.lr=1e30",
+    out = _reproduce(tmp_path, "-m", "table=2", "row=augmentation,true_class", "seed=0", "scale.optim.lars.lr=1e30",
                      "scale.checkpoint_every_steps=1000", *FEW_STEPS)
     assert out.returncode == 1, out.stdout + out.stderr
     assert "Traceback" not in out.stdout + out.stderr

@@ -18,9 +18,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Every pretraining table carries its untrained baseline (and the Fashion-MNIST analogs a raw_pixels row). At tiny
 # scale every table with known-answer checks runs 3 seeds (no verdict from one); at paper scale Table 1 runs 3.
-RUNS_PER_SEED = {"1": 4, "2": 9, "3": 6, "4": 5, "finetune": 3, "compute": 1, "fig3": 15, "fig5": 2}
+# Fig. 3 sweeps two more data fractions at tiny scale (0.05 and 0.1).
+RUNS_PER_SEED = {"1": 4, "2": 9, "3": 8, "4": 5, "finetune": 5, "compute": 1, "fig3": 15, "fig5": 2}
 EXPECTED_JOBS = {"tiny": {table: runs * (1 if table in ("compute", "fig5") else 3) for table, runs in RUNS_PER_SEED.items()},
                  "paper": {**RUNS_PER_SEED, "1": 12}}
+EXPECTED_JOBS["tiny"]["fig3"] = 25 * 3
 
 
 def test_every_table_has_a_config():
@@ -125,7 +127,11 @@ def test_a_sweep_with_missing_roots_exits_before_creating_any_run_directory(tmp_
     ("caption_noise=-0.1", "caption_noise must be in [0, 1], got -0.1"),
     ("caption_noise=0.5", "caption_noise=0.5 cannot act: dataset=imagenet at tiny scale trains on shapes"),
     ("scale.epochs=0", "epochs must be an integer >= 1"),
-    ("runtime.logger=wandb", "runtime.logger='wandb' is not supported; choose one of tensorboard, none"),
+    ("runtime.logger=mlflow", "runtime.logger='mlflow' is not supported; choose one of tensorboard, wandb, none, "
+                              "or a list such as [tensorboard,wandb]"),
+    ("eval.zero_shot.templates=imagenet80", "eval.zero_shot.templates='imagenet80' is not a template set; choose one "
+                                            "of openai_imagenet, single, shapes_captions"),
+    ("augment.colour_jitter.probability=1.5", "augment.colour_jitter.probability (supcon) must be in [0, 1], got 1.5"),
 ])
 def test_out_of_range_values_are_refused_before_anything_runs(tmp_path, override, message):
     out = subprocess.run([sys.executable, "experiments/reproduce.py", "table=1", "method=xclr", override,
@@ -133,6 +139,20 @@ def test_out_of_range_values_are_refused_before_anything_runs(tmp_path, override
     assert out.returncode != 0
     assert f"xsample: {message}" in out.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_wandb_without_the_extra_is_one_line_naming_the_install_command(tmp_path):
+    blocker = tmp_path / "without_wandb"
+    blocker.mkdir()
+    # An environment without the [wandb] extra: `import wandb` fails and importlib finds no such module.
+    (blocker / "sitecustomize.py").write_text("import sys\nsys.modules['wandb'] = None\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocker), str(REPO)])}
+    out = subprocess.run([sys.executable, "experiments/reproduce.py", "table=1", "runtime.logger=[tensorboard,wandb]",
+                          f"paths.sweeps={tmp_path / 'sweeps'}"], cwd=REPO, capture_output=True, text=True, env=env)
+    assert out.returncode != 0
+    assert out.stderr.splitlines() == ["xsample: runtime.logger=['tensorboard', 'wandb'] needs Weights & Biases, which "
+                                       'is not installed; install it with: pip install -e ".[wandb]"']
+    assert not (tmp_path / "sweeps").exists()
 
 
 def test_hydra_sweep_dir_is_refused_with_a_pointer_to_paths_sweeps(tmp_path):

@@ -61,7 +61,7 @@ def test_table1_tiny_sweep_completes_as_a_slurm_job_array(slurm_cluster, tmp_pat
 
 
 def test_scontrol_requeue_resumes_and_matches_an_uninterrupted_run(slurm_cluster, tmp_path):
-    single = ["table=2", "row=augmentation", "scale.epochs=3"]
+    single = ["table=2", "row=augmentation", "seed=0", "scale.epochs=3"]
     _finish(_reproduce(tmp_path / "reference", *single, "launcher=local"), 600)
     reference = next((tmp_path / "reference" / "table2_tiny" / "runs").iterdir())
 
@@ -82,7 +82,7 @@ def test_scontrol_requeue_resumes_and_matches_an_uninterrupted_run(slurm_cluster
 def test_local_submitit_time_limit_signal_checkpoints_and_requeues(tmp_path):
     """The local launcher's time-out path: SIGUSR2 (what submitit sends before a time limit) makes the
     run save a checkpoint and hand over to submitit, which restarts it; the restart resumes."""
-    process = _reproduce(tmp_path, "-m", "table=2", "row=augmentation", "scale.epochs=3", "launcher=submitit_local")
+    process = _reproduce(tmp_path, "-m", "table=2", "row=augmentation", "seed=0", "scale.epochs=3", "launcher=submitit_local")
     runs = tmp_path / "table2_tiny" / "runs"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and not (runs.exists() and any(runs.iterdir())):
@@ -103,7 +103,7 @@ def test_local_submitit_time_limit_signal_checkpoints_and_requeues(tmp_path):
 FEW = ["scale=tiny", "scale.epochs=1", "scale.batch_size=128", "datasets.fashion_mnist.tiny.options.max_samples=512",
        "eval_suites.fashion_mnist.evaluations.imagenet.train.options.max_samples=512",
        "eval_suites.fashion_mnist.evaluations.imagenet.test.options.max_samples=256", "scale.probe.epochs=5"]
-TWO_ROWS = ["-m", "table=2", "row=augmentation,untrained", *FEW]
+TWO_ROWS = ["-m", "table=2", "row=augmentation,untrained", "seed=0", *FEW]
 
 
 def _run(sweeps: Path, *overrides: str, timeout_s: float = 900) -> subprocess.CompletedProcess:
