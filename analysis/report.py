@@ -40,7 +40,7 @@ FLAG_MD, FLAG_TEX = "⚠", r"\textdagger{}"
 ORIGIN_LABELS = {"paper": "", "review": "a review's reading", "third_party": "third-party reading"}
 GRAPH_DIAGNOSTICS_EXPLAINED = (
     "X-CLR's target (softmax of graph / graph_temperature, self masked) over the first batches each run trained "
-    "on (xsample/graph/diagnostics.py): its share on the other view of the sample, on same-class samples (other "
+    "on (random batches of the training set for Fig. 5, which trains nothing; xsample/graph/diagnostics.py): its share on the other view of the sample, on same-class samples (other "
     "view included; – without classes) and on the rest, and the mean similarity between distinct samples of a "
     "batch. For scale: the paper profile (the MiniLM ImageNet-1k class-name graph, graph_temperature 0.1, "
     "`python -m xsample.graph paper-profile`) puts 0.34 on same-class samples and 0.04 on the other view at "
@@ -67,6 +67,23 @@ def write_report(sweep_dir: Path | str, out_dir: Path | str | None = None, paper
             comparison_points += report.comparison_points()
         written += figures.comparison_figure(comparison_points, current, out)
     return written
+
+
+def check_outcome_lines(sweep_dir: Path | str, table: str, scale: str, out_dir: Path | str,
+                        paper_version: str = "v2") -> list[str]:
+    """A few lines for the end of a launch: where the table's report is, and how its known-answer checks
+    came out (naming every check that fails)."""
+    report = TableReport(collect_runs(sweep_dir), table, scale, load_reported(DEFAULT_FILE, paper_version), paper_version)
+    lines = [f"{report.name}, {scale} scale: {Path(out_dir) / report.stem}.md (.tex, .csv and figures beside it)"]
+    checks = report.checks
+    if checks.empty:
+        return lines + ["known-answer checks: none (no baseline or sanity rows completed)"]
+    failing = checks[checks["passes"] == False]  # noqa: E712 - None (untested) is neither
+    untested = int(checks["passes"].isna().sum())
+    passing = len(checks) - len(failing) - untested
+    summary = f"known-answer checks: {passing} of {len(checks)} pass, {len(failing)} fail"
+    summary += f", {untested} untested (fewer than {MIN_SEEDS_FOR_VERDICT} seeds)" if untested else ""
+    return lines + [summary] + [f"  fails: {check}" for check in failing["check"]]
 
 
 DATASET_ORDER = ("imagenet", "cc3m", "cc12m")
@@ -140,11 +157,14 @@ class TableReport:
         self.graph_diagnostics = graph_diagnostics_table(runs, table, scale)
 
     @property
+    def name(self) -> str:
+        return table_names().get(self.table, f"Table {self.table}")
+
+    @property
     def title(self) -> str:
-        name = table_names().get(self.table, f"Table {self.table}")
         if self.tiny:
-            return f"{name}, {self.scale} scale (miniature analog, not comparable with the paper)"
-        return f"{name}, {self.scale} scale: reproduced vs reported (paper {self.paper_version})"
+            return f"{self.name}, {self.scale} scale (miniature analog, not comparable with the paper)"
+        return f"{self.name}, {self.scale} scale: reproduced vs reported (paper {self.paper_version})"
 
     # ---- main table ---------------------------------------------------------------------------
     def main_table(self) -> tuple[list[str], list[list[str]], pd.DataFrame, list[str]]:
@@ -303,11 +323,13 @@ class TableReport:
                         "than twice the standard deviation of the difference over seeds. A sanity row (labels shuffled "
                         "across images, or each sample given another sample's class or caption) passes when it falls "
                         f"to within {SANITY_TOLERANCE_POINTS:g} points of the label-free method or below: a failure "
-                        "there means the loss still sees supervision that matches the images. X-CLR with its graph's "
-                        "class rows permuted (same values, wrong neighbours; same-class samples still share a row, so "
-                        "it keeps SupCon's class identity) passes when the real-graph row beats it by more than twice "
-                        "the standard deviation of the difference on the held-out-class and few-label columns: a "
-                        "failure there means the graph's between-class values do not reach what the row learns.")
+                        "there means the loss still sees supervision that matches the images. A permuted-graph row "
+                        "(X-CLR's text graph with its class or caption rows permuted: same values, wrong pairing; a "
+                        "permuted class-name graph still gives same-class samples one row, so it keeps SupCon's class "
+                        "identity) passes when the same method's real-graph row beats it by more than twice that "
+                        "spread, on the held-out-class and few-label columns where the table has them (where "
+                        "between-class values act), else on the first column: a failure there means the graph's "
+                        "values do not reach the result.")
 
     def comparison_rows(self) -> tuple[list[str], list[list[str]]]:
         header = ["comparison", "pretraining", "column", "difference", "2 std of the difference", "n (row, vs)",

@@ -6,7 +6,7 @@ training step it has to keep up with, in one process.
 
 Writes its own ImageFolder of JPEGs to a temporary directory (500x375, ~90 KiB each, as ImageNet's
 typical file; 32x32 for --image-size 32), then measures samples/s (two views each) of
-  (a) the PIL path: ``simclr_augmentation`` per image in DataLoader workers;
+  (a) the PIL path: ``training_augmentation`` of the recipe (--augment) per image in DataLoader workers;
   (b) the batched path end to end, as training runs it: on CUDA workers read the files and the
       training process decodes them (``decode_jpeg`` on the GPU) and draws both views of the batch
       there; on the CPU workers read, decode and draw the views of whole batches;
@@ -35,7 +35,7 @@ import yaml  # noqa: E402
 from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
-from xsample.data import build_dataset, simclr_augmentation  # noqa: E402
+from xsample.data import AugmentRecipe, build_dataset, training_augmentation  # noqa: E402
 from xsample.data.batched_augment import BatchedViews  # noqa: E402
 from xsample.data.paper_datasets import imagenet_wnids  # noqa: E402
 from xsample.losses import SimCLRLoss  # noqa: E402
@@ -117,6 +117,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--image-size", type=int, default=32, choices=sorted(FILE_SIZES))
+    parser.add_argument("--augment", default="simclr", choices=sorted(p.stem for p in (REPO / "configs" / "augment").glob("*.yaml")),
+                        help="the augmentation recipe (configs/augment/)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="DataLoader workers (both paths)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--batches", type=int, default=8, help="batches per loader measurement (the first is untimed)")
@@ -135,15 +137,16 @@ def main(argv: list[str] | None = None) -> None:
         write_jpeg_folder(Path(tmp), files, height, width)
         kib = sum(path.stat().st_size for path in Path(tmp).rglob("*.jpg")) / files / 1024
         print(f"torch {torch.__version__} on {name}; {files} JPEGs {width}x{height} (mean {kib:.0f} KiB) -> "
-              f"{args.image_size} px views; batch {args.batch_size}, {args.workers} workers", flush=True)
+              f"{args.image_size} px views ({args.augment} recipe); batch {args.batch_size}, {args.workers} workers", flush=True)
         pil_dataset = build_dataset("imagenet", "train", root=tmp)
-        pil = loader_rate(PILViews(simclr_augmentation(args.image_size), 2), pil_dataset, batch_size=args.batch_size,
+        recipe = AugmentRecipe.from_config(yaml.safe_load((REPO / "configs" / "augment" / f"{args.augment}.yaml").read_text()))
+        pil = loader_rate(PILViews(training_augmentation(recipe, args.image_size), 2), pil_dataset, batch_size=args.batch_size,
                           batches=args.batches, workers=args.workers, device=device)
         print(f"(a) PIL recipe in workers:        {pil:8.0f} samples/s", flush=True)
         batched_dataset = build_dataset("imagenet", "train", root=tmp)
         batched_dataset.keep_images_encoded()
         on_gpu = device.type == "cuda"
-        views = BatchedViews(args.image_size, 2, encoded_source=True, decode_on_device=on_gpu,
+        views = BatchedViews(args.image_size, 2, recipe, encoded_source=True, decode_on_device=on_gpu,
                              augment_in_workers=not on_gpu)
         batched = loader_rate(views, batched_dataset, batch_size=args.batch_size, batches=args.batches,
                               workers=args.workers, device=device)

@@ -14,8 +14,7 @@ from torch import nn
 
 from analysis.report import write_report
 from experiments.run_config import build_run_config
-from experiments.sweep import describe_jobs, expand
-from tests.engine_helpers import small_run_config
+from tests.engine_helpers import planned, small_run_config
 from tests.test_analysis import cell, read_cells, write_result
 from tests.test_sweep_configs import REPO, _composed
 from xsample.data import build_dataset
@@ -116,9 +115,9 @@ def test_sanity_is_part_of_the_run_identity():
     shuffled = build_run_config(_composed(["table='1'", "method=supcon", "sanity=shuffled_labels"]))
     assert (plain["sanity"], shuffled["sanity"]) == ("none", "shuffled_labels")
     assert config_hash(plain) != config_hash(shuffled)
-    jobs = describe_jobs(expand(["table='1'", "method=supcon", "seed=0", "sanity=none,shuffled_labels"]))
-    assert len({job["run_dir"] for job in jobs}) == 2
-    assert {job["experiment"]["variant"] for job in jobs} == {None, "sanity=shuffled_labels"}
+    runs = planned("table='1'", "method=supcon", "seed=0", "sanity=none,shuffled_labels")
+    assert len({run.run_dir for run in runs}) == 2
+    assert {run.config["experiment"]["variant"] for run in runs} == {None, "sanity=shuffled_labels"}
 
 
 def test_unknown_sanity_is_a_one_line_error():

@@ -59,6 +59,10 @@ def test_shapes_items_carry_the_noisy_captions():
      "and method=supcon trains on no graph"),
     (["table='2'", "row=random_class", "sanity=permuted_graph"], "sanity=permuted_graph cannot act"),
     (["table='2'", "row=random_sample", "graph.granularity=pixel"], "graph.granularity='pixel' is not a granularity"),
+    (["table='3'", "dataset=cc3m", "method=supcon", "scale=paper"],
+     "method=supcon reads class labels, and dataset=cc3m at paper scale trains on cc3m, which has none"),
+    (["table='3'", "dataset=cc12m", "method=xclr", "graph=random", "graph.granularity=class", "scale=rehearsal"],
+     "graph=random reads class labels"),
 ])
 def test_settings_that_cannot_act_are_refused(overrides, problem):
     assert any(line.startswith(problem) for line in value_problems(_composed(overrides))), value_problems(_composed(overrides))
@@ -67,6 +71,8 @@ def test_settings_that_cannot_act_are_refused(overrides, problem):
 @pytest.mark.parametrize("overrides", [
     ["table='4'", "row=clip_noisy"], ["table='4'", "row=xclr_noisy", "scale=paper"], ["table='2'", "row=permuted"],
     ["table='3'", "dataset=cc12m", "method=xclr", "sanity=permuted_graph"],
+    ["table='3'", "dataset=cc3m", "method=xclr", "graph=random", "scale=paper"],  # per sample: no labels read
+    ["table='3'", "dataset=cc3m", "method=supcon"],  # the tiny analog (shapes) has classes
 ])
 def test_settings_that_act_pass(overrides):
     assert value_problems(_composed(overrides)) == []

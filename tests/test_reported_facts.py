@@ -146,3 +146,19 @@ def test_graph_diagnostics_sit_next_to_their_rows(tmp_path):
     assert "## Graph diagnostics" in markdown and "| xclr (minilm) | imagenet | 64 | 0.92 | 0.08 | 0.08 | 0.50 | 2 |" in markdown
     table = pd.read_csv(tmp_path / "out" / "table2_tiny_graph_diagnostics.csv")
     assert table["share_same_class"].tolist() == [pytest.approx(0.92)]
+
+
+def test_a_permuted_graph_run_must_fall_below_the_real_graph(tmp_path):
+    """Its class identity survives the permutation, so it is held against X-CLR's real graph, not SimCLR."""
+    for case, permuted in (("values_matter", [70.0, 71.0, 72.0]), ("values_ignored", [79.0, 80.0, 81.0])):
+        sweep = tmp_path / case / "table1_tiny"
+        for seed in range(3):
+            write_result(sweep, f"simclr_{seed}", method="simclr", seed=seed, metrics={"imagenet": {"top1": 60.0 + seed}})
+            write_result(sweep, f"xclr_{seed}", method="xclr", seed=seed, metrics={"imagenet": {"top1": 79.0 + seed}})
+            write_result(sweep, f"xclr_permuted_{seed}", method="xclr", seed=seed, variant="sanity=permuted_graph",
+                         metrics={"imagenet": {"top1": permuted[seed]}})
+        write_report(sweep, sweep.parent / "out")
+    verdicts = {case: pd.read_csv(tmp_path / case / "out" / "table1_tiny_checks.csv").set_index("check").loc[
+        "xclr [sanity=permuted_graph] falls below the real graph"] for case in ("values_matter", "values_ignored")}
+    assert verdicts["values_matter"]["reference"] == "xclr" and verdicts["values_matter"]["difference"] == -9.0
+    assert bool(verdicts["values_matter"]["passes"]) and not verdicts["values_ignored"]["passes"]

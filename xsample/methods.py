@@ -10,3 +10,12 @@ GRAPH_METHOD = "xclr"
 def reads_captions(method: str, graph_source: str | None) -> bool:
     """Whether a run of ``method`` reads its samples' captions: CLIP's text tower, X-CLR's caption graph."""
     return method == "clip" or (method == GRAPH_METHOD and graph_source == "captions")
+
+
+def reads_labels(method: str, graph: dict | None) -> bool:
+    """Whether a run of ``method`` reads its samples' class labels: SupCon's positives, X-CLR's class-name
+    graph and its per-class random graph."""
+    if method == "supcon":
+        return True
+    return method == GRAPH_METHOD and graph is not None and (
+        graph["source"] == "class_names" or (graph["source"] == "random" and graph["granularity"] == "class"))

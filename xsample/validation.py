@@ -32,11 +32,33 @@ def non_finite_problem(key: str, value: float) -> str:
     return f"{key}={value} is not a finite number; give a finite value"
 
 
+# Seeds feed torch, numpy and Python generators alike; numpy's legacy seeding stops at 2**32 - 1.
+MAX_SEED = 2**31 - 1
+# runtime.* choices the library understands (checked before anything runs, and again where they are used).
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
 def integer_seed(value: Any, key: str = "seed") -> int:
-    """``value`` as a seed; anything but an integer (1.5, "1", true) is refused rather than truncated."""
+    """``value`` as a seed; anything but an integer in [0, MAX_SEED] (1.5, "1", true, -1) is refused rather
+    than truncated or wrapped."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidConfigError(f"{key} must be an integer, got {value!r}; e.g. {key}=1")
+    if not 0 <= value <= MAX_SEED:
+        raise InvalidConfigError(f"{key} must be in [0, {MAX_SEED}], got {value}; e.g. {key}=1")
     return value
+
+
+def choice_problem(key: str, value: Any, choices: tuple[str, ...]) -> str | None:
+    """The line that says ``key=value`` is not one of ``choices``, or None."""
+    return None if value in choices else f"{key}={value!r} is not a choice; use one of {', '.join(choices)}"
+
+
+def runtime_problems(runtime: dict[str, Any]) -> list[str]:
+    """One line per runtime.* value the library would not understand (device, precision)."""
+    found = [choice_problem("runtime.device", runtime["device"], DEVICES),
+             choice_problem("runtime.precision", runtime["precision"], PRECISIONS)]
+    return [problem for problem in found if problem is not None]
 
 
 def check_run_config(config: dict[str, Any]) -> None:

@@ -289,13 +289,13 @@ def _build_captioned_shards(name: str, split: str, root, num_samples: int | None
                            caption_noise=caption_noise)
 
 
-@register_dataset("cc3m")
+@register_dataset("cc3m", labelled=False)
 def build_cc3m(split: str, root=None, num_samples: int | None = None, resampled: bool = True,
                seed: int = 0, caption_noise: float = 0.0) -> CaptionedShards:
     return _build_captioned_shards("cc3m", split, root, num_samples, resampled, seed, caption_noise)
 
 
-@register_dataset("cc12m")
+@register_dataset("cc12m", labelled=False)
 def build_cc12m(split: str, root=None, num_samples: int | None = None, resampled: bool = True,
                 seed: int = 0, caption_noise: float = 0.0) -> CaptionedShards:
     return _build_captioned_shards("cc12m", split, root, num_samples, resampled, seed, caption_noise)

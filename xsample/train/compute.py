@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from xsample.data import simclr_augmentation
+from xsample.data import AugmentRecipe, training_augmentation
 from xsample.train.components import build_loss_fn, build_model, build_train_dataset
 from xsample.train.sampling import PILViews, SeededViewsDataset
 
@@ -24,8 +24,8 @@ def _sync(device: torch.device) -> None:
 def compute_overhead_metrics(config: dict[str, Any], device: torch.device) -> dict[str, Any]:
     spec = config["compute"]
     dataset = build_train_dataset(config)
-    views = SeededViewsDataset(dataset, PILViews(simclr_augmentation(int(config["data"]["image_size"])), num_views=2),
-                               seed=config["seed"])
+    augmentation = training_augmentation(AugmentRecipe.from_config(config["augment"]), int(config["data"]["image_size"]))
+    views = SeededViewsDataset(dataset, PILViews(augmentation, num_views=2), seed=config["seed"])
     batch = next(iter(DataLoader(views, batch_size=int(config["optim"]["batch_size"]), shuffle=True)))
 
     contenders: dict[str, tuple] = {}

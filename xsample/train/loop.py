@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, IterableDataset
 
+from xsample.data import root_dataset
 from xsample.train.checkpoint import load_checkpoint, restore_rng_state, save_checkpoint
 from xsample.train.components import TrainingSetup
 from xsample.train.distributed import DistInfo, all_ranks_true, mean_over_ranks
@@ -94,10 +95,11 @@ class Logger:
 
 
 def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: TrainingSetup,
-             config_hash: str, on_checkpoint: Callable[[int], None] | None = None,
+             config_hash: str, tracker: ScalarTracker, on_checkpoint: Callable[[int], None] | None = None,
              on_log: Callable[[int], None] | None = None) -> TrainOutcome:
     """Train ``setup.model`` with ``setup.loss``; resumes from ``run_dir`` when a checkpoint exists.
-    ``on_checkpoint(step)`` follows every checkpoint, ``on_log(step)`` every logged step (main rank)."""
+    ``tracker`` (not started yet) receives the step scalars; ``on_checkpoint(step)`` follows every
+    checkpoint, ``on_log(step)`` every logged step (main rank)."""
     optim_cfg, runtime = config["optim"], config["runtime"]
     world, device = info.world_size, info.device
     global_batch = int(optim_cfg["batch_size"])
@@ -118,13 +120,16 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
             len(views), batch_size_per_rank=local_batch, rank=info.rank, world_size=world, seed=config["seed"]
         )
         steps_per_epoch = sampler.batches_per_epoch
-    epochs = int(optim_cfg["epochs"])
-    total_steps = steps_per_epoch * epochs
+    # budget=steps: the optimiser steps (and schedule) of `epochs` passes over the whole training set, whatever
+    # fraction of it this run trains on (data scarcity without less compute); epochs: passes over this run's data.
+    budget_epoch_steps = (steps_per_epoch if optim_cfg["budget"] == "epochs"
+                          else len(root_dataset(setup.train_dataset)) // global_batch)
+    total_steps = budget_epoch_steps * int(optim_cfg["epochs"])
 
     model = setup.model.to(device).to(memory_format=torch.channels_last)
     if world > 1:
         model = convert_batchnorm_for_distributed(model, device)
-    optimizer, scheduler = setup.make_optimizer(model, steps_per_epoch, total_steps)
+    optimizer, scheduler = setup.make_optimizer(model, budget_epoch_steps, total_steps)
     scaler = torch.amp.GradScaler(device.type, enabled=runtime.get("precision") == "fp16")
 
     state = load_checkpoint(run_dir, config_hash)
@@ -146,8 +151,8 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
                              positions=(state or {}).get("skipped_positions", ()))
 
     trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
-    # Built before the step line's logger: its first window does not count TensorBoard's import.
-    tracker = ScalarTracker(config, run_dir, info, resumed_from)
+    # Started before the step line's logger: its first window does not count the loggers' start-up.
+    tracker.start(resumed_from)
     log = Logger(info, total_steps, global_batch)
     if resumed_from is not None:
         log(f"resumed from step {resumed_from} ({run_dir})")
@@ -179,7 +184,7 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
     loader_workers = int(runtime.get("num_workers", 0))
     log_every = int(runtime.get("log_every_steps", 10))
 
-    with PreemptionGuard() as guard, tracker:
+    with PreemptionGuard() as guard:
         trained.train()
         while step < total_steps:
             epoch, batch_in_epoch = divmod(step, steps_per_epoch)
@@ -225,7 +230,8 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
                 due = (every_steps and step % every_steps == 0) or (
                     every_seconds and time.monotonic() - checkpoint_clock >= every_seconds
                 )
-                if stop or due or step % steps_per_epoch == 0:
+                # Every epoch's end and the last step (budget=steps can end mid-epoch; a fine-tuning run starts there).
+                if stop or due or step % steps_per_epoch == 0 or step >= total_steps:
                     checkpoint(step)
                 fetch_started = time.perf_counter()
                 if stop:
