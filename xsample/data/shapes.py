@@ -32,6 +32,18 @@ never chosen to favour a method):
   40% on its 9 super-classes: predictive but not the whole story, which is what its variants measure.
 - Held-out classes: the held-out member of family f carries texture f mod 4, so every texture and every
   silhouette is seen in pretraining, only not that combination (a new dog breed, not a new kind of thing).
+
+MEASUREMENTS (2026-12-06, issue 20):
+- Names ("a photo of a {}", all-MiniLM-L6-v2, the 32 classes): mean similarity 0.62 within a family, 0.38
+  between families; every class's nearest name is a sibling's.
+- X-CLR's targets at the tiny batch (64) on the 24 pretraining classes, graph diagnostics over 8 batches:
+  graph_temperature 0.1 puts 0.88 of a row on same-class samples (0.19 on the other view), so 0.25 is the tiny
+  profile's value: 0.32 / 0.055, against the paper profile's 0.335 / 0.039 (1000 ImageNet class names, batch
+  4096, graph_temperature 0.1); configs/datasets/imagenet.yaml records the scan.
+- One seed of tiny Table 1 (12 epochs, seed 0; probe top1 on the test split / on the held-out classes):
+  untrained 34.3 / 50.8, SimCLR 39.8 / 57.5, SupCon 59.1 / -, X-CLR 63.0 / 76.6 (seed 1: 58.2 / 75.3), X-CLR
+  with its class rows permuted (sanity=permuted_graph) 55.8 / 71.6. With 4 epochs (the known-answer test) the
+  real graph beats the permuted one on the held-out classes by 5.6 points (seed 0).
 """
 
 from __future__ import annotations
