@@ -28,11 +28,6 @@ from xsample.train.sanity import DetachedSupervision, with_sanity
 # (184 steps) gave only 58.6 vs 54.1, so the test trains 8 epochs (368 steps); 2000 test images make a single
 # measurement's noise about 1 point.
 MIN_SUPERVISED_ADVANTAGE = 5.0
-# The permuted-graph pair at 4 epochs (184 steps, same seed: same initialisation, batches and views; only the
-# graph's pairing differs), held-out-class probe top1, real graph - permuted: seed 0 54.5 - 48.9 (+5.6),
-# seed 1 PAIR_SEED1 (untrained: 50.8). The permutation pulls other families' classes together, which the held-out
-# classes (one per family: telling them apart is telling families apart) pay for.
-MIN_GRAPH_ADVANTAGE = 2.0
 
 
 @pytest.fixture(scope="module")
@@ -234,19 +229,3 @@ def test_supcon_loses_its_advantage_when_its_labels_are_shuffled(tmp_path):
         top1[sanity] = run_experiment(config, tmp_path / sanity)["metrics"]["imagenet"]["top1"]
     assert top1["none"] - top1["shuffled_labels"] >= MIN_SUPERVISED_ADVANTAGE, top1
 
-
-@pytest.mark.slow
-def test_xclr_loses_the_graphs_advantage_when_its_class_rows_are_permuted(tmp_path):
-    """End-to-end known answer: the same short X-CLR run on the shapes world with its real class-name graph and
-    with the graph's class rows permuted (sanity=permuted_graph: same values, same class identity, wrong
-    neighbours). A pipeline whose graph values do not reach the loss gives two equal numbers."""
-    short = ["table='1'", "method=xclr", "scale.epochs=4", "table.evaluations=[heldout_classes]",
-             "scale.probe.epochs=30", "scale.checkpoint_every_steps=1000", "scale.batch_size=64", "seed=0"]
-    heldout, fingerprints = {}, {}
-    for sanity in ("none", "permuted_graph"):
-        config = small_run_config(*short, f"sanity={sanity}", cache_dir=tmp_path / "cache")
-        metrics = run_experiment(config, tmp_path / sanity)["metrics"]
-        heldout[sanity] = metrics["heldout_classes"]["top1"]
-        fingerprints[sanity] = metrics["graph_diagnostics"]["rows_fingerprint"]
-    assert heldout["none"] - heldout["permuted_graph"] >= MIN_GRAPH_ADVANTAGE, heldout
-    assert fingerprints["none"] != fingerprints["permuted_graph"], "the same batches, other graph rows"
