@@ -42,7 +42,8 @@ MEASUREMENTS (2026-12-06, issue 20):
   4096, graph_temperature 0.1); configs/datasets/imagenet.yaml records the scan.
 - One seed of tiny Table 1 (12 epochs, seed 0; probe top1 on the test split / on the held-out classes):
   untrained 34.3 / 50.8, SimCLR 39.8 / 57.5, SupCon 59.1 / -, X-CLR 63.0 / 76.6 (seed 1: 58.2 / 75.3), X-CLR
-  with its class rows permuted (sanity=permuted_graph) 55.8 / 71.6. Shorter runs do not resolve the pair: at
+  with its class rows permuted (sanity=permuted_graph) 55.8 / 71.6 (seed 1: 64.0 / 77.1). Seeds differ by more
+  than the pair does: two seeds do not show the permuted graph losing anything. Shorter runs do not resolve it: at
   4 epochs (same seed for both) real - permuted on the held-out classes was +5.6 (seed 0) and -6.8 (seed 1).
 """
 
