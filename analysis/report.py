@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import figures
-from analysis.catalog import table_names
+from analysis.catalog import row_readings, table_names
 from analysis.collect import STATUSES, collect_runs
 from analysis.output import write_text_atomic
 from analysis.reported import DEFAULT_FILE, QUALITATIVE_KINDS, ReportedNumber, load_reported
@@ -209,6 +209,8 @@ class TableReport:
         if self.tiny:
             notes = ["Cell: reproduced mean ± std (n = completed seeds) · gain over the untrained baseline. "
                      f"At {self.scale} scale the values are not comparable with the paper's, which are not shown."]
+        if self.table in row_readings():
+            notes.append(f"Rows: {row_readings()[self.table]}.")
         without_paper = [column for column in columns if column not in with_paper]
         if without_paper and not self.tiny:
             notes.append(f"Paper value not public for: {', '.join(without_paper)}.")
@@ -324,12 +326,13 @@ class TableReport:
                         "across images, or each sample given another sample's class or caption) passes when it falls "
                         f"to within {SANITY_TOLERANCE_POINTS:g} points of the label-free method or below: a failure "
                         "there means the loss still sees supervision that matches the images. A permuted-graph row "
-                        "(X-CLR's text graph with its class or caption rows permuted: same values, wrong pairing; a "
-                        "permuted class-name graph still gives same-class samples one row, so it keeps SupCon's class "
-                        "identity) passes when the same method's real-graph row beats it by more than twice that "
-                        "spread, on the held-out-class and few-label columns where the table has them (where "
-                        "between-class values act), else on the first column: a failure there means the graph's "
-                        "values do not reach the result.")
+                        "(X-CLR's text graph with its class or caption rows permuted: same values, wrong pairing) "
+                        "passes when the same method's real-graph row beats it by more than twice that spread: a "
+                        "failure there means the graph's values do not reach the result (on the held-out-class and few-label columns "
+                        "where the table has them, else on the first column). The random graphs are "
+                        "controls: one vector per sample (no semantic edge) passes when it falls to within "
+                        f"{SANITY_TOLERANCE_POINTS:g} points of the label-free method or below, one per class (the "
+                        "class identity alone) when it stays within as many points of SupCon or above.")
 
     def comparison_rows(self) -> tuple[list[str], list[list[str]]]:
         header = ["comparison", "pretraining", "column", "difference", "2 std of the difference", "n (row, vs)",

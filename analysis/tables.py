@@ -11,14 +11,14 @@ import pandas as pd
 
 from analysis.collect import current_runs
 from analysis.reported import COMPUTE_FIELDS, EVALUATION_COLUMNS, ReportedNumber
-from xsample.methods import BASELINES
+from xsample.methods import BASELINES, graph_label
 
 # Metrics with their own table layout, kept out of the generic evaluation columns.
 SPECIAL_PREFIXES = ("compute.", "graph_similarity.", "graph_diagnostics.")
 # Scales whose absolute values are not comparable with the paper's (miniature models and data).
 MINIATURE_SCALES = ("tiny", "rehearsal")
-CELL_COLUMNS = ["method", "setting", "variant", "dataset", "column", "mean", "std", "n", "gain_over_untrained", "reported",
-                "paper_version", "source", "diff", "tolerance", "flag"]
+CELL_COLUMNS = ["method", "setting", "variant", "dataset", "sanity", "graph", "column", "mean", "std", "n",
+                "gain_over_untrained", "reported", "paper_version", "source", "diff", "tolerance", "flag"]
 # The baseline every trained method's gain is measured against: the same network at initialisation.
 UNTRAINED = "untrained"
 # Methods that use no labels, class names or graph: the level a sanity run (supervision detached from the
@@ -27,6 +27,14 @@ LABEL_FREE_METHODS = ("simclr", "clip")
 # A sanity run within this many points of the label-free method (or below it) has lost its supervised
 # advantage (issue 9's criterion); more means the loss still sees labels or graph rows matching the images.
 SANITY_TOLERANCE_POINTS = 2.0
+# sanity=permuted_graph keeps the graph's values and class identity, not their pairing (xsample/train/sanity.py).
+PERMUTED_GRAPH = "permuted_graph"
+# The random graphs (configs/graph/random.yaml): one vector per sample has no semantic edge, so X-CLR on it
+# must fall to the label-free method's level; one per class carries the class identity alone, so it must
+# stay with the method that trains on the true classes.
+NO_EDGE_GRAPH = graph_label({"source": "random", "granularity": "sample"})
+CLASS_ONLY_GRAPH = graph_label({"source": "random", "granularity": "class"})
+TRUE_CLASS_METHOD = "supcon"
 # Fewer seeds than this on either side of a comparison give no verdict: one seed has no spread to measure
 # the difference against, so a check or claim then reads "untested" instead of yes or no.
 MIN_SEEDS_FOR_VERDICT = 2
@@ -107,7 +115,8 @@ def metric_cells(runs: pd.DataFrame, table: str, scale: str, reported: list[Repo
             reported_value = entry.value if entry is not None and entry.value is not None else math.nan
             diff = mean - reported_value
             cells.append({
-                "method": method, "setting": setting, "variant": variant, "dataset": dataset, "column": column,
+                "method": method, "setting": setting, "variant": variant, "dataset": dataset,
+                "sanity": _run_setting(selected, "sanity"), "graph": _run_setting(selected, "graph"), "column": column,
                 "mean": mean, "std": _std(values), "n": len(values), "gain_over_untrained": math.nan,
                 "reported": reported_value, "paper_version": _versions(entry), "source": entry.source if entry else None,
                 "diff": diff, "tolerance": entry.tolerance if entry else math.nan,
@@ -116,6 +125,11 @@ def metric_cells(runs: pd.DataFrame, table: str, scale: str, reported: list[Repo
     frame = pd.DataFrame(cells, columns=CELL_COLUMNS)
     frame["gain_over_untrained"] = [_gain_over_untrained(frame, cell) for cell in frame.itertuples(index=False)]
     return frame
+
+
+def _run_setting(runs: pd.DataFrame, column: str) -> str | None:
+    """A row's sanity check or graph label, as its runs record it (None when they record none)."""
+    return next((value for value in runs[column] if isinstance(value, str)), None) if column in runs else None
 
 
 def _gain_over_untrained(cells: pd.DataFrame, cell) -> float:
@@ -147,34 +161,42 @@ def known_answer_checks(cells: pd.DataFrame) -> pd.DataFrame:
     """Whether the table's numbers could have come out otherwise, on its first evaluation column: every
     trained row against each baseline row (it must clear it by more than twice the spread of the difference),
     every supervised row against the label-free method (the supervised advantage the sanity runs must lose),
-    and every sanity-run row against the label-free method (it must fall to its level). A permuted-graph run
-    is held against the same method's real-graph row instead, which must beat it by more than twice the spread:
-    on the GRAPH_VALUE_COLUMNS where the table has them, else on the first column."""
+    and every sanity-run row against the label-free method (it must fall to its level). The graph controls
+    have their own expectations: a permuted-graph run must fall below the same method on the real graph (by
+    more than twice the spread; on the GRAPH_VALUE_COLUMNS where the table has them, else on the first column),
+    a random graph per sample to the label-free method's level, a random graph per class must stay at the
+    true-class method's level (within the same tolerance)."""
     if cells is None or cells.empty:
         return pd.DataFrame(columns=CHECK_COLUMNS)
     primary = min(dict.fromkeys(cells["column"]), key=column_rank)
     rows = []
     for cell in cells[(cells["column"] == primary) & (cells["n"] > 0)].itertuples(index=False):
-        sanity_run = isinstance(cell.variant, str)
-        if cell.method in BASELINES or (sanity_run and not cell.variant.startswith("sanity=")):
+        sanity = cell.sanity if isinstance(cell.sanity, str) and cell.sanity != "none" else None
+        if cell.method in BASELINES or (isinstance(cell.variant, str) and not cell.variant.startswith("sanity=")):
             continue
         label_free = next((found for method in LABEL_FREE_METHODS if method != cell.method
                            for found in [_reference_cell(cells, cell, method)] if found is not None), None)
-        if sanity_run and cell.variant.startswith(PERMUTED_GRAPH_VARIANT):
+        if sanity == PERMUTED_GRAPH:
             # The class identity survives the permutation: the run must lose the graph's values, not SupCon's level.
             rows += _permuted_graph_checks(cells, cell)
             continue
-        if sanity_run:
+        if sanity is not None or cell.graph == NO_EDGE_GRAPH:
             if label_free is not None:
-                rows.append(_check_row(cell, label_free, "loses its supervised advantage",
+                expectation = "loses its supervised advantage" if sanity else "falls to the label-free method's level"
+                rows.append(_check_row(cell, label_free, expectation,
                                        passes=_verdict(cell, label_free, cell.mean - label_free.mean <= SANITY_TOLERANCE_POINTS)))
-            continue
+            if sanity is not None:
+                continue
         for baseline in BASELINES:
             reference = _reference_cell(cells, cell, baseline)
             if reference is not None:
                 rows.append(_check_row(cell, reference, "clears the baseline", passes=_clears(cell, reference)))
-        if cell.method not in LABEL_FREE_METHODS and label_free is not None:
+        if cell.method not in LABEL_FREE_METHODS and label_free is not None and cell.graph != NO_EDGE_GRAPH:
             rows.append(_check_row(cell, label_free, "beats the label-free method", passes=_clears(cell, label_free)))
+        true_class = _reference_cell(cells, cell, TRUE_CLASS_METHOD) if cell.graph == CLASS_ONLY_GRAPH else None
+        if true_class is not None:
+            rows.append(_check_row(cell, true_class, "stays at the true-class method's level",
+                                   passes=_verdict(cell, true_class, true_class.mean - cell.mean <= SANITY_TOLERANCE_POINTS)))
     return pd.DataFrame(rows, columns=CHECK_COLUMNS)
 
 
@@ -188,7 +210,7 @@ def _permuted_graph_checks(cells: pd.DataFrame, primary_cell) -> list[dict]:
     checked = sorted(same_row.itertuples(index=False), key=lambda c: GRAPH_VALUE_COLUMNS.index(c.column)) or [primary_cell]
     rows = []
     for cell in checked:
-        real_graph = _reference_cell(cells, cell, cell.method)
+        real_graph = _real_graph_cell(cells, cell)
         if real_graph is not None:
             rows.append(_check_row(cell, real_graph, "falls below the real graph", passes=_clears(real_graph, cell)))
     return rows
@@ -218,6 +240,16 @@ def method_comparisons(cells: pd.DataFrame) -> pd.DataFrame:
                          "column": cell.column, "difference": difference, "two_std": spread, "n_row": cell.n,
                          "n_reference": reference.n, "verdict": verdict})
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
+
+def _real_graph_cell(cells: pd.DataFrame, cell):
+    """The row a permuted-graph run is held against: the same method on the same graph, unpermuted, of the
+    table's own runs (Table 1: X-CLR's row; Table 2: the text-encoder row whose graph was permuted)."""
+    candidates = cells[(cells["method"] == cell.method) & (cells["dataset"] == cell.dataset) & (cells["column"] == cell.column)
+                       & (cells["n"] > 0) & cells["variant"].map(lambda v: _matches(v, None))
+                       & cells["graph"].map(lambda g: _matches(g, cell.graph))
+                       & cells["sanity"].map(lambda s: not isinstance(s, str) or s == "none")]
+    return next(candidates.itertuples(index=False), None) if len(candidates) == 1 else None
 
 
 def has_enough_seeds(*counts: int) -> bool:

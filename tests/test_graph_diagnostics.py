@@ -17,6 +17,10 @@ class _Named(torch.utils.data.Dataset):
     class_names = ["a", "b", "c", "d", "e"]
 
 
+class _TenClasses(torch.utils.data.Dataset):
+    class_names = [f"class {number}" for number in range(10)]  # Fashion-MNIST's count
+
+
 def test_shares_of_a_two_class_batch_match_the_closed_form():
     """4 samples, classes [0, 0, 1, 1], one-hot class embeddings: G = 1 within a class, 0 across. A row's
     target over its 7 columns: other view and both views of its classmate at e^10, 4 columns at e^0."""
@@ -80,10 +84,10 @@ def test_random_vectors_depend_on_seed_and_key_only():
     assert abs(float(similarities.mean())) < 0.02 and 0.09 < float(similarities.std()) < 0.16, "~N(0, 1/64)"
 
 
-def _side(source: str, granularity: str = "sample", sanity: str = "none"):
+def _side(source: str, granularity: str = "sample", sanity: str = "none", dataset=None):
     config = {"graph": {"source": source, "granularity": granularity, "encoder": None, "template": None},
               "seed": 0, "sanity": sanity}
-    return build_side_information(config, _Named())
+    return build_side_information(config, dataset or _Named())
 
 
 def test_random_graph_granularity_sample_is_per_index_and_class_is_per_label():
@@ -106,3 +110,21 @@ def test_permuted_graph_moves_every_class_row_and_keeps_the_similarity_values():
     assert torch.allclose((plain @ plain.T)[off].sort().values, (permuted @ permuted.T)[off].sort().values)
     assert with_sanity(_Named(), "permuted_graph").__class__ is _Named, "the dataset is untouched"
     assert np.array_equal(graph_row_donors(5), donors), "seeded"
+
+
+def test_a_per_sample_random_graph_puts_no_mass_on_classmates_beyond_chance():
+    """Table 2's random_sample control, through the run's side information on a tiny-sized batch (64 samples
+    of 10 classes, graph_temperature 0.1): beyond the other view, the target's mass on classmates is what a
+    spread blind to classes gives (the rest of the mass times the classmates' fraction of the columns), while
+    the per-class random graph puts nearly all of it on classmates, as SupCon does."""
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 10, (64,), generator=generator)
+    batch = {"index": torch.randperm(6000, generator=generator)[:64], "label": labels}
+    per_sample = target_shares(_side("random", "sample", dataset=_TenClasses())(batch), labels, graph_temperature=0.1)
+    per_class = target_shares(_side("random", "class", dataset=_TenClasses())(batch), labels, graph_temperature=0.1)
+    # A row's 126 columns besides itself and its other view: both views of its classmates, 2 (n_class - 1).
+    classmates = (labels[:, None] == labels[None, :]).sum(1).float() - 1
+    chance = float(((1 - per_sample["share_other_view"]) * 2 * classmates / 126).mean())
+    beyond_other_view = per_sample["share_same_class"] - per_sample["share_other_view"]
+    assert 0 <= beyond_other_view < 2 * chance < 0.01, (beyond_other_view, chance)
+    assert per_class["share_same_class"] > 0.9 and per_class["share_same_class"] - per_class["share_other_view"] > 0.8

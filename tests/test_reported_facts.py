@@ -162,3 +162,41 @@ def test_a_permuted_graph_run_must_fall_below_the_real_graph(tmp_path):
         "xclr [sanity=permuted_graph] falls below the real graph"] for case in ("values_matter", "values_ignored")}
     assert verdicts["values_matter"]["reference"] == "xclr" and verdicts["values_matter"]["difference"] == -9.0
     assert bool(verdicts["values_matter"]["passes"]) and not verdicts["values_ignored"]["passes"]
+
+
+MINILM = {"source": "class_names", "encoder": "all-MiniLM-L6-v2"}
+RANDOM_PER_SAMPLE, RANDOM_PER_CLASS = ({"source": "random", "granularity": g} for g in ("sample", "class"))
+
+
+def _table2_sweep(sweep, random_sample: float, random_class: float, permuted: float):
+    """Table 2's rows as its sweep labels them (the row name is the setting; the graph controls are told
+    apart by their configs), three seeds each; the three control rows at the given top-1 (+ seed)."""
+    rows = [("simclr", "augmentation", 82.0, None, "none"), ("supcon", "true_class", 86.0, None, "none"),
+            ("xclr", "minilm", 86.5, MINILM, "none"), ("xclr", "permuted", permuted, MINILM, "permuted_graph"),
+            ("xclr", "random_sample", random_sample, RANDOM_PER_SAMPLE, "none"),
+            ("xclr", "random_class", random_class, RANDOM_PER_CLASS, "none")]
+    for seed in range(3):
+        write_result(sweep, f"untrained_{seed}", table="2", method="untrained", setting="untrained", seed=seed,
+                     metrics={"imagenet": {"top1": 52.0}})
+        for method, setting, top1, graph, sanity in rows:
+            write_result(sweep, f"{setting}_{seed}", table="2", method=method, setting=setting, seed=seed, graph=graph,
+                         sanity=sanity, metrics={"imagenet": {"top1": top1 + 0.2 * seed}})
+    write_report(sweep, sweep.parent / "out")
+    return pd.read_csv(sweep.parent / "out" / "table2_tiny_checks.csv").set_index("check")["passes"].to_dict()
+
+
+def test_table2_graph_controls_are_held_to_what_their_graph_carries(tmp_path):
+    """random_sample (no semantic edge) must fall to SimCLR's level, random_class (class identity alone) stay
+    at SupCon's, permuted (minilm's values, wrong pairing) fall below minilm; a pipeline where the per-sample
+    graph still carries classes, or the permuted graph its pairing, fails them."""
+    working = _table2_sweep(tmp_path / "working" / "table2_tiny", random_sample=82.5, random_class=85.5, permuted=84.0)
+    broken = _table2_sweep(tmp_path / "broken" / "table2_tiny", random_sample=86.0, random_class=82.0, permuted=86.5)
+    controls = ["xclr (random_sample) falls to the label-free method's level",
+                "xclr (random_class) stays at the true-class method's level", "xclr (permuted) falls below the real graph"]
+    assert [working[check] for check in controls] == [True, True, True]
+    assert [broken[check] for check in controls] == [False, False, False]
+    assert "xclr (random_sample) beats the label-free method" not in working, "not expected of a graph without edges"
+    assert working["xclr (random_class) beats the label-free method"] and working["xclr (minilm) beats the label-free method"]
+    assert not any(check.startswith("xclr (permuted) clears") for check in working)
+    markdown = (tmp_path / "working" / "out" / "table2_tiny.md").read_text()
+    assert "Rows: harness readings (the paper's Table 2 rows and encoders are not public" in markdown

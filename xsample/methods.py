@@ -19,3 +19,11 @@ def reads_labels(method: str, graph: dict | None) -> bool:
         return True
     return method == GRAPH_METHOD and graph is not None and (
         graph["source"] == "class_names" or (graph["source"] == "random" and graph["granularity"] == "class"))
+
+
+def graph_label(graph: dict | None) -> str | None:
+    """How reports name a run's graph: its source and what draws it, the text encoder or the random graph's
+    granularity ("class_names (all-MiniLM-L6-v2)", "random (sample)"); None for a run without a graph."""
+    if graph is None:
+        return None
+    return f"{graph['source']} ({graph['granularity'] if graph['source'] == 'random' else graph['encoder']})"

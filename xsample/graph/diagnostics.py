@@ -13,9 +13,9 @@ loss trains towards. Per row, the target's mass is split into
 ``mean_offdiagonal`` is the mean graph similarity between distinct samples of the batch. All are means over
 rows and batches. A training run also records ``rows_fingerprint``, a hash of the side-information rows of its
 recorded batches: two runs that draw the same batches (same seed) share it exactly when their graphs agree
-(a noisy-caption or permuted-graph run differs from its clean twin). The values depend on the batch size, as X-CLR's target does: with the MiniLM ImageNet
-class-name graph and graph_temperature 0.1 (``paper_profile``), the same-class share is 0.33 at batch 4096
-and 0.54 at batch 256, the other view's 0.04 and 0.43.
+(a noisy-caption or permuted-graph run differs from its clean twin). The values depend on the batch size, as
+X-CLR's target does: with the MiniLM ImageNet class-name graph and graph_temperature 0.1 (``paper_profile``),
+the same-class share is 0.34 at batch 4096 and 0.54 at batch 256, the other view's 0.04 and 0.43.
 
 ``target_shares`` takes one batch; ``batch_diagnostics`` draws batches from a dataset's per-sample rows and
 labels (the world-design helper calibrates graph_temperature with it); ``GraphDiagnostics`` accumulates the
