@@ -120,7 +120,7 @@ def compute_figure(runs: pd.DataFrame, scale: str, out: Path) -> list[Path]:
         if not math.isnan(ratio):
             axes.annotate(f"{ratio:.2f}× SimCLR", (position, frame["step_ms"].iloc[position]),
                           ha="center", va="bottom", fontsize=8)
-    batch = f", batch {settings['batch_size']}" if settings.get("batch_size") else ""
+    batch = f", batch {settings['batch_size']} per GPU" if settings.get("batch_size") else ""
     axes.set(ylabel="training step (ms)", title=_title(f"Compute per step{batch}", scale))
     return save_figure(figure, out, f"compute_{scale}")
 

@@ -3,15 +3,21 @@
     python experiments/reproduce.py -m table=2                  # whole sweep (SLURM if available)
     python experiments/reproduce.py -m table=1 scale=tiny       # miniature, CPU, embedded data
     python experiments/reproduce.py -m table=3 launcher=plan    # print jobs + GPU-hours, run nothing
+    torchrun --standalone --nproc_per_node 8 experiments/reproduce.py table=1 method=xclr   # one run, 8 ranks
 
 Every job writes <sweep dir>/runs/<run>/result.json; when the sweep ends, the table's report is
 regenerated (analysis/) and its location printed. A fine-tuning row starts from another row's run: the
 launch then has two phases, the base rows first (to completion, whatever the launcher), then the rows
 that fine-tune them, so no job waits inside its process group for another job's training.
+
+Under torchrun every rank runs this command for one run (no -m, the local launcher): rank 0 alone checks
+the inputs, plans and writes the result; the other ranks only join the run. A signal that stops a local
+run ends the command with one line (result.json says interrupted; the same command resumes) and status 130.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections import defaultdict
@@ -40,7 +46,9 @@ from experiments.sweep import (  # noqa: E402
     slurm_available,
 )
 from xsample.io import atomic_write_json  # noqa: E402
+from xsample.train.distributed import environment_ranks  # noqa: E402
 from xsample.train.lifecycle import execute_run  # noqa: E402
+from xsample.train.preemption import RunInterrupted  # noqa: E402
 from xsample.train.provenance import config_hash  # noqa: E402
 from xsample.train.run import RESULT_NAME, ownership_problem, read_result  # noqa: E402
 from xsample.train.validate import input_problems  # noqa: E402
@@ -141,10 +149,40 @@ def _quote_numeric_tables(argv: list[str]) -> list[str]:
     return quoted
 
 
+def _torchrun_rank(args: list[str], overrides: list[str]) -> int | None:
+    """This process's rank when torchrun started it (None otherwise), after refusing what torchrun cannot do:
+    each rank runs the same single run, in this process."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return None
+    rank = environment_ranks()[0]
+    launcher = _option(overrides, "launcher")
+    if "-m" in args or "--multirun" in args or launcher not in (None, "local"):
+        if rank == 0:
+            print("xsample: under torchrun, run one run with the local launcher (no -m, no launcher=slurm|plan): "
+                  "the ranks of one run are the processes torchrun started", file=sys.stderr, flush=True)
+        raise SystemExit(1)
+    return rank
+
+
+def _run_interruptibly(run) -> None:
+    """``run()``; a run stopped by a signal ends the command with its one line, no traceback."""
+    try:
+        run()
+    except RunInterrupted as stop:
+        print(f"xsample: interrupted: {stop}", file=sys.stderr, flush=True)
+        raise SystemExit(130) from None
+
+
 def cli() -> None:
     sys.argv = _quote_numeric_tables(sys.argv)
     args = sys.argv[1:]
     overrides = [a for a in args if "=" in a and not a.startswith("-")]
+    rank = _torchrun_rank(args, overrides)
+    if rank is not None:
+        sys.argv.append("launcher=local")
+        if rank > 0:  # rank 0 checks, plans and reports; the others only join the run
+            _run_interruptibly(main)
+            return
     check_choices(overrides)
     if _option(overrides, "hydra.sweep.dir") is not None:
         raise SystemExit("xsample: hydra.sweep.dir is not used: runs live in <paths.sweeps>/table<id>_<scale>/; "
@@ -154,6 +192,8 @@ def cli() -> None:
     plan = launcher == "plan" or str(_option(overrides, "plan")).lower() == "true"
     if plan:
         launcher, why = "plan", "nothing is submitted"
+    elif rank is not None:
+        launcher, why = "local", "torchrun: every rank runs this one run"
     elif launcher is None:
         available, reason = slurm_available()
         launcher, why = ("slurm" if available else "local"), f"auto: {reason}"
@@ -187,7 +227,7 @@ def cli() -> None:
             print(f"xsample: phase {number} of {len(phases)}: row={_option(phase, 'row')}", flush=True)
         sys.argv = [program, *phase]
         GlobalHydra.instance().clear()
-        main()
+        _run_interruptibly(main)
     if multirun:
         # Every table under the sweeps root is re-rendered (cheap), so the reproduced-vs-reported
         # figure covers all claims measured so far, not only this table's.

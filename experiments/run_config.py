@@ -122,6 +122,8 @@ def build_run_config(cfg: dict[str, Any]) -> dict[str, Any]:
         "init_from": None,
         "runtime": copy.deepcopy(cfg["runtime"]),
         "paths": copy.deepcopy(cfg["paths"]),
+        # Where the job runs (placement, outside the config hash): a run asking for GPUs refuses the CPU.
+        "resources": copy.deepcopy(scale_cfg["resources"]),
     }
     if table["task"] == "compute":
         contenders = cfg["compute"]["method_configs"]

@@ -93,6 +93,14 @@ def build_model(config: dict[str, Any]) -> nn.Module:
     return ContrastiveModel(backbone, feature_dim, projector)
 
 
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on ``device`` without a host sync: copied asynchronously from pinned memory on a GPU
+    (the DataLoader pins what it hands over; side information made here is pinned first)."""
+    if device.type == "cuda" and not tensor.is_pinned():
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=True)
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
 
@@ -111,7 +119,7 @@ def build_loss_fn(config: dict[str, Any], train_dataset: Dataset,
         criterion = losses.ClipLoss()
 
         def clip_step(model, batch, device):
-            tokens = _unwrap(model).tokenize(list(batch["caption"])).to(device)
+            tokens = to_device(_unwrap(model).tokenize(list(batch["caption"])), device)
             images = batch["view1"].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             image_features, text_features, logit_scale = model(images, tokens)
             return criterion(image_features, text_features, logit_scale)
@@ -140,8 +148,8 @@ def build_loss_fn(config: dict[str, Any], train_dataset: Dataset,
         if name == "simclr":
             return criterion(z1, z2)
         if name == "supcon":
-            return criterion(z1, z2, batch["label"].to(device))
-        return criterion(z1, z2, side(batch).to(device))
+            return criterion(z1, z2, to_device(batch["label"], device))
+        return criterion(z1, z2, to_device(side(batch), device))
 
     return contrastive_step, (graph_seconds if name == "xclr" else 0.0)
 

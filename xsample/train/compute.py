@@ -1,5 +1,8 @@
 """Section 4.5 analog: per-step cost of each method on the same backbone and batch, in one process,
-interleaved in rounds so that machine drift affects every method alike."""
+interleaved in rounds so that machine drift affects every method alike.
+
+The batch is what one GPU holds in training: the global batch (``optim.batch_size``) over the job's
+ranks (``resources``: nodes x tasks per node, one task per GPU)."""
 
 from __future__ import annotations
 
@@ -21,12 +24,23 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def per_gpu_batch(config: dict[str, Any]) -> tuple[int, int]:
+    """(global batch, the batch one rank of the training job holds)."""
+    global_batch = int(config["optim"]["batch_size"])
+    ranks = int(config["resources"]["nodes"]) * int(config["resources"]["tasks_per_node"])
+    if global_batch % ranks:
+        raise ValueError(f"optim.batch_size={global_batch} is not divisible by the job's {ranks} ranks "
+                         "(scale.resources: nodes x tasks_per_node)")
+    return global_batch, global_batch // ranks
+
+
 def compute_overhead_metrics(config: dict[str, Any], device: torch.device) -> dict[str, Any]:
     spec = config["compute"]
     dataset = build_train_dataset(config)
     views = SeededViewsDataset(dataset, PILViews(simclr_augmentation(int(config["data"]["image_size"])), num_views=2),
                                seed=config["seed"])
-    batch = next(iter(DataLoader(views, batch_size=int(config["optim"]["batch_size"]), shuffle=True)))
+    global_batch, batch_size = per_gpu_batch(config)
+    batch = next(iter(DataLoader(views, batch_size=batch_size, shuffle=True)))
 
     contenders: dict[str, tuple] = {}
     metrics: dict[str, Any] = {}
@@ -64,7 +78,6 @@ def compute_overhead_metrics(config: dict[str, Any], device: torch.device) -> di
             times[name].append(step(name))
             if device.type == "cuda":
                 peak[name] = max(peak.get(name) or 0.0, torch.cuda.max_memory_allocated(device) / 2**20)
-    batch_size = int(config["optim"]["batch_size"])
     for name, samples in times.items():
         median = statistics.median(samples)
         metrics[name] = {"step_ms": round(1000 * median, 3), "images_per_s": round(batch_size / median, 1),
@@ -72,6 +85,7 @@ def compute_overhead_metrics(config: dict[str, Any], device: torch.device) -> di
                          "peak_mem_mb": round(peak[name], 1) if name in peak else None}
     if "simclr" in metrics and "xclr" in metrics:
         metrics["xclr_over_simclr"] = round(metrics["xclr"]["step_ms"] / metrics["simclr"]["step_ms"], 4)
-    metrics["batch_size"] = batch_size
+    metrics["batch_size"] = batch_size  # per GPU, as measured
+    metrics["global_batch_size"] = global_batch
     metrics["backbone"] = config["model"]["backbone"]
     return metrics

@@ -9,6 +9,7 @@ from torch import nn
 
 from xsample.data import build_dataset, eval_transform
 from xsample.eval import extract_features, run_evaluations, zero_shot_top1
+from xsample.train.loop import autocast
 
 ZERO_SHOT_TEMPLATE = "a photo of a {}"
 
@@ -46,12 +47,15 @@ def zero_shot_accuracy(model: nn.Module, config: dict[str, Any], device: torch.d
 
 
 def evaluate_model(model: nn.Module, config: dict[str, Any], device: torch.device) -> tuple[dict, dict]:
-    """(metrics, details): metrics in the result.json contract, details such as the chosen probe lr."""
+    """(metrics, details): metrics in the result.json contract, details such as the chosen probe lr.
+    Features are extracted at training speed: the training precision, channels_last, batched decoding."""
     eval_cfg = config["eval"]
+    model = model.to(memory_format=torch.channels_last)
     metrics, details = run_evaluations(
         _Call(model, "features"), eval_cfg["evaluations"], device=device, probe_config=eval_cfg["probe"],
         image_size=int(config["data"]["image_size"]), data_roots=_data_roots(config), seed=int(config["seed"]),
-        num_workers=int(config["runtime"].get("num_workers", 0)),
+        num_workers=int(config["runtime"]["num_workers"]),
+        autocast=lambda: autocast(device, config["runtime"]["precision"]),
     )
     if eval_cfg.get("zero_shot"):
         metrics["zero_shot"] = {"imagenet": zero_shot_accuracy(model, config, device)}

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 # Keys that change where or how fast a run executes but not what it computes.
-RUNTIME_ONLY_KEYS = ("runtime", "paths", "launcher", "force")
+RUNTIME_ONLY_KEYS = ("runtime", "paths", "launcher", "force", "resources")
 # Where the training data lives is placement too: a dataset moved to another disk is the same run.
 PLACEMENT_DATA_KEYS = ("root",)
 

@@ -1,7 +1,8 @@
 """Training curves for TensorBoard: event files in the run directory, written by the main rank only.
 
-Every step writes ``train/loss``; every ``runtime.log_every_steps`` steps (and the last) also the learning
-rate, images/s, the fraction of wall time spent waiting for the data loader, the gradient norm and, for
+Every step writes ``train/loss`` (the loop hands them over in windows, at its sync points); every
+``runtime.log_every_steps`` steps (and the last) also the learning rate, images/s, the fractions of wall
+time spent waiting for the data loader and preparing batches on the device, the gradient norm and, for
 CLIP, the logit scale. The final evaluation metrics go under ``eval/``. A resumed run hides the events a
 killed process wrote after its last checkpoint (TensorBoard's purge step), so its curves continue without
 duplicated steps.
@@ -54,6 +55,7 @@ class LogWindow(NamedTuple):
     """Throughput over the steps since the previous log step, as the step line prints it."""
     images_per_s: float
     data_wait_fraction: float  # of the window's wall time spent blocked on the data loader
+    input_fraction: float = 0.0  # of the window's wall time spent preparing batches on the device (may overlap)
 
 
 class ScalarTracker:
@@ -76,6 +78,7 @@ class ScalarTracker:
             "train/lr": optimizer.param_groups[0]["lr"],
             "train/images_per_s": window.images_per_s,
             "train/data_wait_fraction": min(1.0, window.data_wait_fraction),
+            "train/input_fraction": min(1.0, window.input_fraction),
             "train/grad_norm": gradient_norm(model),
         }
         logit_scale = getattr(getattr(model, "module", model), "logit_scale", None)
