@@ -60,14 +60,6 @@ class DeviceError(RuntimeError):
     """The run cannot have the device it needs (named in the message); nothing was trained."""
 
 
-class PeerFailure(RuntimeError):
-    """Another rank reported a failure; this rank stopped because of it."""
-
-    def __init__(self, report: dict[str, Any]):
-        super().__init__(f"rank {report['rank']} failed: {report['error']}")
-        self.report = report
-
-
 @dataclass
 class DistInfo:
     rank: int
@@ -284,6 +276,22 @@ def report_failure(info: DistInfo, report: dict[str, Any]) -> None:
     except Exception:  # noqa: BLE001  the store is gone too: closing the group below still releases the peers
         pass
     dist.destroy_process_group()
+
+
+# --- stopping together on a signal ---------------------------------------------------------------------
+_STOP = "stop_at_step"
+STOP_MARGIN_STEPS = 2  # a rank can be at most one step ahead of another (each step has a collective)
+
+
+def announce_stop(info: DistInfo, step: int) -> None:
+    """A signal reached this rank after ``step``: propose stopping at ``step + STOP_MARGIN_STEPS`` (the first
+    proposal stands), a step every rank reaches after it has read the proposal."""
+    info.store.compare_set(_STOP, "", str(step + STOP_MARGIN_STEPS))
+
+
+def agreed_stop(info: DistInfo) -> int | None:
+    """The step at which the ranks stop for a signal, once one was proposed (a store read, no device sync)."""
+    return int(info.store.get(_STOP)) if info.store.check([_STOP]) else None
 
 
 # --- collectives the training loop uses ---------------------------------------------------------------

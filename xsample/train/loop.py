@@ -7,8 +7,10 @@ device value back. The ranks compare notes only at *sync points*: every ``runtim
 the last step, and the steps that checkpoint by count or at an epoch's end, all of which every rank knows
 in advance. There one all_reduce carries the window's losses and each rank's stop and checkpoint-due
 flags; the losses are checked (a non-finite one fails the run, naming its step, before any checkpoint
-could save it), logged and written to TensorBoard, and a checkpoint is taken when one is due. A single
-process also stops at the first step after a signal, since it has nobody to agree with.
+could save it), logged and written to TensorBoard, and a checkpoint is taken when one is due. A signal
+makes a sync point soon, not at the next log step (SLURM kills a job some 30 s after SIGTERM): a single
+process stops after the current step; with several ranks, the signalled one proposes a stop step in the
+rendezvous store, which every rank reads after each step (a store read, not a device sync).
 """
 
 from __future__ import annotations
@@ -29,7 +31,14 @@ from torch.utils.data import DataLoader, IterableDataset
 from xsample.losses.distributed import equal_local_batches
 from xsample.train.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from xsample.train.components import TrainingSetup
-from xsample.train.distributed import DistInfo, barrier, gather_objects, sum_over_ranks
+from xsample.train.distributed import (
+    DistInfo,
+    agreed_stop,
+    announce_stop,
+    barrier,
+    gather_objects,
+    sum_over_ranks,
+)
 from xsample.train.global_batchnorm import convert_batchnorm_for_distributed
 from xsample.train.preemption import PreemptionGuard, leave_preemption_to_the_main_process
 from xsample.train.sampling import ResumableDistributedSampler, SeededViewsDataset, StreamedViews
@@ -81,6 +90,19 @@ def autocast(device: torch.device, precision: str):
         return torch.autocast(device.type, enabled=False)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     return torch.autocast(device.type, dtype=dtype)
+
+
+def train_step(setup: TrainingSetup, trained: nn.Module, batch: dict, optimizer, scheduler, scaler,
+               device: torch.device, precision: str) -> torch.Tensor:
+    """One optimisation step on a batch already on the device; its loss stays there (no host sync)."""
+    with autocast(device, precision):
+        loss = setup.compute_loss(trained, batch, device)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
+    return loss
 
 
 def _on_stream(value: Any, stream: torch.cuda.Stream) -> None:
@@ -330,6 +352,7 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
             checkpoint(current_step)
         return stop
 
+    stop_proposed, stop_at = False, None
     with PreemptionGuard() as guard, tracker, equal_local_batches(local_batch, device, info.grouped):
         trained.train()
         log.start(step, data_wait_seconds, input_seconds)
@@ -355,13 +378,7 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
                     batch = prefetcher.take()
                     if batch is None:
                         break
-                    with autocast(device, precision):
-                        loss = setup.compute_loss(trained, batch, device)
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                    scheduler.step()
+                    loss = train_step(setup, trained, batch, optimizer, scheduler, scaler, device, precision)
                     prefetcher.prepare_next()  # the next batch's input overlaps this step on the device
                     window_losses.append(loss.detach())
                     skipped.add(batch["skipped"])
@@ -371,9 +388,14 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
                     train_seconds, tick = train_seconds + now - tick, now
                     if progress is not None:
                         progress.step = step
-                    alone_and_stopped = world == 1 and guard.requested
+                    if world > 1:
+                        if guard.requested and not stop_proposed:
+                            announce_stop(info, step)
+                            stop_proposed = True
+                        stop_at = stop_at if stop_at is not None else agreed_stop(info)
+                    signalled = guard.requested if world == 1 else step == stop_at
                     stop = False
-                    if step % log_every == 0 or step == total_steps or checkpoint_by_count(step) or alone_and_stopped:
+                    if step % log_every == 0 or step == total_steps or checkpoint_by_count(step) or signalled:
                         stop = sync_point(step, guard)
                 if stop:
                     barrier(info)  # the checkpoint is on disk before any rank hands over
@@ -383,8 +405,9 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
                                     input_seconds, history, 0, log, left_for_requeue=True)
                 if step >= total_steps:
                     break
-        prefetcher.harvest(wait=True)
-        data_wait_seconds, input_seconds = input_totals()
+        if prefetcher is not None:  # None when resumed at the last step
+            prefetcher.harvest(wait=True)
+            data_wait_seconds, input_seconds = input_totals()
     return _outcome(model, resumed_from, step, samples_seen, train_seconds, data_wait_seconds, input_seconds,
                     history, skipped.check(info, samples_seen), log)
 

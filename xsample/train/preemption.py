@@ -2,9 +2,9 @@
 
 SLURM sends SIGUSR2 before a time limit (submitit's signal_delay_s) and SIGTERM on scancel, preemption or
 `scontrol requeue`; a user stops a local run with Ctrl-C (SIGINT) or SIGTERM. During training the
-handler only records the signal; at the next step where the ranks compare notes (every log step, see
-xsample/train/loop.py) they agree to stop, rank 0 saves a checkpoint holding every rank's state, and all
-ranks pass a barrier. Then:
+handler only records the signal; within a step or two the ranks agree on a step to stop at (see
+xsample/train/loop.py), rank 0 saves a checkpoint holding every rank's state there, and all ranks pass a
+barrier. Then:
 
 - under a scheduler (a handler was installed before ours: submitit's), rank 0 alone calls it, which
   requeues the job, and raises ``Preempted``; the other ranks return quietly (exit status 0), so neither a
