@@ -55,7 +55,7 @@ from xsample.train.sampling import SeededViewsDataset  # noqa: E402
 
 LOG_EVERY = 2
 PAPER = {"scale": "paper", "batch": 512, "steps": 12, "unique_per_class": 64, "image_px": 256}
-SMALL = {"scale": "rehearsal", "batch": 16, "steps": 8, "unique_per_class": 8, "image_px": 64}
+SMALL = {"scale": "rehearsal", "batch": 16, "steps": 4, "unique_per_class": 8, "image_px": 64}
 
 
 def run_config(profile: dict, root: Path, batch: int, augment: str, workers: int, epochs: int) -> dict:
@@ -75,7 +75,7 @@ def write_images(root: Path, profile: dict, total: int) -> None:
     """Fixture ImageNet training images: ``unique_per_class`` rendered per class, then hard links up to ``total``."""
     write_imagenet(root, profile["unique_per_class"], _Renderer(profile["image_px"], seed=0), synset_mapping=False)
     files = sorted((root / "train").rglob("*.JPEG"))
-    for copy in range(len(files), total):
+    for copy in range(len(files), total):  # beyond the rendered files
         source = files[copy % len(files)]
         os.link(source, source.with_name(f"{source.stem}_copy{copy}.JPEG"))
 
@@ -120,7 +120,7 @@ def timed(device: torch.device, into: list[float]):
 def input_breakdown(config: dict, device: torch.device, batches: int) -> dict:
     """ms per batch of decode and of the augmentation, timed apart on packed batches from the workers; and
     the synchronisations one batched decode makes alone."""
-    setup = build_training_setup(config, device)
+    setup = training_setup(config, device)
     views = setup.views
     loader = DataLoader(SeededViewsDataset(setup.train_dataset, views, seed=0), batch_size=int(config["optim"]["batch_size"]),
                         num_workers=int(config["runtime"]["num_workers"]), collate_fn=views.collate,
@@ -142,10 +142,20 @@ def input_breakdown(config: dict, device: torch.device, batches: int) -> dict:
             "cuda_syncs_of_one_decode": float(np.mean(decode_syncs))}
 
 
+def training_setup(config: dict, device: torch.device):
+    """The run's training pieces; on the CPU the batched views arranged as on a GPU (the training process
+    decodes and draws the views), so that the small check runs the GPU's code path."""
+    setup = build_training_setup(config, device)
+    if isinstance(setup.views, BatchedViews) and device.type == "cpu":
+        setup.views = BatchedViews(setup.views.image_size, setup.views.num_views, encoded_source=True,
+                                   decode_on_device=True, augment_in_workers=False)
+    return setup
+
+
 def train(config: dict, device: torch.device, probe=None):
     """pretrain() on the fixture data in a scratch run directory; its outcome."""
     info = DistInfo(rank=0, world_size=1, local_rank=0, device=device)
-    setup = build_training_setup(config, device)
+    setup = training_setup(config, device)
     with tempfile.TemporaryDirectory(prefix="gpu_check_run_") as run_dir:
         return pretrain(config, Path(run_dir), info, setup, config_hash(config), step_probe=probe), setup
 
@@ -174,7 +184,7 @@ def host_syncs_per_step(config: dict, device: torch.device) -> dict:
 
 def step_alone_rate(config: dict, device: torch.device, steps: int) -> float:
     """Images/s of the training step on one batch already on the device (model, loss, LARS, precision as trained)."""
-    setup = build_training_setup(config, device)
+    setup = training_setup(config, device)
     views = setup.views
     dataset = SeededViewsDataset(setup.train_dataset, views, seed=0)
     batch_size = int(config["optim"]["batch_size"])
