@@ -44,7 +44,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 
 from experiments.run_config import build_run_config  # noqa: E402
 from xsample.data.batched_augment import BatchedViews, unpack  # noqa: E402
-from xsample.data.fixtures import HARD_JPEG_CASES, _Renderer, hard_jpeg, jpeg_bytes, write_imagenet  # noqa: E402
+from xsample.data.fixtures import HARD_JPEG_CASES, hard_jpeg, jpeg_bytes, write_training_images  # noqa: E402
 from xsample.data.paper_datasets import ImageFileDataset  # noqa: E402
 from xsample.train.components import build_training_setup  # noqa: E402
 from xsample.train.distributed import DistInfo  # noqa: E402
@@ -69,15 +69,6 @@ def run_config(profile: dict, root: Path, batch: int, augment: str, workers: int
         cfg = compose(config_name="reproduce", overrides=overrides)
     GlobalHydra.instance().clear()
     return build_run_config(OmegaConf.to_container(cfg, resolve=True))
-
-
-def write_images(root: Path, profile: dict, total: int) -> None:
-    """Fixture ImageNet training images: ``unique_per_class`` rendered per class, then hard links up to ``total``."""
-    write_imagenet(root, profile["unique_per_class"], _Renderer(profile["image_px"], seed=0), synset_mapping=False)
-    files = sorted((root / "train").rglob("*.JPEG"))
-    for copy in range(len(files), total):  # beyond the rendered files
-        source = files[copy % len(files)]
-        os.link(source, source.with_name(f"{source.stem}_copy{copy}.JPEG"))
 
 
 def hard_case_outcomes(directory: Path, image_size: int, device: torch.device) -> dict[str, str]:
@@ -142,20 +133,20 @@ def input_breakdown(config: dict, device: torch.device, batches: int) -> dict:
             "cuda_syncs_of_one_decode": float(np.mean(decode_syncs))}
 
 
-def training_setup(config: dict, device: torch.device):
-    """The run's training pieces; on the CPU the batched views arranged as on a GPU (the training process
-    decodes and draws the views), so that the small check runs the GPU's code path."""
+def training_setup(config: dict, device: torch.device, as_on_gpu: bool = True):
+    """The run's training pieces; with ``as_on_gpu`` on the CPU, the batched views arranged as on a GPU (the
+    training process decodes and draws the views), so that the small check runs the GPU's code path."""
     setup = build_training_setup(config, device)
-    if isinstance(setup.views, BatchedViews) and device.type == "cpu":
+    if as_on_gpu and isinstance(setup.views, BatchedViews) and device.type == "cpu":
         setup.views = BatchedViews(setup.views.image_size, setup.views.num_views, encoded_source=True,
                                    decode_on_device=True, augment_in_workers=False)
     return setup
 
 
-def train(config: dict, device: torch.device, probe=None):
+def train(config: dict, device: torch.device, probe=None, as_on_gpu: bool = True):
     """pretrain() on the fixture data in a scratch run directory; its outcome."""
     info = DistInfo(rank=0, world_size=1, local_rank=0, device=device)
-    setup = training_setup(config, device)
+    setup = training_setup(config, device, as_on_gpu)
     with tempfile.TemporaryDirectory(prefix="gpu_check_run_") as run_dir:
         return pretrain(config, Path(run_dir), info, setup, config_hash(config), step_probe=probe), setup
 
@@ -184,7 +175,7 @@ def host_syncs_per_step(config: dict, device: torch.device) -> dict:
 
 def step_alone_rate(config: dict, device: torch.device, steps: int) -> float:
     """Images/s of the training step on one batch already on the device (model, loss, LARS, precision as trained)."""
-    setup = training_setup(config, device)
+    setup = training_setup(config, device, as_on_gpu=False)
     views = setup.views
     dataset = SeededViewsDataset(setup.train_dataset, views, seed=0)
     batch_size = int(config["optim"]["batch_size"])
@@ -212,7 +203,8 @@ def check(small: bool) -> dict:
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as scratch:
         scratch = Path(scratch)
         batch = profile["batch"]
-        write_images(scratch / "imagenet", profile, batch * (profile["steps"] + 1))
+        write_training_images(scratch / "imagenet", profile["unique_per_class"], profile["image_px"],
+                              batch * (profile["steps"] + 1))
         config = run_config(profile, scratch / "imagenet", batch, "batched", workers, epochs=1)
         image_size = int(config["data"]["image_size"])
         (scratch / "cases").mkdir()

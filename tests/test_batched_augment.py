@@ -213,11 +213,12 @@ def test_non_jpeg_and_damaged_files_fall_back_to_pil_and_are_counted(tmp_path):
 
 
 def test_the_input_benchmark_runs_and_ends_with_its_json_line():
-    """A few batches of experiments/bench_input.py on the CPU: the script builds its ImageNet-layout folder,
-    measures both input paths and the step, and prints one JSON object last."""
+    """A few batches of experiments/bench_input.py on the CPU: the script writes its fixture images, measures
+    both input paths, the step, and training with each path, and prints one JSON object last."""
     out = subprocess.run([sys.executable, "experiments/bench_input.py", "--device", "cpu", "--image-size", "32",
-                          "--workers", "0", "--batch-size", "16", "--batches", "3", "--steps", "2"],
+                          "--workers", "0", "--batch-size", "16", "--batches", "4", "--steps", "2"],
                          cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     rates = json.loads(out.stdout.strip().splitlines()[-1])
-    assert all(rates[key] > 0 for key in ("pil_samples_per_s", "batched_samples_per_s", "step_samples_per_s")), rates
+    assert all(rates[key] > 0 for key in ("pil_samples_per_s", "batched_samples_per_s", "step_samples_per_s",
+                                          "training_batched_samples_per_s", "training_pil_samples_per_s")), rates

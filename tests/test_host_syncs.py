@@ -7,9 +7,9 @@ from contextlib import contextmanager
 
 import torch
 
-from experiments.bench_input import write_jpeg_folder
 from tests.engine_helpers import small_run_config
 from xsample.data.batched_augment import BatchedViews
+from xsample.data.fixtures import write_training_images
 from xsample.train.components import build_training_setup
 from xsample.train.distributed import DistInfo
 from xsample.train.host_syncs import HostSyncRecorder
@@ -65,7 +65,7 @@ def test_a_batched_x_clr_step_makes_no_host_sync(tmp_path):
 
 
 def test_a_step_decoding_jpegs_in_the_training_process_makes_no_host_sync(tmp_path):
-    write_jpeg_folder(tmp_path / "images", 64, 40, 50)
+    write_training_images(tmp_path / "images", 4, 48, 64)  # varied sizes and the hard JPEG cases
     config = small_run_config("table='1'", "method=simclr", "scale.epochs=1", "scale.batch_size=16",
                               cache_dir=tmp_path / "cache")
     config["data"].update(name="imagenet", root=str(tmp_path / "images"), options={})

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import shlex
 import tarfile
 from collections.abc import Iterable
@@ -185,6 +186,16 @@ def write_imagenet(root: Path, per_class: int, renderer: _Renderer, synset_mappi
         lines = [f"{wnid} {name}" for wnid, name in zip(imagenet_wnids(), ImageNetInfo().label_descriptions(),
                                                         strict=True)]
         (root / "LOC_synset_mapping.txt").write_text("\n".join(lines) + "\n")
+
+
+def write_training_images(root: Path, unique_per_class: int, image_px: int, total: int) -> None:
+    """An ImageNet layout whose train folder holds ``total`` files for throughput measurements: the images
+    ``write_imagenet`` renders (varied sizes, the hard cases), then hard links to them."""
+    write_imagenet(root, unique_per_class, _Renderer(image_px, seed=0), synset_mapping=False)
+    files = sorted((root / "train").rglob("*.JPEG"))
+    for copy in range(len(files), total):
+        source = files[copy % len(files)]
+        os.link(source, source.with_name(f"{source.stem}_copy{copy}.JPEG"))
 
 
 def write_imagenet9(root: Path, per_class: int, renderer: _Renderer) -> None:
