@@ -20,6 +20,7 @@ from tests.engine_helpers import REPO, small_run_config
 from xsample.io import atomic_write_json
 from xsample.train.distributed import DeviceError, resolve_device
 from xsample.train.preemption import Preempted, PreemptionGuard, RunInterrupted
+from xsample.train.provenance import config_hash
 from xsample.train.run import run_experiment
 
 TINY = ["table=2", "row=augmentation", "scale.epochs=1", "scale.batch_size=128",
@@ -45,6 +46,13 @@ def test_device_choices_are_strict_and_a_gpu_request_never_falls_back_to_the_cpu
         resolve_device("cuda:0", 0, 2, 2)
     with pytest.raises(DeviceError, match=r"sees 1 GPU\(s\)"):
         resolve_device("cuda:1", 0, 1, 1)
+
+
+def test_resources_and_the_distributed_timeout_are_placement_not_identity(tmp_path):
+    config = small_run_config("table='2'", "row=augmentation", cache_dir=tmp_path / "cache")
+    moved = small_run_config("table='2'", "row=augmentation", "scale.resources.tasks_per_node=2",
+                             "runtime.distributed_timeout_s=60", cache_dir=tmp_path / "cache")
+    assert config["resources"] != moved["resources"] and config_hash(config) == config_hash(moved)
 
 
 def test_a_gpu_resourced_run_without_cuda_fails_at_once_naming_the_cause(tmp_path, monkeypatch):

@@ -19,6 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from xsample.data.batched_augment import BatchedEvalViews
+from xsample.train.preemption import leave_preemption_to_the_main_process
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ def encode_dataset(encoder: nn.Module, dataset: Dataset, transform: Callable | B
     batched = isinstance(transform, BatchedEvalViews)
     loader = DataLoader(_TransformedItems(dataset, transform, extra_keys), batch_size=batch_size, shuffle=False,
                         num_workers=num_workers, collate_fn=transform.collate if batched else _collate,
-                        pin_memory=device.type == "cuda")
+                        pin_memory=device.type == "cuda", worker_init_fn=leave_preemption_to_the_main_process)
     was_training = encoder.training
     encoder.eval()
     feature_chunks: list[torch.Tensor] = []
