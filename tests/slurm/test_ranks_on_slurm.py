@@ -31,10 +31,10 @@ def test_a_two_task_job_outlives_a_collective_timeout_shorter_than_its_evaluatio
 
 
 def test_scontrol_requeue_of_a_two_task_job_ends_with_the_uninterrupted_loss_curve(slurm_cluster, tmp_path):
-    _finish(_reproduce(tmp_path / "reference", *RUN, "scale.epochs=3"), 900)
+    _finish(_reproduce(tmp_path / "reference", *RUN, "scale.epochs=2"), 900)
     expected = _result(tmp_path / "reference")
 
-    submitted = _reproduce(tmp_path / "requeued", *RUN, "scale.epochs=3")
+    submitted = _reproduce(tmp_path / "requeued", *RUN, "scale.epochs=2")
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and not list((tmp_path / "requeued").glob("table2_tiny/runs/*/result.json")):
         time.sleep(0.5)
