@@ -179,7 +179,8 @@ def cli() -> None:
     overrides = [a for a in args if "=" in a and not a.startswith("-")]
     rank = _torchrun_rank(args, overrides)
     if rank is not None:
-        sys.argv.append("launcher=local")
+        if _option(overrides, "launcher") is None:
+            sys.argv.append("launcher=local")
         if rank > 0:  # rank 0 checks, plans and reports; the others only join the run
             _run_interruptibly(main)
             return

@@ -83,6 +83,18 @@ def test_evaluation_leaves_unreadable_images_out_and_counts_them(tmp_path):
     assert fields["label"].tolist() == [0, 2, 3, 4], "the stand-in for the broken file is not counted twice"
 
 
+def test_the_batched_evaluation_path_leaves_unreadable_images_out(tmp_path):
+    files = []
+    for k, data in enumerate([jpeg_bytes(_picture(0)), b"\xff\xd8 truncated", _complete_but_undecodable(),
+                              jpeg_bytes(_picture(3))]):
+        (tmp_path / f"{k}.JPEG").write_bytes(data)
+        files.append(str(tmp_path / f"{k}.JPEG"))
+    dataset = ImageFileDataset(files, [0, 1, 2, 3])
+    dataset.keep_images_encoded()
+    features, fields, skipped = encode_dataset(_Encoder(), dataset, BatchedEvalViews(32), batch_size=4, device=CPU)
+    assert skipped == 2 and fields["label"].tolist() == [0, 3] and features.shape == (2, 3)
+
+
 def test_the_batched_evaluation_crop_is_close_to_the_pil_transform():
     # Photographs are smooth at the pixel scale; noise would turn any sub-pixel difference into a large one.
     pictures = [_picture(k, 15 + 2 * k, 20 - 2 * k).resize((400 - 30 * k, 300 + 40 * k), Image.BICUBIC)
@@ -90,6 +102,7 @@ def test_the_batched_evaluation_crop_is_close_to_the_pil_transform():
     evaluation = BatchedEvalViews(224)
     batch = evaluation.collate([{**evaluation.prepare(EncodedImage(jpeg_bytes(p, quality=95), "x")), "label": 0}
                                 for p in pictures])
+    assert batch["label"] == [0, 0, 0]
     ours, readable = evaluation.on_device(batch, CPU)
     reference = torch.stack([eval_transform(224)(Image.open(io.BytesIO(jpeg_bytes(p, quality=95))).convert("RGB"))
                              for p in pictures])

@@ -568,23 +568,30 @@ class BatchedEvalViews:
         self.decoder = BatchedViews(image_size, 1, encoded_source=True, decode_on_device=True)
 
     def prepare(self, image: EncodedImage | Image.Image) -> dict:
-        """A worker's part for one image: its bytes (or PIL-decoded pixels) and original size."""
-        item = self.decoder({"image": image, "index": 0}, 0)
-        return {key: item[key] for key in ("image", "original_size", "decode_fallback")}
+        """A worker's part for one image: its bytes (or PIL-decoded pixels) and original size; for an image
+        neither decoder reads, a one-pixel placeholder (``readable`` False) whose features are left out."""
+        try:
+            item = self.decoder({"image": image, "index": 0}, 0)
+        except CorruptImageError as error:
+            log.warning("%s; left out of the evaluation", error)
+            return {"image": torch.zeros((3, 1, 1), dtype=torch.uint8), "original_size": np.array([1, 1]),
+                    "decode_fallback": 0, "readable": False}
+        return {**{key: item[key] for key in ("image", "original_size", "decode_fallback")}, "readable": True}
 
     def collate(self, items: list[dict]) -> dict:
         batch = {**pack_images([item["image"] for item in items]),
                  "original_size": np.stack([np.asarray(item["original_size"]) for item in items]),
-                 "decode_fallbacks": sum(item["decode_fallback"] for item in items)}
-        return {**batch, **{key: [item[key] for item in items] for key in items[0] if key not in
-                            ("image", "original_size", "decode_fallback")}}
+                 "decode_fallbacks": sum(item["decode_fallback"] for item in items),
+                 "readable": np.array([item["readable"] for item in items])}
+        return {**batch, **{key: [item[key] for item in items] for key in items[0] if key not in batch
+                            and key not in ("image", "decode_fallback")}}
 
     def on_device(self, batch: dict, device: torch.device) -> tuple[Tensor, np.ndarray]:
         """The batch's normalised centre crops on ``device`` and which images could be read (the others'
         rows hold a stand-in: drop them)."""
         images, originals, fallbacks = self.decoder.decode(unpack(batch, device), device)
         self.decoder.decode_fallbacks += batch.pop("decode_fallbacks") + fallbacks
-        readable = np.array([image is not None for image in images])
+        readable = batch.pop("readable") & np.array([image is not None for image in images])
         if not readable.any():
             raise UnreadableRunError(f"no image of an evaluation batch of {len(images)} could be decoded")
         stand_in = images[int(np.flatnonzero(readable)[0])]
