@@ -66,7 +66,8 @@ def test_event_scalars_match_the_result_loss_curve(tiny_run):
 
 @pytest.mark.slow  # trains a tiny run (about 15 s on 2 idle cores)
 def test_a_crashed_and_resumed_run_has_each_step_once(tmp_path, monkeypatch):
-    """The first process dies at step 6 after checkpointing step 4 and writing events up to step 5."""
+    """The first process dies at step 7 after checkpointing step 4 and writing events up to step 6 (the
+    loop writes each window's losses at its log step)."""
     config = _tiny_config(tmp_path / "cache", "scale.checkpoint_every_steps=4")
     build = components.build_training_setup
 
@@ -76,7 +77,7 @@ def test_a_crashed_and_resumed_run_has_each_step_once(tmp_path, monkeypatch):
 
         def compute_loss(*loss_args):
             calls.append(1)
-            if len(calls) == 6:
+            if len(calls) == 7:
                 raise RuntimeError("simulated crash")
             return losses(*loss_args)
 
@@ -90,7 +91,7 @@ def test_a_crashed_and_resumed_run_has_each_step_once(tmp_path, monkeypatch):
     record = run_experiment(config, tmp_path / "run")
 
     assert record["resumed_from"] == 4
-    assert _raw_loss_steps(tmp_path / "run") == [1, 2, 3, 4, 5, 5, 6, 7], "step 5 was written twice on disk"
+    assert _raw_loss_steps(tmp_path / "run") == [1, 2, 3, 4, 5, 6, 5, 6, 7], "steps 5 and 6 were written twice"
     loss = tensorboard_scalars(tmp_path / "run")["train/loss"]
     assert [step for step, _ in loss] == list(range(1, STEPS + 1)), "TensorBoard shows it once"
     assert loss == [(step, pytest.approx(value, abs=1e-5)) for step, value in record["loss_curve"]]
