@@ -12,7 +12,8 @@ that fine-tune them, so no job waits inside its process group for another job's 
 
 Under torchrun every rank runs this command for one run (no -m, the local launcher): rank 0 alone checks
 the inputs, plans and writes the result; the other ranks only join the run. A signal that stops a local
-run ends the command with one line (result.json says interrupted; the same command resumes) and status 130.
+run ends the command with one line (result.json says interrupted; the same command resumes) and status
+128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM).
 """
 
 from __future__ import annotations
@@ -170,7 +171,7 @@ def _run_interruptibly(run) -> None:
         run()
     except RunInterrupted as stop:
         print(f"xsample: interrupted: {stop}", file=sys.stderr, flush=True)
-        raise SystemExit(130) from None
+        raise SystemExit(128 + stop.signum) from None
 
 
 def cli() -> None:

@@ -60,9 +60,9 @@ def execute_run(config: dict[str, Any], run_dir: Path | str, *, force: bool = Fa
     """Run ``config`` in its own directory ``run_dir`` as the module docstring describes.
 
     Failures are recorded in result.json and returned, not raised, so a sweep goes on with its other runs.
-    A signal that stops a local run raises ``RunInterrupted`` (xsample/train/preemption.py; a BaseException,
-    so a sweep stops too): its ``str()`` is the one line to show, result.json says ``interrupted``, and the
-    same call resumes from the checkpoint. Under a scheduler, rank 0 raises ``Preempted`` after handing
+    A signal that stops a local run raises ``RunInterrupted`` (xsample/train/preemption.py; a
+    KeyboardInterrupt, so a sweep stops too): its ``str()`` is the one line to show, ``signum`` the signal,
+    result.json says ``interrupted``, and the same call resumes from the checkpoint. Under a scheduler, rank 0 raises ``Preempted`` after handing
     the job to the scheduler's requeue, and the other ranks return an ``interrupted`` outcome."""
     run_dir = Path(run_dir)
     try:

@@ -31,18 +31,20 @@ class Preempted(BaseException):
     to record a failed job, and a preempted job has not failed: SLURM requeues it."""
 
 
-class RunInterrupted(BaseException):
-    """A local run stopped by a signal; ``str()`` is the one line to show. result.json says
-    ``interrupted``; launching the same run again resumes from its last checkpoint.
+class RunInterrupted(KeyboardInterrupt):
+    """A local run stopped by a signal; ``str()`` is the one line to show, ``signum`` the signal (a shell
+    reports exit status 128 + signum). result.json says ``interrupted``; launching the same run again
+    resumes from its last checkpoint.
 
-    A BaseException, like KeyboardInterrupt, so that a sweep stops instead of going on with its next run."""
+    A KeyboardInterrupt (Ctrl-C is one), so that a sweep stops instead of going on with its next run, and
+    whatever handles Ctrl-C handles a SIGTERM the same way."""
 
     def __init__(self, signum: int, checkpoint_step: int | None):
         name = signal.Signals(signum).name
         kept = (f"checkpoint saved at step {checkpoint_step}" if checkpoint_step is not None
                 else "no checkpoint yet: a relaunch starts over")
         super().__init__(f"stopped by {name}; {kept}; run the same command again to resume")
-        self.signal_name, self.checkpoint_step = name, checkpoint_step
+        self.signum, self.checkpoint_step = int(signum), checkpoint_step
 
 
 def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
