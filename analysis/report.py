@@ -14,12 +14,14 @@ from analysis.collect import STATUSES, collect_runs
 from analysis.output import write_text_atomic
 from analysis.reported import DEFAULT_FILE, ReportedNumber, load_reported
 from analysis.tables import (
+    MIN_SEEDS_FOR_VERDICT,
     MINIATURE_SCALES,
     SANITY_TOLERANCE_POINTS,
     claims,
     column_rank,
     compute_table,
     graph_similarity_table,
+    has_enough_seeds,
     known_answer_checks,
     metric_cells,
 )
@@ -53,11 +55,32 @@ def write_report(sweep_dir: Path | str, out_dir: Path | str | None = None, paper
     return written
 
 
+def check_outcome_lines(sweep_dir: Path | str, table: str, scale: str, out_dir: Path | str,
+                        paper_version: str = "v2") -> list[str]:
+    """A few lines for the end of a launch: where the table's report is, and how its known-answer checks
+    came out (naming every check that fails)."""
+    report = TableReport(collect_runs(sweep_dir), table, scale, load_reported(DEFAULT_FILE, paper_version), paper_version)
+    lines = [f"{report.name}, {scale} scale: {Path(out_dir) / report.stem}.md (.tex, .csv and figures beside it)"]
+    checks = report.checks
+    if checks.empty:
+        return lines + ["known-answer checks: none (no baseline or sanity rows completed)"]
+    failing = checks[checks["passes"] == False]  # noqa: E712 - None (untested) is neither
+    untested = int(checks["passes"].isna().sum())
+    passing = len(checks) - len(failing) - untested
+    summary = f"known-answer checks: {passing} of {len(checks)} pass, {len(failing)} fail"
+    summary += f", {untested} untested (fewer than {MIN_SEEDS_FOR_VERDICT} seeds)" if untested else ""
+    return lines + [summary] + [f"  fails: {check}" for check in failing["check"]]
+
+
 DATASET_ORDER = ("imagenet", "cc3m", "cc12m")
 
 
 def _dataset_rank(dataset: object) -> tuple[int, str]:
     return (DATASET_ORDER.index(dataset) if dataset in DATASET_ORDER else len(DATASET_ORDER), str(dataset))
+
+
+def _untested(*seeds: int) -> str:
+    return f"untested (n={min(seeds)})"
 
 
 def _number(value: float, digits: int = 1, signed: bool = False) -> str:
@@ -109,9 +132,14 @@ class TableReport:
         self.checks = known_answer_checks(self.cells)
 
     @property
+    def name(self) -> str:
+        return table_names().get(self.table, f"Table {self.table}")
+
+    @property
     def title(self) -> str:
-        name = table_names().get(self.table, f"Table {self.table}")
-        return f"{name}, {self.scale} scale: reproduced vs reported (paper {self.paper_version})"
+        if self.tiny:
+            return f"{self.name}, {self.scale} scale (miniature analog, not comparable with the paper)"
+        return f"{self.name}, {self.scale} scale: reproduced vs reported (paper {self.paper_version})"
 
     # ---- main table ---------------------------------------------------------------------------
     def main_table(self) -> tuple[list[str], list[list[str]], pd.DataFrame, list[str]]:
@@ -150,10 +178,10 @@ class TableReport:
         notes = [f"Cell: reproduced mean ± std (n = completed seeds) · gain over the untrained baseline · paper value · "
                  f"Δ reproduced − paper; {FLAG_MD} = |Δ| beyond the entry's tolerance."]
         if self.tiny:
-            notes = ["Cell: reproduced mean ± std (n = completed seeds) · gain over the untrained baseline · "
-                     f"paper value (not comparable at {self.scale} scale)."]
+            notes = ["Cell: reproduced mean ± std (n = completed seeds) · gain over the untrained baseline. "
+                     f"At {self.scale} scale the values are not comparable with the paper's, which are not shown."]
         without_paper = [column for column in columns if column not in with_paper]
-        if without_paper:
+        if without_paper and not self.tiny:
             notes.append(f"Paper value not public for: {', '.join(without_paper)}.")
         return header, rows, cells, notes
 
@@ -208,6 +236,8 @@ class TableReport:
         return header, rows
 
     def _verdict(self, claim) -> str:
+        if not math.isnan(claim.reproduced_low) and not has_enough_seeds(claim.n_minuend, claim.n_subtrahend):
+            return _untested(claim.n_minuend, claim.n_subtrahend)
         sign = {True: "yes", False: "no", None: "n/a"}[claim.sign_holds]
         if self.tiny:
             return f"sign holds: {sign}"
@@ -218,11 +248,15 @@ class TableReport:
     def check_rows(self) -> tuple[list[str], list[list[str]]]:
         header = ["check", "pretraining", "column", "vs", "difference", "2 std of the difference", "n (row, vs)", "passes"]
         rows = [[check.check, str(check.dataset), check.column, check.reference, _number(check.difference, signed=True),
-                 _number(check.two_std) if not math.isnan(check.two_std) else "– (one seed)", check.n,
-                 "yes" if check.passes else "no"] for check in self.checks.itertuples(index=False)]
+                 _number(check.two_std) if not math.isnan(check.two_std) else "– (one seed)",
+                 f"{check.n_row}, {check.n_reference}",
+                 {True: "yes", False: "no"}.get(check.passes) or _untested(check.n_row, check.n_reference)]
+                for check in self.checks.itertuples(index=False)]
         return header, rows
 
-    CHECKS_EXPLAINED = ("A trained row passes against a baseline (untrained network, raw pixels), and a supervised row "
+    CHECKS_EXPLAINED = (f"With fewer than {MIN_SEEDS_FOR_VERDICT} seeds on either side a check says untested: one seed "
+                        "has no spread to measure a difference against. "
+                        "A trained row passes against a baseline (untrained network, raw pixels), and a supervised row "
                         "against the label-free method (SimCLR, or CLIP for caption data), when it beats it by more "
                         "than twice the standard deviation of the difference over seeds. A sanity row (labels shuffled "
                         "across images, or each sample given another sample's class or caption) passes when it falls "
@@ -289,8 +323,11 @@ class TableReport:
         return "\n".join(parts) + "\n"
 
     def comparison_points(self) -> list[dict]:
-        """Known paper numbers with a reproduction, for the reproduced-vs-reported figure."""
+        """Known paper numbers with a reproduction, for the reproduced-vs-reported figure (comparable scales only:
+        a miniature's values are not on the paper's axis)."""
         points = []
+        if self.tiny:
+            return points
         if self.cells is not None:
             known = self.cells[self.cells["reported"].notna() & (self.cells["n"] > 0)]
             points += [{"label": f"T{self.table} {c.method} {c.column}", "reported": c.reported, "reported_low": c.reported,

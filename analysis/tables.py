@@ -27,7 +27,11 @@ LABEL_FREE_METHODS = ("simclr", "clip")
 # A sanity run within this many points of the label-free method (or below it) has lost its supervised
 # advantage (issue 9's criterion); more means the loss still sees labels or graph rows matching the images.
 SANITY_TOLERANCE_POINTS = 2.0
-CHECK_COLUMNS = ["check", "dataset", "column", "row", "reference", "difference", "two_std", "n", "passes"]
+# Fewer seeds than this on either side of a comparison give no verdict: one seed has no spread to measure
+# the difference against, so a check or claim then reads "untested" instead of yes or no.
+MIN_SEEDS_FOR_VERDICT = 2
+CHECK_COLUMNS = ["check", "dataset", "column", "row", "reference", "difference", "two_std", "n_row", "n_reference",
+                 "passes"]
 CLAIM_COLUMNS = ["id", "claim", "dataset", "reported", "paper_version", "source", "reproduced", "reproduced_low",
                  "reproduced_high", "n_minuend", "n_subtrahend", "sign_holds", "within_tolerance", "note"]
 
@@ -71,7 +75,9 @@ def metric_cells(runs: pd.DataFrame, table: str, scale: str, reported: list[Repo
     seeds next to the reported absolute value (only for the table's own runs: a variant is compared with
     nothing the paper reports). Reported cells without a run appear with n = 0."""
     done = completed_runs(runs, table, scale)
-    absolute = [entry for entry in reported if entry.table == table and entry.kind == "absolute"]
+    # Miniature scales measure other data and models: their cells are never set against the paper's values.
+    absolute = [entry for entry in reported if entry.table == table and entry.kind == "absolute"
+                and scale not in MINIATURE_SCALES]
     keys = {(m, None if _matches(s, None) else s, None if _matches(v, None) else v, d)
             for m, s, v, d in zip(done["method"], done["setting"], done["variant"], done["dataset"], strict=True)}
     keys |= {(entry.row, entry.setting, None, entry.dataset) for entry in absolute if entry.dataset is not None}
@@ -90,9 +96,6 @@ def metric_cells(runs: pd.DataFrame, table: str, scale: str, reported: list[Repo
             mean = float(values.mean()) if len(values) else math.nan
             reported_value = entry.value if entry is not None and entry.value is not None else math.nan
             diff = mean - reported_value
-            # At tiny and rehearsal scale absolute values are not comparable with the paper: no difference, no flag.
-            if scale in MINIATURE_SCALES:
-                diff = math.nan
             cells.append({
                 "method": method, "setting": setting, "variant": variant, "dataset": dataset, "column": column,
                 "mean": mean, "std": _std(values), "n": len(values), "gain_over_untrained": math.nan,
@@ -148,7 +151,7 @@ def known_answer_checks(cells: pd.DataFrame) -> pd.DataFrame:
         if sanity_run:
             if label_free is not None:
                 rows.append(_check_row(cell, label_free, "loses its supervised advantage",
-                                       passes=bool(cell.mean - label_free.mean <= SANITY_TOLERANCE_POINTS)))
+                                       passes=_verdict(cell, label_free, cell.mean - label_free.mean <= SANITY_TOLERANCE_POINTS)))
             continue
         for baseline in BASELINES:
             reference = _reference_cell(cells, cell, baseline)
@@ -159,14 +162,24 @@ def known_answer_checks(cells: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=CHECK_COLUMNS)
 
 
+def has_enough_seeds(*counts: int) -> bool:
+    """Whether every side of a comparison has the seeds a verdict needs (MIN_SEEDS_FOR_VERDICT)."""
+    return all(count >= MIN_SEEDS_FOR_VERDICT for count in counts)
+
+
+def _verdict(cell, reference, holds: bool) -> bool | None:
+    """``holds`` as the check's verdict, or None (untested) when either side has too few seeds."""
+    return bool(holds) if has_enough_seeds(cell.n, reference.n) else None
+
+
 def _spread(cell, reference) -> float:
     """Twice the standard deviation of the difference of two means over seeds (nan with one seed)."""
-    return 2 * math.sqrt(cell.std ** 2 + reference.std ** 2) if cell.n > 1 and reference.n > 1 else math.nan
+    return 2 * math.sqrt(cell.std ** 2 + reference.std ** 2) if has_enough_seeds(cell.n, reference.n) else math.nan
 
 
-def _clears(cell, reference) -> bool:
-    difference, spread = cell.mean - reference.mean, _spread(cell, reference)
-    return bool(difference > 0 and (math.isnan(spread) or difference > spread))
+def _clears(cell, reference) -> bool | None:
+    difference = cell.mean - reference.mean
+    return _verdict(cell, reference, difference > 0 and difference > _spread(cell, reference))
 
 
 def row_label(method: str, setting: object, variant: object) -> str:
@@ -175,11 +188,11 @@ def row_label(method: str, setting: object, variant: object) -> str:
     return label + (f" [{variant}]" if isinstance(variant, str) and variant else "")
 
 
-def _check_row(cell, reference, expectation: str, passes: bool) -> dict:
+def _check_row(cell, reference, expectation: str, passes: bool | None) -> dict:
     label = row_label(cell.method, cell.setting, cell.variant)
     return {"check": f"{label} {expectation}", "dataset": cell.dataset, "column": cell.column, "row": label,
             "reference": reference.method, "difference": cell.mean - reference.mean,
-            "two_std": _spread(cell, reference), "n": f"{cell.n}, {reference.n}", "passes": passes}
+            "two_std": _spread(cell, reference), "n_row": cell.n, "n_reference": reference.n, "passes": passes}
 
 
 def _versions(entry: ReportedNumber | None) -> str | None:
@@ -223,7 +236,7 @@ def _evaluate_claim(entry: ReportedNumber, done: pd.DataFrame, dataset: str | No
     row.update(reproduced_low=low, reproduced_high=high)
     if entry.kind == "difference":
         row["reproduced"] = differences[0]
-    if entry.known:
+    if entry.known and has_enough_seeds(row["n_minuend"], row["n_subtrahend"]):
         reported_low = entry.value if entry.kind == "difference" else entry.low
         reported_high = entry.value if entry.kind == "difference" else entry.high
         if reported_low > 0:

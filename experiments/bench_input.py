@@ -7,7 +7,7 @@ step it has to keep up with, and the rate training sees with each, in one proces
 Writes the fixture ImageNet training images of ``make gpu-check`` (xsample.data.fixtures: varied sizes around
 256 px, or 64 px for 32 px views, with the hard JPEG cases; files repeat as hard links beyond the rendered
 ones), then measures samples/s (two views each) of
-  (a) the PIL path: ``simclr_augmentation`` per image in DataLoader workers;
+  (a) the PIL path: ``training_augmentation`` of the recipe (--augment) per image in DataLoader workers;
   (b) the batched path's input alone, as training runs it: on CUDA workers read the files and the
       training process decodes them (``decode_jpeg`` on the GPU) and draws both views of the batch there;
       on the CPU workers read, decode and draw the views of whole batches;
@@ -36,7 +36,7 @@ import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 from experiments.gpu_check import PAPER, SMALL, run_config, step_alone_rate, train  # noqa: E402
-from xsample.data import build_dataset, simclr_augmentation  # noqa: E402
+from xsample.data import AugmentRecipe, build_dataset, training_augmentation  # noqa: E402
 from xsample.data.batched_augment import BatchedViews  # noqa: E402
 from xsample.data.fixtures import write_training_images  # noqa: E402
 from xsample.train.sampling import PILViews, SeededViewsDataset  # noqa: E402
@@ -66,6 +66,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--image-size", type=int, default=32, choices=(32, 224))
+    parser.add_argument("--augment", default="simclr", choices=sorted(p.stem for p in (REPO / "configs" / "augment").glob("*.yaml")),
+                        help="the augmentation recipe (configs/augment/)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="DataLoader workers (both paths)")
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--batches", type=int, default=8,
@@ -86,23 +88,25 @@ def main(argv: list[str] | None = None) -> None:
         write_training_images(root, profile["unique_per_class"], profile["image_px"], files)
         kib = sum(path.stat().st_size for path in root.rglob("*.JPEG")) / files / 1024
         print(f"torch {torch.__version__} on {name}; {files} fixture images (mean {kib:.0f} KiB, short side ~"
-              f"{profile['image_px']} px, hard JPEG cases included) -> {args.image_size} px views; batch "
+              f"{profile['image_px']} px, hard JPEG cases included) -> {args.image_size} px views ({args.augment} "
+              f"recipe); batch "
               f"{args.batch_size}, {args.workers} workers", flush=True)
+        configs = {augment: run_config(profile, root, args.batch_size, augment, args.workers, 1, f"augment={args.augment}")
+                   for augment in ("batched", "pil")}
+        recipe = AugmentRecipe.from_config(configs["batched"]["augment"])
         pil_dataset = build_dataset("imagenet", "train", root=root)
-        pil = loader_rate(PILViews(simclr_augmentation(args.image_size), 2), pil_dataset, batch_size=args.batch_size,
+        pil = loader_rate(PILViews(training_augmentation(recipe, args.image_size), 2), pil_dataset, batch_size=args.batch_size,
                           batches=args.batches, workers=args.workers, device=device)
         print(f"(a) PIL recipe in workers:        {pil:8.0f} samples/s", flush=True)
         batched_dataset = build_dataset("imagenet", "train", root=root)
         batched_dataset.keep_images_encoded()
         on_gpu = device.type == "cuda"
-        views = BatchedViews(args.image_size, 2, encoded_source=True, decode_on_device=on_gpu,
+        views = BatchedViews(args.image_size, 2, recipe, encoded_source=True, decode_on_device=on_gpu,
                              augment_in_workers=not on_gpu)
         batched = loader_rate(views, batched_dataset, batch_size=args.batch_size, batches=args.batches,
                               workers=args.workers, device=device)
         print(f"(b) batched recipe on {device.type:4}:       {batched:8.0f} samples/s  ({batched / pil:.2f}x PIL)",
               flush=True)
-        configs = {augment: run_config(profile, root, args.batch_size, augment, args.workers, epochs=1)
-                   for augment in ("batched", "pil")}
         step = step_alone_rate(configs["batched"], device, args.steps)
         print(f"(c) training step alone:          {step:8.0f} samples/s", flush=True)
         trained = {augment: train(config, device, as_on_gpu=False)[0].steady_images_per_s

@@ -22,6 +22,7 @@ one JSON line:
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -43,6 +44,7 @@ from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 from experiments.run_config import build_run_config  # noqa: E402
+from xsample.data import AugmentRecipe  # noqa: E402
 from xsample.data.batched_augment import BatchedViews, unpack  # noqa: E402
 from xsample.data.fixtures import HARD_JPEG_CASES, hard_jpeg, jpeg_bytes, write_training_images  # noqa: E402
 from xsample.data.paper_datasets import ImageFileDataset  # noqa: E402
@@ -52,18 +54,20 @@ from xsample.train.host_syncs import HostSyncRecorder, cuda_syncs  # noqa: E402
 from xsample.train.loop import pretrain, train_step  # noqa: E402
 from xsample.train.provenance import config_hash  # noqa: E402
 from xsample.train.sampling import SeededViewsDataset  # noqa: E402
+from xsample.train.tracking import ScalarTracker  # noqa: E402
 
 LOG_EVERY = 2
 PAPER = {"scale": "paper", "batch": 512, "steps": 12, "unique_per_class": 64, "image_px": 256}
 SMALL = {"scale": "rehearsal", "batch": 16, "steps": 4, "unique_per_class": 8, "image_px": 64}
 
 
-def run_config(profile: dict, root: Path, batch: int, augment: str, workers: int, epochs: int) -> dict:
-    """The paper (or rehearsal) profile's SimCLR run on the fixture ImageNet, as reproduce.py would build it."""
+def run_config(profile: dict, root: Path, batch: int, augment: str, workers: int, epochs: int, *extra: str) -> dict:
+    """The paper (or rehearsal) profile's SimCLR run on the fixture ImageNet, as reproduce.py would build it
+    (``extra``: further overrides, e.g. another augmentation recipe)."""
     overrides = ["table='1'", "method=simclr", f"scale={profile['scale']}", f"paths.imagenet={root}",
                  f"scale.batch_size={batch}", f"scale.epochs={epochs}", "scale.optim.lars.warmup_epochs=0",
                  f"runtime.augment={augment}", f"runtime.num_workers={workers}", f"runtime.log_every_steps={LOG_EVERY}",
-                 "runtime.checkpoint_every_steps=0", "runtime.checkpoint_every_minutes=0", "runtime.logger=none"]
+                 "runtime.checkpoint_every_steps=0", "runtime.checkpoint_every_minutes=0", "runtime.logger=none", *extra]
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
         cfg = compose(config_name="reproduce", overrides=overrides)
@@ -71,7 +75,7 @@ def run_config(profile: dict, root: Path, batch: int, augment: str, workers: int
     return build_run_config(OmegaConf.to_container(cfg, resolve=True))
 
 
-def hard_case_outcomes(directory: Path, image_size: int, device: torch.device) -> dict[str, str]:
+def hard_case_outcomes(directory: Path, image_size: int, recipe: AugmentRecipe, device: torch.device) -> dict[str, str]:
     """What the batched path does with each hard case: a dataset of that file and a good one, as training reads it."""
     picture = Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8))
     good = directory / "good.JPEG"
@@ -85,7 +89,8 @@ def hard_case_outcomes(directory: Path, image_size: int, device: torch.device) -
         path.write_bytes(data)
         dataset = ImageFileDataset([str(path), str(good)], [0, 0])
         dataset.keep_images_encoded()
-        views = BatchedViews(image_size, 2, encoded_source=True, decode_on_device=on_gpu, augment_in_workers=not on_gpu)
+        views = BatchedViews(image_size, 2, recipe, encoded_source=True, decode_on_device=on_gpu,
+                             augment_in_workers=not on_gpu)
         batch = views.on_device(views.collate([SeededViewsDataset(dataset, views, seed=0)[0]]), device)
         outcomes[case] = ("skipped" if batch["skipped"][0] >= 0 else
                           "decoded by PIL" if views.decode_fallbacks else "decoded")
@@ -138,7 +143,7 @@ def training_setup(config: dict, device: torch.device, as_on_gpu: bool = True):
     training process decodes and draws the views), so that the small check runs the GPU's code path."""
     setup = build_training_setup(config, device)
     if as_on_gpu and isinstance(setup.views, BatchedViews) and device.type == "cpu":
-        setup.views = BatchedViews(setup.views.image_size, setup.views.num_views, encoded_source=True,
+        setup.views = BatchedViews(setup.views.image_size, setup.views.num_views, setup.views.recipe, encoded_source=True,
                                    decode_on_device=True, augment_in_workers=False)
     return setup
 
@@ -148,7 +153,8 @@ def train(config: dict, device: torch.device, probe=None, as_on_gpu: bool = True
     info = DistInfo(rank=0, world_size=1, local_rank=0, device=device)
     setup = training_setup(config, device, as_on_gpu)
     with tempfile.TemporaryDirectory(prefix="gpu_check_run_") as run_dir:
-        return pretrain(config, Path(run_dir), info, setup, config_hash(config), step_probe=probe), setup
+        return pretrain(config, Path(run_dir), info, setup, config_hash(config),
+                        ScalarTracker(config, Path(run_dir), info, {}), step_probe=probe), setup
 
 
 def host_syncs_per_step(config: dict, device: torch.device) -> dict:
@@ -208,10 +214,10 @@ def check(small: bool) -> dict:
         config = run_config(profile, scratch / "imagenet", batch, "batched", workers, epochs=1)
         image_size = int(config["data"]["image_size"])
         (scratch / "cases").mkdir()
-        result["hard_cases"] = hard_case_outcomes(scratch / "cases", image_size, device)
+        result["hard_cases"] = hard_case_outcomes(scratch / "cases", image_size, AugmentRecipe.from_config(config["augment"]),
+                                                  device)
         while True:  # 512 per GPU, or the largest batch that fits
             try:
-                config = run_config(profile, scratch / "imagenet", batch, "batched", workers, epochs=1)
                 if device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats(device)
                 batched, _ = train(config, device)
@@ -219,12 +225,15 @@ def check(small: bool) -> dict:
             except torch.OutOfMemoryError:
                 torch.cuda.empty_cache()
                 batch //= 2
+                config = run_config(profile, scratch / "imagenet", batch, "batched", workers, epochs=1)
         result.update(per_gpu_batch=batch, largest_that_fits=batch < profile["batch"], image_size=image_size,
                       backbone=config["model"]["backbone"],
                       precision="bf16" if device.type == "cuda" else "fp32")
         if device.type == "cuda":
             result["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
-        pil, _ = train(run_config(profile, scratch / "imagenet", batch, "pil", workers, epochs=1), device)
+        pil_config = copy.deepcopy(config)  # runtime.augment only picks the input path
+        pil_config["runtime"]["augment"] = "pil"
+        pil, _ = train(pil_config, device)
         alone = step_alone_rate(config, device, steps=5 if small else 10)
         result["images_per_s"] = {"batched": round(batched.steady_images_per_s, 1),
                                   "pil": round(pil.steady_images_per_s, 1), "step_alone": round(alone, 1)}

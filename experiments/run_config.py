@@ -8,18 +8,25 @@ without Hydra. Which directory a run gets is decided in sweep.plan_run (it compa
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 from pathlib import Path
 from typing import Any
 
+from xsample.data.augment import AugmentRecipe
+from xsample.eval.zero_shot import zero_shot_problem
 from xsample.train.sampling import augment_problem
 from xsample.train.sanity import SANITY_CHECKS
 from xsample.train.tracking import logger_problem
-from xsample.validation import InvalidConfigError, integer_seed, non_finite_problem, non_finite_values
+from xsample.validation import (
+    InvalidConfigError,
+    integer_seed,
+    non_finite_problem,
+    non_finite_values,
+    runtime_problems,
+)
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
-JOB_DIRNAME_MAX = 80
+BUDGETS = ("epochs", "steps")  # what `epochs` counts: passes over the run's data, or the whole set's steps
 
 
 class ConfigError(ValueError):
@@ -101,7 +108,7 @@ def build_run_config(cfg: dict[str, Any]) -> dict[str, Any]:
     optim = None
     if method["optim_recipe"] is not None:
         optim = copy.deepcopy(scale_cfg["optim"][method["optim_recipe"]])
-        optim.update(batch_size=int(scale_cfg["batch_size"]), epochs=int(cfg["epochs"]))
+        optim.update(batch_size=int(scale_cfg["batch_size"]), epochs=int(cfg["epochs"]), budget=cfg["budget"])
 
     suite = cfg["eval_suites"][eval_suite]
     wanted = list(table.get("evaluations") or [])
@@ -112,23 +119,28 @@ def build_run_config(cfg: dict[str, Any]) -> dict[str, Any]:
         "seed": int(cfg["seed"]),
         "sanity": cfg["sanity"],
         "method": _method_settings(method),
+        # The training views' recipe; a run that trains nothing draws none (nor forks on the choice).
+        "augment": copy.deepcopy(cfg["augment"]) if optim is not None else None,
         "graph": copy.deepcopy(cfg["graph"]) if method["name"] == "xclr" or table["task"] == "graph_stats" else None,
         "data": data,
         "model": copy.deepcopy(cfg["model"]),
         "optim": optim,
         "eval": {"evaluations": evaluations, "probe": copy.deepcopy(scale_cfg["probe"]),
-                 "zero_shot": method["name"] == "clip" and "imagenet" in wanted,
+                 # false, or eval.zero_shot's settings for a CLIP run tested on ImageNet (or its analog)
+                 "zero_shot": copy.deepcopy(cfg["eval"]["zero_shot"]) if method["name"] == "clip" and "imagenet" in wanted else False,
                  "not_available": [name for name in wanted if name not in suite["evaluations"]]},
         "init_from": None,
         "runtime": copy.deepcopy(cfg["runtime"]),
         "paths": copy.deepcopy(cfg["paths"]),
         # Where the job runs (placement, outside the config hash): a run asking for GPUs refuses the CPU.
-        "resources": copy.deepcopy(scale_cfg["resources"]),
+        "resources": resources(cfg),
     }
     if table["task"] == "compute":
         contenders = cfg["compute"]["method_configs"]
         run["compute"] = {**copy.deepcopy(cfg["compute"]), "methods": list(contenders),
-                          "method_configs": {name: _method_settings(settings) for name, settings in contenders.items()}}
+                          "method_configs": {name: _method_settings(settings) for name, settings in contenders.items()},
+                          # the step is timed at the batch one GPU of the training job holds (this job has one GPU)
+                          "training_ranks": int(scale_cfg["resources"]["nodes"]) * int(scale_cfg["resources"]["tasks_per_node"])}
         run["graph"] = copy.deepcopy(cfg["graph"])
     if table["task"] == "graph_stats":
         run["graph_stats"] = copy.deepcopy(cfg["graph_stats"])
@@ -136,13 +148,26 @@ def build_run_config(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def resources(cfg: dict[str, Any]) -> dict[str, Any]:
-    """SLURM resources of one job and its rough GPU-hour estimate (plan mode)."""
+    """SLURM resources of one job, its rough GPU-hour estimate (training and evaluation) and the number of
+    requeues its time limit implies (plan mode). A job that trains nothing (a baseline row, the graph
+    statistics, the compute table's one-GPU timing) gets one GPU's share of the training node."""
     res = dict(cfg["scale"]["resources"])
-    per_epoch = float(_training_data(cfg).get("gpu_hours_per_epoch", 0.0))
-    # Baselines train nothing; only GPU jobs cost GPU-hours (the rehearsal trains the paper's datasets on CPUs).
-    pretraining = (cfg["table"]["task"] == "pretrain" and cfg["method"]["optim_recipe"] is not None
-                   and int(res.get("gpus_per_node") or 0) > 0)
-    res["est_gpu_hours"] = round(per_epoch * float(cfg["epochs"]) * float(cfg["data_fraction"]), 1) if pretraining else 0.0
+    data = _training_data(cfg)
+    trains = cfg["table"]["task"] == "pretrain" and cfg["method"]["optim_recipe"] is not None
+    gpus = int(res["gpus_per_node"])
+    if not trains:
+        share = max(1, int(res["tasks_per_node"]))
+        res.update(nodes=1, gpus_per_node=min(gpus, 1), tasks_per_node=1, mem_gb=max(1, int(res["mem_gb"]) // share))
+    # budget=steps trains every data fraction for the steps of the whole set
+    passes = float(cfg["epochs"]) * (float(cfg["data_fraction"]) if cfg["budget"] == "epochs" else 1.0)
+    train_hours = float(data["gpu_hours_per_epoch"]) * passes if trains else 0.0
+    evaluates = cfg["table"]["task"] == "pretrain"
+    eval_hours = float(cfg["eval_suites"][data["eval_suite"]]["gpu_hours"]) if evaluates else 0.0
+    # Only GPU jobs cost GPU-hours (the rehearsal trains the paper's datasets on CPUs).
+    on_gpus = int(res["gpus_per_node"]) * int(res["nodes"])
+    res["est_gpu_hours"] = round(train_hours + eval_hours, 1) if on_gpus else 0.0
+    wall_minutes = 60.0 * res["est_gpu_hours"] / on_gpus if on_gpus else 0.0
+    res["requeues"] = max(0, math.ceil(wall_minutes / float(res["timeout_min"])) - 1)
     return res
 
 
@@ -168,6 +193,8 @@ def value_problems(cfg: dict[str, Any]) -> list[str]:
         for key, value in _method_settings(settings).items():  # what the run uses (baselines use no temperature)
             if "temperature" in key and not ((number := _number(value)) is not None and number > 0):
                 problems.append(f"{where}.{key} must be > 0, got {value}")
+    if cfg["budget"] not in BUDGETS:
+        problems.append(f"budget={cfg['budget']!r} is not a training budget; choose one of {', '.join(BUDGETS)}")
     if cfg.get("sanity") not in SANITY_CHECKS:
         problems.append(f"sanity={cfg.get('sanity')!r} is not a sanity check; choose one of {', '.join(SANITY_CHECKS)}")
     checks = [
@@ -187,17 +214,21 @@ def value_problems(cfg: dict[str, Any]) -> list[str]:
         integer_seed(cfg.get("seed"))
     except InvalidConfigError as error:
         problems.append(str(error))
-    problems += [problem for problem in (logger_problem(cfg), augment_problem(cfg)) if problem is not None]
+    problems += [problem for problem in (logger_problem(cfg), augment_problem(cfg), zero_shot_problem(cfg))
+                 if problem is not None]
+    problems += runtime_problems(cfg["runtime"])
+    table, dataset = cfg["table"], str(cfg["dataset"])
+    shown = dataset if len(dataset) <= 40 else f"{dataset[:37]}..."
+    if dataset not in cfg["datasets"]:
+        problems.append(f"unknown dataset={shown!r}; choose one of {', '.join(sorted(cfg['datasets']))}")
+    elif dataset not in table["datasets"]:
+        problems.append(f"dataset={shown} cannot act on {table['name']}: it pretrains on "
+                        f"{', '.join(table['datasets'])} (configs/table/{table['id']}.yaml table.datasets)")
+    try:
+        AugmentRecipe.from_config(cfg["augment"])
+    except ValueError as error:
+        problems.append(str(error))
     return problems
-
-
-def short_job_dirname(override_dirname: str) -> str:
-    """Hydra's job directory name (every override joined) kept under JOB_DIRNAME_MAX characters:
-    a dozen overrides otherwise exceed the file-name limit. Long names keep their start plus a hash."""
-    name = override_dirname.replace("/", "_") or "default"
-    if len(name) <= JOB_DIRNAME_MAX:
-        return name
-    return f"{name[:JOB_DIRNAME_MAX - 13]}-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
 
 
 def _lookup(cfg: dict[str, Any], dotted: str) -> Any:

@@ -161,18 +161,18 @@ def test_table1_report_cells_status_and_figures(table1_sweep, tmp_path):
     cells = read_cells(out, "table1_tiny")
     simclr = cell(cells, "simclr", "imagenet.top1")
     assert (simclr["mean"], simclr["std"], simclr["n"]) == (72.0, 2.0, 3)
-    assert simclr["reported"] == 63.4
-    assert pd.isna(simclr["diff"]) and not simclr["flag"]  # tiny scale: absolute values are not compared
-    supcon = cell(cells, "supcon", "imagenet.top1")
-    assert (supcon["n"], supcon["reported"]) == (0, 74.3)  # the failed run does not count
+    # Tiny scale measures other data: its cells are never set against the paper's values (63.4 for SimCLR).
+    assert pd.isna(simclr["reported"]) and pd.isna(simclr["diff"]) and not simclr["flag"]
+    assert cells[cells["method"] == "supcon"].empty  # the failed run does not count, and no paper cell is listed
     xclr = cell(cells, "xclr", "imagenet.top1")
     assert (xclr["mean"], xclr["n"]) == (75.5, 1) and pd.isna(xclr["std"]) and pd.isna(xclr["reported"])
     assert cell(cells, "simclr", "imagenet_real.top1")["mean"] == 73.0
 
     markdown = (out / "table1_tiny.md").read_text()
     assert "Tiny analog" in markdown
-    assert "72.0 ± 2.0 (n=3) · paper 63.4" in markdown
-    assert "paper: not public" in markdown
+    table_rows = [line for line in markdown.splitlines() if line.startswith("| ")]
+    assert "| 72.0 ± 2.0 (n=3) |" in markdown and not any("paper" in line for line in table_rows)
+    assert markdown.startswith("# Table 1, tiny scale (miniature analog, not comparable with the paper)")
     assert "failed: `runs/supcon_seed0`: ValueError: loss is nan" in markdown
     assert "corrupt: `runs/broken`" in markdown
     assert "missing: `runs/xclr_seed1`" in markdown
@@ -229,6 +229,8 @@ def test_table3_claims_are_evaluated_from_runs(table3_sweep, tmp_path):
     assert real["reproduced"] == pytest.approx(43.5 - 25.0) and bool(real["within_tolerance"])  # 18.5 vs 18.0
     cc12m = claims.loc[("table3-cc12m-xclr-minus-clip-imagenet", "cc12m")]
     assert cc12m["reproduced"] == pytest.approx(0.5) and cc12m["reported"] == "+0.6"
+    # One seed per side: the difference is shown, but no verdict is drawn from it.
+    assert pd.isna(cc12m["sign_holds"]) and pd.isna(cc12m["within_tolerance"])
     # ImageNet-9: the paper does not say which pretraining data, so both are evaluated (range over variants).
     in9_cc3m = claims.loc[("table3-xclr-minus-clip-imagenet9", "cc3m")]
     assert (in9_cc3m["reproduced_low"], in9_cc3m["reproduced_high"]) == (4.0, 5.0)
@@ -237,6 +239,8 @@ def test_table3_claims_are_evaluated_from_runs(table3_sweep, tmp_path):
     assert (in9_cc12m["reproduced_low"], in9_cc12m["reproduced_high"]) == (4.0, 5.0)
     markdown = (out / "table3_paper.md").read_text()
     assert "## Claims" in markdown and "+17.2 (v2)" in markdown
+    cc12m_line = next(line for line in markdown.splitlines() if "+0.6 (v1,v2)" in line and "| cc12m |" in line)
+    assert "untested (n=1)" in cc12m_line and "yes" not in cc12m_line
     assert (out / "reproduced_vs_reported_paper.png").exists()
 
 

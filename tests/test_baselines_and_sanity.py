@@ -14,8 +14,7 @@ from torch import nn
 
 from analysis.report import write_report
 from experiments.run_config import build_run_config
-from experiments.sweep import describe_jobs, expand
-from tests.engine_helpers import small_run_config
+from tests.engine_helpers import planned, small_run_config
 from tests.test_analysis import cell, read_cells, write_result
 from tests.test_sweep_configs import REPO, _composed
 from xsample.data import build_dataset
@@ -116,9 +115,9 @@ def test_sanity_is_part_of_the_run_identity():
     shuffled = build_run_config(_composed(["table='1'", "method=supcon", "sanity=shuffled_labels"]))
     assert (plain["sanity"], shuffled["sanity"]) == ("none", "shuffled_labels")
     assert config_hash(plain) != config_hash(shuffled)
-    jobs = describe_jobs(expand(["table='1'", "method=supcon", "seed=0", "sanity=none,shuffled_labels"]))
-    assert len({job["run_dir"] for job in jobs}) == 2
-    assert {job["experiment"]["variant"] for job in jobs} == {None, "sanity=shuffled_labels"}
+    runs = planned("table='1'", "method=supcon", "seed=0", "sanity=none,shuffled_labels")
+    assert len({run.run_dir for run in runs}) == 2
+    assert {run.config["experiment"]["variant"] for run in runs} == {None, "sanity=shuffled_labels"}
 
 
 def test_unknown_sanity_is_a_one_line_error():
@@ -157,6 +156,22 @@ def test_report_states_whether_each_known_answer_check_passes(tmp_path):
     assert not broken_checks.loc["supcon [sanity=shuffled_labels] loses its supervised advantage", "passes"]
     assert "| supcon [sanity=shuffled_labels] loses its supervised advantage | imagenet | imagenet.top1 | simclr | +12.0" \
         in (broken.parent / "out" / "table1_tiny.md").read_text()
+
+
+def test_a_check_with_one_seed_on_either_side_is_untested(tmp_path):
+    """One seed has no spread: a +13-point difference from one SupCon seed is no verdict, either way."""
+    sweep = tmp_path / "table1_tiny"
+    _known_answer_sweep(sweep, [57.0, 58.0, 59.0])
+    for path in sweep.glob("runs/supcon_seed[12]/result.json"):
+        path.unlink()
+    write_report(sweep, tmp_path / "out")
+    checks = pd.read_csv(tmp_path / "out" / "table1_tiny_checks.csv").set_index("check")
+    assert pd.isna(checks.loc["supcon beats the label-free method", "passes"])
+    assert checks.loc["supcon beats the label-free method", "n_row"] == 1
+    assert checks.loc["simclr clears the baseline", "passes"]  # 3 seeds each: still a verdict
+    line = next(line for line in (tmp_path / "out" / "table1_tiny.md").read_text().splitlines()
+                if line.startswith("| supcon beats the label-free method"))
+    assert line.endswith("| untested (n=1) |")
 
 
 @pytest.mark.slow

@@ -31,7 +31,7 @@ TINY = ["table=2", "row=augmentation", "scale.epochs=1", "scale.batch_size=128",
 def test_device_choices_are_strict_and_a_gpu_request_never_falls_back_to_the_cpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     for wrong in ("tpu", "gpu", "cuda:x", "CPU"):
-        with pytest.raises(ValueError, match=rf"runtime.device='{wrong}' is not a device; choose one of auto, cpu"):
+        with pytest.raises(ValueError, match=rf"runtime.device='{wrong}' is not a choice; use one of auto, cpu, cuda, cuda:N"):
             resolve_device(wrong, 0, 1, 0)
     assert resolve_device("auto", 0, 1, 0) == torch.device("cpu")
     assert resolve_device("cpu", 0, 1, 8) == torch.device("cpu"), "the CPU on purpose"

@@ -4,21 +4,17 @@ training loop on the batched and PIL paths, the step alone, the input breakdown 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
-from tests.engine_helpers import REPO
+from experiments import gpu_check
 
 pytestmark = pytest.mark.slow
 
 
-def test_the_gpu_check_runs_on_the_cpu_and_prints_its_json_line():
-    out = subprocess.run([sys.executable, "experiments/gpu_check.py", "--small"], cwd=REPO, capture_output=True,
-                         text=True, timeout=900)
-    assert out.returncode == 0, out.stderr[-3000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+def test_the_gpu_check_runs_on_the_cpu_and_prints_its_json_line(capsys):
+    gpu_check.main(["--small"])  # in this process: the imports are shared with the other tests
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["hard_cases"] == {"progressive": "decoded", "grayscale": "decoded", "cmyk": "decoded",
                                     "png_named_jpeg": "decoded by PIL", "garbage_between_markers": "decoded",
                                     "truncated": "skipped"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
+import pytest
 import torch
 
 from tests.engine_helpers import small_run_config
@@ -15,6 +16,7 @@ from xsample.train.distributed import DistInfo
 from xsample.train.host_syncs import HostSyncRecorder
 from xsample.train.loop import pretrain
 from xsample.train.provenance import config_hash
+from xsample.train.tracking import ScalarTracker
 
 CPU = torch.device("cpu")
 PROBED_STEP = 2  # neither a log step, nor a checkpoint step, nor the last
@@ -26,7 +28,7 @@ def _calls_in_one_step(config: dict, run_dir) -> dict[str, int]:
     setup = build_training_setup(config, CPU)
     assert isinstance(setup.views, BatchedViews)
     # The GPU's arrangement on the CPU: the training process decodes what arrives encoded and draws the views.
-    setup.views = BatchedViews(int(config["data"]["image_size"]), setup.views.num_views,
+    setup.views = BatchedViews(int(config["data"]["image_size"]), setup.views.num_views, setup.views.recipe,
                                encoded_source=setup.views.encoded_source,
                                decode_on_device=setup.views.encoded_source, augment_in_workers=False)
     calls: dict[str, int] = {}
@@ -43,7 +45,8 @@ def _calls_in_one_step(config: dict, run_dir) -> dict[str, int]:
 
     info = DistInfo(rank=0, world_size=1, local_rank=0, device=CPU)
     run_dir.mkdir()
-    outcome = pretrain(config, run_dir, info, setup, config_hash(config), step_probe=probe)
+    outcome = pretrain(config, run_dir, info, setup, config_hash(config), ScalarTracker(config, run_dir, info, {}),
+                       step_probe=probe)
     assert outcome.steps > PROBED_STEP and calls.pop("seen") > 500, "the step ran under the recorder"
     return calls
 
@@ -58,9 +61,11 @@ def test_the_recorder_sees_what_would_sync_a_gpu():
     assert recorder.calls == {"item": 1, "tolist": 1, "__getitem__[bool mask]": 1, "__bool__": 1, "nonzero": 1}
 
 
-def test_a_batched_x_clr_step_makes_no_host_sync(tmp_path):
-    config = small_run_config("table='2'", "row=random", "scale.epochs=1", "scale.batch_size=64",
+@pytest.mark.parametrize("recipe", ["supcon", "autoaugment"])
+def test_a_batched_x_clr_step_makes_no_host_sync(tmp_path, recipe):
+    config = small_run_config("table='2'", "row=random", f"augment={recipe}", "scale.epochs=1", "scale.batch_size=64",
                               "datasets.fashion_mnist.tiny.options.max_samples=256", cache_dir=tmp_path / "cache")
+    assert config["augment"]["name"] == recipe
     assert _calls_in_one_step(config, tmp_path / "run") == {}
 
 

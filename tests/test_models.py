@@ -171,3 +171,27 @@ def test_clip_configuration_errors_name_the_fix():
     model = CLIPModel(backbone, dim, 16, TINY_TEXT)
     with pytest.raises(ValueError, match="model.tokenize"):
         model.encode_text(torch.zeros(2, 40, dtype=torch.long))
+
+
+def test_zero_shot_classifiers_average_each_template_set_through_the_text_tower():
+    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+
+    from xsample.data.shapes import ZERO_SHOT_TEMPLATES
+    from xsample.eval.zero_shot import TEMPLATE_SETS, zero_shot_classifier, zero_shot_templates
+
+    model, names = _tiny_clip().eval(), ["circle", "ring", "square"]
+    assert zero_shot_templates("openai_imagenet") is OPENAI_IMAGENET_TEMPLATES and len(OPENAI_IMAGENET_TEMPLATES) == 80
+    assert [template("{}") for template in zero_shot_templates("single")] == ["a photo of a {}."]
+
+    def expected(prompts_per_class):
+        with torch.no_grad():
+            means = [model.encode_text(model.tokenize(prompts), normalize=True).mean(dim=0) for prompts in prompts_per_class]
+        return torch.nn.functional.normalize(torch.stack(means), dim=1)
+
+    classifiers = {name: zero_shot_classifier(model, names, name, torch.device("cpu")) for name in TEMPLATE_SETS}
+    torch.testing.assert_close(classifiers["single"], expected([[f"a photo of a {name}."] for name in names]))
+    torch.testing.assert_close(classifiers["shapes_captions"],
+                               expected([[template.format(name) for template in ZERO_SHOT_TEMPLATES] for name in names]))
+    torch.testing.assert_close(classifiers["openai_imagenet"],
+                               expected([[template(name) for template in OPENAI_IMAGENET_TEMPLATES] for name in names]))
+    assert not torch.allclose(classifiers["single"], classifiers["openai_imagenet"], atol=1e-3)

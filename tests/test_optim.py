@@ -1,6 +1,8 @@
+import copy
 import math
 
 import pytest
+import timm.optim
 import torch
 
 from xsample.train.optim import LARS, build_optimizer, cosine_schedule_with_warmup, param_groups
@@ -174,3 +176,70 @@ def test_state_dict_round_trip_reproduces_the_next_steps_exactly(name):
     (uninterrupted, lr), (resumed, resumed_lr) = run(None), run(5)
     assert lr == resumed_lr
     assert all(torch.equal(a, b) for a, b in zip(uninterrupted, resumed, strict=True))
+
+
+def _lars_and_timm(model: torch.nn.Module, lr: float, weight_decay: float, nesterov: bool = False):
+    """The harness LARS on ``model`` and timm's Lars on a copy, set up alike: timm adapts the weights' group
+    (always_adapt, also without weight decay) and not the excluded one, with no eps in the trust ratio."""
+    twin = copy.deepcopy(model)
+    ours = build_optimizer("lars", model, lr=lr, weight_decay=weight_decay, momentum=0.9, nesterov=nesterov)
+    decayed, excluded = param_groups(twin, weight_decay)
+    theirs = timm.optim.Lars([{"params": decayed["params"], "weight_decay": weight_decay, "always_adapt": True},
+                              {"params": excluded["params"], "weight_decay": 0.0, "always_adapt": False}],
+                             lr=lr, momentum=0.9, trust_coeff=0.001, eps=0.0, nesterov=nesterov, foreach=False)
+    return (model, ours), (twin, theirs)
+
+
+def _step_both(pairs, lr: float, seed: int) -> None:
+    """One optimiser step of each pair with the same seeded gradients at the same lr."""
+    for model, optimizer in pairs:
+        generator = torch.Generator().manual_seed(seed)
+        for parameter in model.parameters():
+            parameter.grad = torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.step()
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_lars_equals_timm_lars_at_a_constant_lr_without_weight_decay(nesterov):
+    pairs = _lars_and_timm(_model().double(), lr=0.5, weight_decay=0.0, nesterov=nesterov)
+    for seed in range(5):
+        _step_both(pairs, 0.5, seed)
+    (ours, _), (theirs, _) = pairs
+    for mine, timms in zip(ours.parameters(), theirs.parameters(), strict=True):
+        torch.testing.assert_close(mine, timms, rtol=1e-12, atol=1e-14)
+
+
+def test_lars_differs_from_timm_lars_where_the_lr_changes():
+    """SimCLR keeps each step's lr inside the momentum buffer; PyTorch SGD (timm) multiplies the whole buffer by
+    the current lr. After steps at lr1 then lr2 the weights differ by momentum * (lr2 - lr1) * u1, u1 the first
+    step's adapted gradient (trust ratio x gradient)."""
+    weight = torch.nn.Parameter(torch.tensor([[3.0, 4.0]], dtype=torch.float64))
+    model = torch.nn.Sequential(torch.nn.Linear(2, 1, bias=False).double())
+    model[0].weight = weight
+    pairs = _lars_and_timm(model, lr=1.0, weight_decay=0.0)
+    _step_both(pairs, 1.0, seed=0)
+    first_gradient = torch.randn(weight.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    u1 = 0.001 * 5.0 / torch.linalg.vector_norm(first_gradient) * first_gradient  # ||w|| = 5 before step 1
+    _step_both(pairs, 0.25, seed=1)
+    (ours, _), (theirs, _) = pairs
+    torch.testing.assert_close(ours[0].weight - theirs[0].weight, 0.9 * (0.25 - 1.0) * u1, rtol=1e-9, atol=1e-15)
+
+
+def test_lars_differs_from_timm_lars_in_the_trust_ratio_under_weight_decay():
+    """SimCLR: eta ||w|| / ||g + wd w||; timm (You et al., NVIDIA LARC): eta ||w|| / (||g|| + wd ||w||)."""
+    weight, gradient, decay, lr = torch.tensor([3.0, 4.0], dtype=torch.float64), torch.tensor([1.0, -2.0],
+                                                                                             dtype=torch.float64), 0.5, 1.0
+    model = torch.nn.Sequential(torch.nn.Linear(2, 1, bias=False).double())
+    model[0].weight = torch.nn.Parameter(weight[None].clone())
+    (ours, ours_optimizer), (theirs, timm_optimizer) = _lars_and_timm(model, lr=lr, weight_decay=decay)
+    for net, optimizer in ((ours, ours_optimizer), (theirs, timm_optimizer)):
+        net[0].weight.grad = gradient[None].clone()
+        optimizer.step()
+    decayed = gradient + decay * weight
+    simclr = weight - lr * 0.001 * 5.0 / torch.linalg.vector_norm(decayed) * decayed
+    you_et_al = weight - lr * 0.001 * 5.0 / (torch.linalg.vector_norm(gradient) + decay * 5.0) * decayed
+    torch.testing.assert_close(ours[0].weight[0], simclr, rtol=1e-12, atol=0)
+    torch.testing.assert_close(theirs[0].weight[0], you_et_al, rtol=1e-12, atol=0)
+    assert not torch.allclose(simclr, you_et_al)

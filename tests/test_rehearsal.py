@@ -121,14 +121,18 @@ def test_every_table_completes_under_scale_rehearsal(fixtures: Path, tmp_path: P
     assert (tmp_path / "figures" / "rehearsal" / f"{stem}_rehearsal.md").is_file()
 
 
-def test_finetune_rows_launch_in_a_phase_after_their_base_rows():
-    from experiments.reproduce import _launch_phases
-    from experiments.sweep import describe_jobs, expand
+def test_finetune_rows_launch_in_a_phase_after_their_base_rows(tmp_path):
+    from experiments.plan import plan_sweep
 
-    args = ["-m", "table=finetune", "scale=rehearsal", "seed=0,1"]
-    phases = _launch_phases(args, describe_jobs(expand(args[1:])))
-    assert phases == [[*args, "row=finetune_base,untrained"], [*args, "row=finetune_xclr"]]  # baselines need no base
-    single = ["table=finetune", "row=finetune_xclr"]  # one fine-tuning run: its base runs first
-    assert _launch_phases(single, describe_jobs([single])) == [["table=finetune", "row=finetune_base"], single]
-    plain = ["-m", "table=fig5"]
-    assert _launch_phases(plain, describe_jobs(expand(plain[1:]))) == [plain]
+    def phases(*overrides: str, multirun: bool = True) -> list[list[str]]:
+        plan = plan_sweep(["launcher=local", f"paths.sweeps={tmp_path}", *overrides], multirun=multirun)
+        return [sorted(run.name for run in phase) for phase in plan.phases()]
+
+    base = [f"{row}_seed{seed}" for seed in (0, 1) for row in ("simclr_imagenet_base_simclr", "untrained_imagenet_untrained")]
+    continued = sorted(f"{method}_imagenet_continued_from_base_seed{seed}" for seed in (0, 1)
+                       for method in ("simclr", "supcon", "xclr"))
+    assert phases("table=finetune", "scale=rehearsal", "seed=0,1") == [sorted(base), continued]  # baselines need no base
+    # One fine-tuning run: its base runs first.
+    assert phases("table=finetune", "row=finetune_xclr", multirun=False) == [
+        ["simclr_imagenet_base_simclr_seed0"], ["xclr_imagenet_continued_from_base_seed0"]]
+    assert len(phases("table=fig5")) == 1

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments.sweep import describe_jobs, expand
-from tests.engine_helpers import REPO, small_run_config
+from tests.engine_helpers import REPO, planned, small_run_config
 from xsample.train.identity import run_name, variant_tag
 from xsample.train.lifecycle import execute_run
 from xsample.train.provenance import config_hash
@@ -49,22 +48,22 @@ def test_variant_tags_are_readable_when_short_and_never_leave_the_sweep():
 
 
 def test_a_command_line_sweep_over_a_non_grid_key_gives_distinct_directories():
-    jobs = describe_jobs(expand(["table='1'", "method.temperature=0.1,0.2"]))
-    trained = [job for job in jobs if job["experiment"]["method"] != "untrained"]
+    runs = planned("table='1'", "method.temperature=0.1,0.2")
+    trained = [run for run in runs if run.config["experiment"]["method"] != "untrained"]
     assert len(trained) == 18
-    assert len({job["run_dir"] for job in trained}) == 18
-    untrained = {job["run_dir"] for job in jobs if job["experiment"]["method"] == "untrained"}
-    assert untrained == {f"runs/untrained_imagenet_seed{seed}" for seed in range(3)}, "nothing trains: one run each"
-    variants = {job["experiment"]["variant"] for job in jobs}
+    assert len({run.run_dir for run in trained}) == 18
+    untrained = {run.name for run in runs if run.config["experiment"]["method"] == "untrained"}
+    assert untrained == {f"untrained_imagenet_seed{seed}" for seed in range(3)}, "nothing trains: one run each"
+    variants = {run.config["experiment"]["variant"] for run in runs}
     assert variants == {None, "method.temperature=0.2"}, "0.1 is the harness default: those are the table's own runs"
-    assert "runs/xclr_imagenet_seed0+method.temperature=0.2" in {job["run_dir"] for job in jobs}
+    assert "xclr_imagenet_seed0+method.temperature=0.2" in {run.name for run in runs}
 
 
 def test_a_graph_override_is_a_variant_of_xclr_only():
-    jobs = {job["experiment"]["method"]: job for job in describe_jobs(expand(["table='1'", "graph=random", "seed=0"]))}
-    assert jobs["simclr"]["experiment"]["variant"] is None, "SimCLR does not use the graph: the same run"
-    assert "graph.source=random" in jobs["xclr"]["experiment"]["variant"]
-    assert jobs["xclr"]["run_dir"] != "runs/xclr_imagenet_seed0"
+    runs = {run.config["experiment"]["method"]: run for run in planned("table='1'", "graph=random", "seed=0")}
+    assert runs["simclr"].config["experiment"]["variant"] is None, "SimCLR does not use the graph: the same run"
+    assert "graph.source=random" in runs["xclr"].config["experiment"]["variant"]
+    assert runs["xclr"].name != "xclr_imagenet_seed0"
 
 
 def test_another_configs_directory_is_refused_untouched_even_with_force(tmp_path):
@@ -117,7 +116,7 @@ def test_an_override_of_a_finished_run_completes_in_its_own_directory(tmp_path):
 
 @pytest.mark.slow
 def test_a_temperature_sweep_gives_distinct_directories_and_report_rows(tmp_path):
-    out = _reproduce(tmp_path, "-m", "table=2", "row=augmentation", "method.temperature=0.1,0.2", *FEW_STEPS)
+    out = _reproduce(tmp_path, "-m", "table=2", "row=augmentation", "seed=0", "method.temperature=0.1,0.2", *FEW_STEPS)
     assert out.returncode == 0, out.stdout + out.stderr
     results = _results(tmp_path / "table2_tiny")
     assert len(results) == 2 and all(r["status"] == "completed" for r in results.values())
@@ -129,7 +128,7 @@ def test_a_temperature_sweep_gives_distinct_directories_and_report_rows(tmp_path
 
 @pytest.mark.slow
 def test_a_sweep_whose_runs_all_fail_reports_without_a_traceback_and_exits_non_zero(tmp_path):
-    out = _reproduce(tmp_path, "-m", "table=2", "row=augmentation,true_class", "scale.optim.lars.lr=1e30",
+    out = _reproduce(tmp_path, "-m", "table=2", "row=augmentation,true_class", "seed=0", "scale.optim.lars.lr=1e30",
                      "scale.checkpoint_every_steps=1000", *FEW_STEPS)
     assert out.returncode == 1, out.stdout + out.stderr
     assert "Traceback" not in out.stdout + out.stderr

@@ -9,46 +9,51 @@ from pathlib import Path
 
 import pytest
 
+from experiments.plan import TABLES
 from experiments.run_config import build_run_config
-from experiments.sweep import TABLES, describe_jobs, expand
+from tests.engine_helpers import planned
 from xsample.train.provenance import config_hash
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Every pretraining table carries its untrained baseline (and the Fashion-MNIST analogs a raw_pixels row).
-EXPECTED_JOBS = {"1": 12, "2": 7, "3": 6, "4": 6, "finetune": 3, "compute": 1, "fig3": 15, "fig5": 2}
+# Every pretraining table carries its untrained baseline (and the Fashion-MNIST analogs a raw_pixels row). At tiny
+# scale every table with known-answer checks runs 3 seeds (no verdict from one); at paper scale Table 1 runs 3.
+# Fig. 3 sweeps two more data fractions at tiny scale (0.05 and 0.1).
+RUNS_PER_SEED = {"1": 4, "2": 7, "3": 8, "4": 6, "finetune": 5, "compute": 1, "fig3": 15, "fig5": 2}
+EXPECTED_JOBS = {"tiny": {table: runs * (1 if table in ("compute", "fig5") else 3) for table, runs in RUNS_PER_SEED.items()},
+                 "paper": {**RUNS_PER_SEED, "1": 12}}
+EXPECTED_JOBS["tiny"]["fig3"] = 25 * 3
 
 
 def test_every_table_has_a_config():
-    assert sorted(EXPECTED_JOBS) == TABLES
+    assert sorted(RUNS_PER_SEED) == TABLES
 
 
 @pytest.mark.parametrize("scale", ["tiny", "paper"])
-@pytest.mark.parametrize("table", sorted(EXPECTED_JOBS))
+@pytest.mark.parametrize("table", sorted(RUNS_PER_SEED))
 def test_table_sweep_expands(table, scale):
-    jobs = describe_jobs(expand([f"table='{table}'" if table.isdigit() else f"table={table}", f"scale={scale}"]))
-    assert len(jobs) == EXPECTED_JOBS[table]
-    run_dirs = [job["run_dir"] for job in jobs]
+    runs = planned(f"table='{table}'" if table.isdigit() else f"table={table}", f"scale={scale}")
+    assert len(runs) == EXPECTED_JOBS[scale][table]
+    run_dirs = [run.run_dir for run in runs]
     assert len(set(run_dirs)) == len(run_dirs), "two jobs of one sweep share a run directory"
-    assert {job["experiment"]["variant"] for job in jobs} == {None}, "a table's own grid has no variants"
-    assert {job["experiment"]["scale"] for job in jobs} == {scale}
-    assert {job["experiment"]["table"] for job in jobs} == {table}
-    assert len({job["sweep_dir"] for job in jobs}) == 1
+    assert {run.config["experiment"]["variant"] for run in runs} == {None}, "a table's own grid has no variants"
+    assert {run.config["experiment"]["scale"] for run in runs} == {scale}
+    assert {run.config["experiment"]["table"] for run in runs} == {table}
+    assert len({run.sweep_dir for run in runs}) == 1
 
 
 def test_command_line_sweeps_compose_with_the_table_grid():
-    jobs = expand(["table='1'", "seed=0,1"])
-    assert len(jobs) == 8
+    assert len(planned("table='1'", "seed=0,1")) == 8
 
 
 def test_tiny_scale_maps_paper_datasets_onto_analogs():
-    jobs = {tuple(j["experiment"][k] for k in ("method", "dataset")): j
-            for j in describe_jobs(expand(["table='3'", "scale=tiny"]))}
+    jobs = {tuple(run.config["experiment"][k] for k in ("method", "dataset")): run.config
+            for run in planned("table='3'", "scale=tiny")}
     assert jobs[("xclr", "cc3m")]["experiment"]["dataset_used"] == "shapes"
-    jobs2 = describe_jobs(expand(["table='2'", "scale=tiny"]))
-    assert {j["experiment"]["dataset_used"] for j in jobs2} == {"fashion_mnist"}
-    assert {j["experiment"]["setting"] for j in jobs2} == {"random", "augmentation", "true_class", "bag_of_words", "minilm",
-                                                               "untrained", "raw_pixels"}
+    runs2 = [run.config["experiment"] for run in planned("table='2'", "scale=tiny")]
+    assert {labels["dataset_used"] for labels in runs2} == {"fashion_mnist"}
+    assert {labels["setting"] for labels in runs2} == {"random", "augmentation", "true_class", "bag_of_words", "minilm",
+                                                       "untrained", "raw_pixels"}
 
 
 def test_a_tiny_analog_sets_its_own_pretraining_length_and_an_override_still_wins():
@@ -94,7 +99,11 @@ def test_plan_mode_prints_jobs_and_gpu_hours_and_every_missing_root_and_writes_n
                           f"paths.sweeps={tmp_path}"], cwd=REPO, capture_output=True, text=True, env=_without_roots())
     first = out.stdout.splitlines()[0]
     assert first.startswith("xsample: launcher=plan") and str(tmp_path) in first
-    assert "12 jobs, estimated total 1800.0 GPU-hours" in out.stdout
+    # 9 trained runs x (2 GPU-hours per epoch x 100 epochs + 1 of evaluation) + 3 untrained runs' evaluation.
+    assert "12 runs, estimated total 1812.0 GPU-hours" in out.stdout
+    rows = {line.split()[0]: line.split() for line in out.stdout.splitlines() if "_imagenet_seed" in line}
+    assert rows["xclr_imagenet_seed0"][1:] == ["new", "1", "8", "80", "480", "4320", "201.0", "0"]
+    assert rows["untrained_imagenet_seed0"][3] == "1", "a baseline row needs one GPU, not a node"
     assert out.returncode != 0
     for name in ("imagenet", "imagenet_real", "imagenet9", "objectnet", "mit_states"):
         assert f"xsample: dataset {name}: no root is set. Set paths.{name}=" in out.stderr
@@ -117,7 +126,11 @@ def test_a_sweep_with_missing_roots_exits_before_creating_any_run_directory(tmp_
     ("data_fraction=1.5", "data_fraction must be in (0, 1], got 1.5"),
     ("caption_noise=-0.1", "caption_noise must be in [0, 1], got -0.1"),
     ("scale.epochs=0", "epochs must be an integer >= 1"),
-    ("runtime.logger=wandb", "runtime.logger='wandb' is not supported; choose one of tensorboard, none"),
+    ("runtime.logger=mlflow", "runtime.logger='mlflow' is not supported; choose one of tensorboard, wandb, none, "
+                              "or a list such as [tensorboard,wandb]"),
+    ("eval.zero_shot.templates=imagenet80", "eval.zero_shot.templates='imagenet80' is not a template set; choose one "
+                                            "of openai_imagenet, single, shapes_captions"),
+    ("augment.colour_jitter.probability=1.5", "augment.colour_jitter.probability (supcon) must be in [0, 1], got 1.5"),
 ])
 def test_out_of_range_values_are_refused_before_anything_runs(tmp_path, override, message):
     out = subprocess.run([sys.executable, "experiments/reproduce.py", "table=1", "method=xclr", override,
@@ -125,6 +138,20 @@ def test_out_of_range_values_are_refused_before_anything_runs(tmp_path, override
     assert out.returncode != 0
     assert f"xsample: {message}" in out.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_wandb_without_the_extra_is_one_line_naming_the_install_command(tmp_path):
+    blocker = tmp_path / "without_wandb"
+    blocker.mkdir()
+    # An environment without the [wandb] extra: `import wandb` fails and importlib finds no such module.
+    (blocker / "sitecustomize.py").write_text("import sys\nsys.modules['wandb'] = None\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocker), str(REPO)])}
+    out = subprocess.run([sys.executable, "experiments/reproduce.py", "table=1", "runtime.logger=[tensorboard,wandb]",
+                          f"paths.sweeps={tmp_path / 'sweeps'}"], cwd=REPO, capture_output=True, text=True, env=env)
+    assert out.returncode != 0
+    assert out.stderr.splitlines() == ["xsample: runtime.logger=['tensorboard', 'wandb'] needs Weights & Biases, which "
+                                       'is not installed; install it with: pip install -e ".[wandb]"']
+    assert not (tmp_path / "sweeps").exists()
 
 
 def test_hydra_sweep_dir_is_refused_with_a_pointer_to_paths_sweeps(tmp_path):

@@ -13,13 +13,17 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import torch.multiprocessing as mp
 
 from tests.engine_helpers import REPO, small_run_config, tensorboard_scalars
 from xsample.data import build_dataset
+from xsample.eval.zero_shot import TEMPLATE_SETS
 from xsample.train import run_experiment
 from xsample.train.checkpoint import ConfigMismatchError
+from xsample.train.components import build_model
 from xsample.train.distributed import free_port
+from xsample.train.evaluate import zero_shot_accuracies
 
 REQUIRED_KEYS = {"status", "experiment", "metrics", "config", "config_hash", "git_commit", "git_dirty", "versions",
                  "hardware", "data", "timing", "resumed_from", "seed"}
@@ -52,7 +56,14 @@ def test_tiny_clip_on_shapes_completes_with_zero_shot(tmp_path):
     assert record["status"] == "completed"
     metrics = record["metrics"]
     assert metrics["imagenet"]["top1"] > 100.0 / 10 + 10, metrics
-    assert "imagenet" in metrics["zero_shot"]
+    assert record["config"]["eval"]["zero_shot"] == {"templates": "shapes_captions"}, "the tiny profile's prompts"
+
+    # Every template set evaluates this model; the run reported the one its config names.
+    model = build_model(record["config"])
+    model.load_state_dict(torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["model"])
+    accuracies = zero_shot_accuracies(model, record["config"], torch.device("cpu"), TEMPLATE_SETS)
+    assert accuracies["shapes_captions"] == pytest.approx(metrics["zero_shot"]["imagenet"])
+    assert all(0.0 <= accuracy <= 100.0 for accuracy in accuracies.values()), accuracies
     logit_scales = [value for _, value in tensorboard_scalars(tmp_path / "run")["train/logit_scale"]]
     assert logit_scales and all(1.0 <= value <= 100.0 for value in logit_scales)
 
@@ -118,7 +129,7 @@ def test_a_stopped_local_run_is_interrupted_then_resumes_and_matches_an_uninterr
 
     again = _reproduce(tmp_path / "interrupted", f"runtime.augment={augment}")
     output = again.communicate(timeout=300)[0]
-    assert "already completed with the same config hash, skipped" in output
+    assert "1 completed; 0 to launch" in output, output
 
 
 def test_batched_and_pil_augmentation_train_equally_well(tmp_path):
@@ -186,3 +197,21 @@ def test_xclr_trains_on_webdataset_shards_with_a_caption_cache(tmp_path):
     assert record["data"]["augment"] == "batched" and record["data"]["decode"] == "workers", "JPEG bytes reach the workers"
     cache_dirs = list((tmp_path / "cache").iterdir())
     assert len(cache_dirs) == 1 and json.loads((cache_dirs[0] / "manifest.json").read_text())["count"] == 192
+
+
+def test_budget_steps_trains_a_data_fraction_for_the_whole_sets_steps_with_autoaugment_views(tmp_path):
+    """Fig. 3's budget=steps: 40% of the data trains the steps of an epoch over all of it, ending mid-epoch
+    with a checkpoint there; the views are the AutoAugment recipe's, drawn on the batched path."""
+    config = small_run_config("table=fig3", "method=simclr", "data_fraction=0.4", "augment=autoaugment",
+                              "runtime.augment=batched", "scale.epochs=1", "scale.batch_size=32",
+                              "datasets.fashion_mnist.tiny.options.max_samples=256", cache_dir=tmp_path / "cache")
+    config["eval"]["evaluations"] = []
+    assert config["optim"]["budget"] == "steps" and config["augment"]["autoaugment"] == "imagenet"
+    record = run_experiment(config, tmp_path / "run")
+    assert record["status"] == "completed", record.get("error")
+    data = config["data"]
+    full_epoch_steps = len(build_dataset(data["name"], "train", root=data["root"], **data["options"])) // 32
+    fraction_epoch_steps = record["data"]["train_size"] // 32
+    assert full_epoch_steps % fraction_epoch_steps, "the budget ends mid-epoch"
+    assert record["timing"]["steps"] == full_epoch_steps == record["checkpoint_step"]
+    assert record["data"]["augment"] == "batched"

@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.engine_helpers import augment_recipe
 from xsample.data import eval_transform
 from xsample.data.batched_augment import BatchedEvalViews, BatchedViews, CorruptImageError, EncodedImage
 from xsample.data.fixtures import jpeg_bytes, write_shard
@@ -20,6 +21,7 @@ from xsample.train.compute import per_gpu_batch
 from xsample.train.sampling import StreamedViews
 
 CPU = torch.device("cpu")
+SUPCON = augment_recipe("supcon")
 
 
 def _picture(seed: int, height: int = 60, width: int = 80) -> Image.Image:
@@ -32,7 +34,7 @@ def _complete_but_undecodable() -> bytes:
 
 
 def test_an_image_no_decoder_reads_in_the_training_process_is_replaced_and_flagged():
-    views = BatchedViews(32, 2, encoded_source=True, decode_on_device=True)
+    views = BatchedViews(32, 2, SUPCON, encoded_source=True, decode_on_device=True)
     items = [views({"image": EncodedImage(data, f"image{k}"), "index": 10 + k, "label": k}, 5 + k)
              for k, data in enumerate([jpeg_bytes(_picture(0)), _complete_but_undecodable(), jpeg_bytes(_picture(2))])]
     assert all(item["image"].dim() == 1 for item in items), "handed over undecoded"
@@ -61,7 +63,7 @@ def test_a_shard_member_undecodable_in_the_workers_is_skipped_and_counted(tmp_pa
     write_shard(tmp_path, "00000", samples)
     shards = CaptionedShards("cc3m", tmp_path, resampled=False)
     shards.keep_images_encoded()
-    views = BatchedViews(32, 2, encoded_source=True, augment_in_workers=True)  # decoded in the workers (CPU)
+    views = BatchedViews(32, 2, SUPCON, encoded_source=True, augment_in_workers=True)  # decoded in the workers (CPU)
     items = list(StreamedViews(shards, views, seed=0))
     assert [item["index"] for item in items] == [0, 1, 3] and shards.samples_skipped == 1
 
@@ -112,8 +114,8 @@ def test_the_batched_evaluation_crop_is_close_to_the_pil_transform():
 
 
 def test_the_compute_table_measures_the_batch_one_gpu_holds():
-    config = {"optim": {"batch_size": 4096}, "resources": {"nodes": 1, "tasks_per_node": 8}}
+    config = {"optim": {"batch_size": 4096}, "compute": {"training_ranks": 8}}
     assert per_gpu_batch(config) == (4096, 512)
-    config["resources"]["tasks_per_node"] = 3
-    with pytest.raises(ValueError, match="not divisible by the job's 3 ranks"):
+    config["compute"]["training_ranks"] = 3
+    with pytest.raises(ValueError, match="not divisible by the training job's 3 ranks"):
         per_gpu_batch(config)

@@ -129,6 +129,15 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
 
 
+def read_json(path: str | os.PathLike) -> Any:
+    """The JSON document in ``path``, or None when it is absent or unreadable (a reader never crashes on
+    a file another process is writing or a user damaged)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     import torch  # here, so that readers of results (analysis/) need not import torch
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -60,7 +61,7 @@ def test_table1_tiny_sweep_completes_as_a_slurm_job_array(slurm_cluster, tmp_pat
 
 
 def test_scontrol_requeue_resumes_and_matches_an_uninterrupted_run(slurm_cluster, tmp_path):
-    single = ["table=2", "row=augmentation", "scale.epochs=3"]
+    single = ["table=2", "row=augmentation", "seed=0", "scale.epochs=3"]
     _finish(_reproduce(tmp_path / "reference", *single, "launcher=local"), 600)
     reference = next((tmp_path / "reference" / "table2_tiny" / "runs").iterdir())
 
@@ -81,7 +82,7 @@ def test_scontrol_requeue_resumes_and_matches_an_uninterrupted_run(slurm_cluster
 def test_local_submitit_time_limit_signal_checkpoints_and_requeues(tmp_path):
     """The local launcher's time-out path: SIGUSR2 (what submitit sends before a time limit) makes the
     run save a checkpoint and hand over to submitit, which restarts it; the restart resumes."""
-    process = _reproduce(tmp_path, "-m", "table=2", "row=augmentation", "scale.epochs=3", "launcher=submitit_local")
+    process = _reproduce(tmp_path, "-m", "table=2", "row=augmentation", "seed=0", "scale.epochs=3", "launcher=submitit_local")
     runs = tmp_path / "table2_tiny" / "runs"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and not (runs.exists() and any(runs.iterdir())):
@@ -96,3 +97,73 @@ def test_local_submitit_time_limit_signal_checkpoints_and_requeues(tmp_path):
     final = json.loads(result.read_text())
     assert final["status"] == "completed"
     assert final["resumed_from"] is not None and final["resumed_from"] >= 2
+
+
+# ---- plan once: relaunch, detach, refusal (issues 21 and 23) -------------------------------------------------
+FEW = ["scale=tiny", "scale.epochs=1", "scale.batch_size=128", "datasets.fashion_mnist.tiny.options.max_samples=512",
+       "eval_suites.fashion_mnist.evaluations.imagenet.train.options.max_samples=512",
+       "eval_suites.fashion_mnist.evaluations.imagenet.test.options.max_samples=256", "scale.probe.epochs=5"]
+TWO_ROWS = ["-m", "table=2", "row=augmentation,untrained", "seed=0", *FEW]
+
+
+def _run(sweeps: Path, *overrides: str, timeout_s: float = 900) -> subprocess.CompletedProcess:
+    command = [sys.executable, "experiments/reproduce.py", *overrides, f"paths.sweeps={sweeps}",
+               f"paths.cache={sweeps / 'cache'}", f"paths.figures={sweeps / 'figures'}"]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout_s,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _submitted_arrays(output: str) -> list[str]:
+    return [line.split("job array ")[1].split()[0] for line in output.splitlines() if "as job array" in line]
+
+
+def test_a_relaunch_submits_only_the_runs_that_are_not_completed(slurm_cluster, tmp_path):
+    first = _run(tmp_path, *TWO_ROWS)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert len(_submitted_arrays(first.stdout)) == 1
+    again = _run(tmp_path, *TWO_ROWS)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "2 completed; 0 to launch" in again.stdout and not _submitted_arrays(again.stdout)
+    assert "table2_tiny.md" in again.stdout  # the report is rendered and its location printed
+    runs = tmp_path / "table2_tiny" / "runs"
+    missing = next(run for run in runs.iterdir() if run.name.startswith("untrained"))
+    shutil.rmtree(missing)
+    half = _run(tmp_path, *TWO_ROWS)
+    assert half.returncode == 0, half.stdout + half.stderr
+    assert "1 new, 1 completed; 1 to launch" in half.stdout
+    assert "submitted 1 run(s) as job array" in half.stdout
+    assert json.loads((missing / "result.json").read_text())["status"] == "completed"
+
+
+def test_detach_returns_while_the_array_runs_and_the_report_matches_an_attached_run(slurm_cluster, tmp_path):
+    attached = _run(tmp_path / "attached", *TWO_ROWS)
+    assert attached.returncode == 0, attached.stdout + attached.stderr
+    detached = _run(tmp_path / "detached", *TWO_ROWS, "detach=true", timeout_s=120)
+    assert detached.returncode == 0, detached.stdout + detached.stderr
+    (array,) = _submitted_arrays(detached.stdout)
+    assert "python -m analysis status" in detached.stdout and "python -m analysis report" in detached.stdout
+    queued = subprocess.run(["squeue", "-h", "-j", array, "-o", "%i"], capture_output=True, text=True).stdout.split()
+    results = list((tmp_path / "detached").rglob("result.json"))
+    assert queued or not all(json.loads(r.read_text())["status"] == "completed" for r in results), \
+        "the command returned only after its array had ended"
+    deadline = time.monotonic() + 900
+    while subprocess.run(["squeue", "-h", "-j", array], capture_output=True, text=True).stdout.strip():
+        assert time.monotonic() < deadline, "the detached array did not end"
+        time.sleep(2)
+    reports = {}
+    for name in ("attached", "detached"):
+        out = tmp_path / name / "report"
+        done = subprocess.run([sys.executable, "-m", "analysis", "report", str(tmp_path / name / "table2_tiny"),
+                               "--out", str(out)], cwd=REPO, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        reports[name] = (out / "table2_tiny.md").read_text()
+    assert reports["attached"] == reports["detached"]
+
+
+def test_a_submission_slurm_refuses_is_one_line_and_leaves_nothing(slurm_cluster, tmp_path):
+    out = _run(tmp_path, *TWO_ROWS, "hydra.launcher.partition=nonexistent")
+    assert out.returncode == 1, out.stdout + out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "scheduler refused" in lines[0] and "partition" in lines[0].lower(), out.stderr
+    assert "Traceback" not in out.stderr
+    assert list(tmp_path.iterdir()) == []

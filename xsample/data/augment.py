@@ -1,17 +1,103 @@
-"""Image transforms: the SimCLR augmentation recipe and the evaluation transform, for 28-32 px
-tiny images and 224 px paper images alike (sizes scale with the image)."""
+"""Image transforms: the training views' augmentation recipes and the evaluation transform, for 28-32 px
+tiny images and 224 px paper images alike (sizes scale with the image).
+
+A recipe (``AugmentRecipe``, from configs/augment/*.yaml) is a random resized crop and a horizontal flip,
+then either SimCLR's colour distortion (colour jitter, grayscale) and Gaussian blur at a given strength,
+or torchvision's AutoAugment policy. This module builds its PIL version (per image, in DataLoader
+workers); batched_augment.py draws the same law in batched tensor operations."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 from torchvision import transforms as T
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# The SimCLR recipe's settings, shared by this PIL recipe and the batched one (batched_augment.py).
-CROP_RATIO = (3 / 4, 4 / 3)
-JITTER = {"brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0.1}
-JITTER_PROBABILITY, GRAYSCALE_PROBABILITY, BLUR_PROBABILITY = 0.8, 0.2, 0.5
-BLUR_SIGMA = (0.1, 2.0)
+CROP_RATIO = (3 / 4, 4 / 3)  # every recipe's crop aspect-ratio range (torchvision's RandomResizedCrop default)
+AUTOAUGMENT_POLICIES = tuple(policy.value for policy in T.AutoAugmentPolicy)
+
+
+@dataclass(frozen=True)
+class ColourJitter:
+    """``T.ColorJitter``'s spreads (factors drawn in [1 - s, 1 + s], hue shift in [-hue, hue]), applied with
+    ``probability``."""
+
+    brightness: float
+    contrast: float
+    saturation: float
+    hue: float
+    probability: float
+
+
+@dataclass(frozen=True)
+class GaussianBlur:
+    """A Gaussian blur with sigma drawn uniformly in ``sigma``, applied with ``probability``."""
+
+    probability: float
+    sigma: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class AugmentRecipe:
+    """One augmentation recipe (a configs/augment/ choice), the same value for the PIL and the batched path.
+    After the crop and the flip: colour jitter, grayscale and blur (each absent or at probability 0 when
+    the recipe has none), or ``autoaugment``, a torchvision ``AutoAugmentPolicy`` value, alone."""
+
+    name: str
+    colour_jitter: ColourJitter | None
+    grayscale_probability: float
+    blur: GaussianBlur | None
+    autoaugment: str | None
+
+    @classmethod
+    def from_config(cls, section: dict[str, Any]) -> AugmentRecipe:
+        """The recipe of a run config's ``augment`` section; ValueError with one line naming what is wrong."""
+        fields = ("name", "colour_jitter", "grayscale_probability", "blur", "autoaugment")
+        if not isinstance(section, dict) or set(section) != set(fields):
+            keys = sorted(section) if isinstance(section, dict) else section
+            raise ValueError(f"augment must have exactly the keys {', '.join(fields)} (configs/augment/*.yaml), got {keys}")
+        try:
+            jitter = section["colour_jitter"]
+            blur = section["blur"]
+            recipe = cls(
+                name=str(section["name"]),
+                colour_jitter=None if jitter is None else ColourJitter(**{k: float(v) for k, v in jitter.items()}),
+                grayscale_probability=float(section["grayscale_probability"]),
+                blur=None if blur is None else GaussianBlur(float(blur["probability"]), tuple(float(s) for s in blur["sigma"])),
+                autoaugment=section["autoaugment"],
+            )
+        except (TypeError, KeyError, ValueError) as error:
+            raise ValueError(f"augment ({section.get('name')}) is malformed: {error}; see configs/augment/*.yaml") from None
+        problem = recipe.problem()
+        if problem is not None:
+            raise ValueError(problem)
+        return recipe
+
+    def problem(self) -> str | None:
+        """The line that says which value is out of range, or None."""
+        jitter, blur = self.colour_jitter, self.blur
+        probabilities = {"grayscale_probability": self.grayscale_probability}
+        if jitter is not None:
+            probabilities["colour_jitter.probability"] = jitter.probability
+            if min(jitter.brightness, jitter.contrast, jitter.saturation) < 0 or not 0 <= jitter.hue <= 0.5:
+                return (f"augment.colour_jitter ({self.name}): brightness, contrast and saturation must be >= 0 and hue "
+                        f"in [0, 0.5], got {jitter}")
+        if blur is not None:
+            probabilities["blur.probability"] = blur.probability
+            if len(blur.sigma) != 2 or not 0 < blur.sigma[0] <= blur.sigma[1]:
+                return f"augment.blur.sigma ({self.name}) must be [low, high] with 0 < low <= high, got {list(blur.sigma)}"
+        for key, value in probabilities.items():
+            if not 0 <= value <= 1:
+                return f"augment.{key} ({self.name}) must be in [0, 1], got {value}"
+        if self.autoaugment is not None:
+            if self.autoaugment not in AUTOAUGMENT_POLICIES:
+                return f"augment.autoaugment={self.autoaugment!r} is not a policy; use one of {', '.join(AUTOAUGMENT_POLICIES)} or null"
+            if jitter is not None or blur is not None or self.grayscale_probability:
+                return (f"augment ({self.name}): autoaugment replaces the colour distortion; set colour_jitter and blur "
+                        "to null and grayscale_probability to 0")
+        return None
 
 
 def _blur_kernel(image_size: int) -> int:
@@ -26,19 +112,23 @@ def default_min_crop_scale(image_size: int) -> float:
     return 0.08 if image_size >= 128 else 0.2
 
 
-def simclr_augmentation(image_size: int, min_crop_scale: float | None = None) -> T.Compose:
-    """Random resized crop, flip, colour jitter, grayscale, blur (Chen et al. 2020)."""
+def training_augmentation(recipe: AugmentRecipe, image_size: int, min_crop_scale: float | None = None) -> T.Compose:
+    """The PIL version of ``recipe``: random resized crop, flip, then colour jitter, grayscale and blur
+    (SimCLR, Chen et al. 2020) or AutoAugment (Cubuk et al. 2019); to a normalised tensor."""
     if min_crop_scale is None:
         min_crop_scale = default_min_crop_scale(image_size)
-    return T.Compose([
-        T.RandomResizedCrop(image_size, scale=(min_crop_scale, 1.0), ratio=CROP_RATIO, antialias=True),
-        T.RandomHorizontalFlip(),
-        T.RandomApply([T.ColorJitter(**JITTER)], p=JITTER_PROBABILITY),
-        T.RandomGrayscale(p=GRAYSCALE_PROBABILITY),
-        T.RandomApply([T.GaussianBlur(_blur_kernel(image_size), sigma=BLUR_SIGMA)], p=BLUR_PROBABILITY),
-        T.ToTensor(),
-        T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
+    steps = [T.RandomResizedCrop(image_size, scale=(min_crop_scale, 1.0), ratio=CROP_RATIO, antialias=True),
+             T.RandomHorizontalFlip()]
+    if (jitter := recipe.colour_jitter) is not None:
+        steps.append(T.RandomApply([T.ColorJitter(jitter.brightness, jitter.contrast, jitter.saturation, jitter.hue)],
+                                   p=jitter.probability))
+    if recipe.grayscale_probability:
+        steps.append(T.RandomGrayscale(p=recipe.grayscale_probability))
+    if (blur := recipe.blur) is not None:
+        steps.append(T.RandomApply([T.GaussianBlur(_blur_kernel(image_size), sigma=blur.sigma)], p=blur.probability))
+    if recipe.autoaugment is not None:
+        steps.append(T.AutoAugment(T.AutoAugmentPolicy(recipe.autoaugment)))
+    return T.Compose([*steps, T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 
 def eval_resize(image_size: int) -> int:

@@ -1,10 +1,14 @@
-"""The SimCLR recipe of ``augment.simclr_augmentation`` as batched tensor operations on the training device.
+"""The augmentation recipes of ``augment.training_augmentation`` as batched tensor operations on the training device.
 
 DataLoader workers only read (and, off the GPU, decode) images; every view of a batch is then drawn
 in a handful of batched operations on the device the batch trains on (by the training process on a
 GPU, by the workers' collate when training on the CPU): one ``roi_align`` for all random resized
 crops, then flip, colour jitter (per-sample random order), grayscale, Gaussian blur (per-sample
-sigma, separable grouped convolution) and normalisation.
+sigma, separable grouped convolution) and normalisation. An AutoAugment recipe instead applies each
+view's drawn sub-policy to uint8 pixels, as the PIL path's AutoAugment sees them: per stage, the views
+drawing a geometric operation go through one ``grid_sample`` (torchvision's matrices), the others are
+grouped by operation and magnitude (host-side, from the drawn decisions), one
+``torchvision.transforms.v2.functional`` call per group.
 
 Randomness: each sample carries the seed its PIL views would have used (from seed, epoch, index);
 every random number of view ``v`` is the ``v * DRAWS_PER_VIEW + j``-th output of SplitMix64 started at
@@ -26,9 +30,11 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -36,18 +42,19 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
+from torchvision import transforms as T
 from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.ops import roi_align
+from torchvision.transforms import functional as TF
+from torchvision.transforms import v2
 
 from xsample.data.augment import (
-    BLUR_PROBABILITY,
-    BLUR_SIGMA,
     CROP_RATIO,
-    GRAYSCALE_PROBABILITY,
     IMAGENET_MEAN,
     IMAGENET_STD,
-    JITTER,
-    JITTER_PROBABILITY,
+    AugmentRecipe,
+    ColourJitter,
+    GaussianBlur,
     _blur_kernel,
     default_min_crop_scale,
     eval_resize,
@@ -63,6 +70,8 @@ _CROP_AREA, _CROP_RATIO = slice(0, 2 * CROP_TRIES, 2), slice(1, 2 * CROP_TRIES, 
 _CROP_TOP, _CROP_LEFT = 2 * CROP_TRIES, 2 * CROP_TRIES + 1
 _FLIP, _JITTER, _ORDER, _FACTORS = 22, 23, slice(24, 28), slice(28, 32)
 _GRAY, _BLUR, _SIGMA = 32, 33, 34
+# An AutoAugment recipe has no jitter: its sub-policy, the two operations' application and signs reuse those slots.
+_SUB_POLICY, _OP_APPLIED, _OP_SIGN = 23, slice(24, 26), slice(26, 28)
 DRAWS_PER_VIEW = 35
 
 _BRIGHTNESS, _CONTRAST, _SATURATION, _HUE = range(4)
@@ -123,6 +132,44 @@ def crop_windows(draws: np.ndarray, heights: np.ndarray, widths: np.ndarray,
     return np.stack([top, left, h, w], axis=1)
 
 
+@lru_cache(maxsize=8)
+def sub_policies(policy: str, image_size: int) -> SubPolicies:
+    return SubPolicies(policy, image_size)
+
+
+class SubPolicies:
+    """torchvision's AutoAugment ``policy`` as arrays: each sub-policy's two operations (indices into ``name``,
+    ``magnitude`` at ``image_size`` and ``signed``: whether it takes a random sign) and their probabilities.
+    Read from torchvision itself (its sub-policies and magnitude bins), so the law is its own."""
+
+    def __init__(self, policy: str, image_size: int):
+        reference = T.AutoAugment(T.AutoAugmentPolicy(policy))
+        # The magnitudes of torchvision's forward (10 bins) for this view size.
+        space = reference._augmentation_space(10, (image_size, image_size))
+        found: dict[tuple[str, float, bool], int] = {}
+        count = len(reference.policies)
+        self.operation, self.probability = np.zeros((count, 2), np.int64), np.zeros((count, 2))
+        for position, sub_policy in enumerate(reference.policies):
+            for stage, (name, probability, magnitude_bin) in enumerate(sub_policy):
+                magnitudes, signed = space[name]
+                magnitude = float(magnitudes[magnitude_bin]) if magnitude_bin is not None else 0.0
+                self.operation[position, stage] = found.setdefault((name, magnitude, signed), len(found))
+                self.probability[position, stage] = probability
+        self.name = np.array([name for name, _, _ in found])
+        self.magnitude = np.array([magnitude for _, magnitude, _ in found])
+        self.signed = np.array([signed for _, _, signed in found])
+
+
+@dataclass
+class AutoAugmentDecisions:
+    """What ``AutoAugment.get_params`` draws for each view: its sub-policy and, for the sub-policy's two
+    operations, whether each applies (its draw is below the operation's probability) and its sign."""
+
+    sub_policy: np.ndarray  # (K,) index into SubPolicies
+    applied: np.ndarray  # (K, 2) bool
+    negative: np.ndarray  # (K, 2) bool: a signed operation's magnitude is negated
+
+
 @dataclass
 class ViewParameters:
     """Everything random about K = views x samples views, view-major (row ``v * N + n``)."""
@@ -135,26 +182,38 @@ class ViewParameters:
     grayscale: np.ndarray  # (K,) bool
     blur: np.ndarray  # (K,) bool
     sigma: np.ndarray  # (K,) float
+    autoaugment: AutoAugmentDecisions | None  # None: the recipe has no AutoAugment
+
+
+# A recipe without colour jitter or blur draws them with probability 0 (and a finite sigma that is never used).
+_NO_JITTER, _NO_BLUR = ColourJitter(0.0, 0.0, 0.0, 0.0, 0.0), GaussianBlur(0.0, (1.0, 1.0))
 
 
 def draw_view_parameters(seeds: np.ndarray, num_views: int, heights: np.ndarray, widths: np.ndarray,
-                         min_crop_scale: float) -> ViewParameters:
-    """The parameters of ``num_views`` views of each sample, from its seed and original size alone."""
+                         min_crop_scale: float, recipe: AugmentRecipe) -> ViewParameters:
+    """The parameters of ``num_views`` views of each sample under ``recipe``, from its seed and original size alone."""
     count = len(seeds)
     draws = splitmix_uniforms(seeds, num_views * DRAWS_PER_VIEW).reshape(count, num_views, DRAWS_PER_VIEW)
     draws = draws.transpose(1, 0, 2).reshape(num_views * count, DRAWS_PER_VIEW)
     heights, widths = np.tile(heights, num_views), np.tile(widths, num_views)
-    spread = np.array([JITTER["brightness"], JITTER["contrast"], JITTER["saturation"], JITTER["hue"]])
+    jitter, blur = recipe.colour_jitter or _NO_JITTER, recipe.blur or _NO_BLUR
+    spread = np.array([jitter.brightness, jitter.contrast, jitter.saturation, jitter.hue])
     factors = spread * (2 * draws[:, _FACTORS] - 1) + np.array([1.0, 1.0, 1.0, 0.0])
+    decisions = None
+    if recipe.autoaugment is not None:
+        probability = sub_policies(recipe.autoaugment, 1).probability  # the probabilities do not depend on the size
+        chosen = np.minimum((draws[:, _SUB_POLICY] * len(probability)).astype(np.int64), len(probability) - 1)
+        decisions = AutoAugmentDecisions(chosen, draws[:, _OP_APPLIED] < probability[chosen], draws[:, _OP_SIGN] < 0.5)
     return ViewParameters(
         windows=crop_windows(draws, heights, widths, (min_crop_scale, 1.0)),
         flip=draws[:, _FLIP] < 0.5,
-        jitter=draws[:, _JITTER] < JITTER_PROBABILITY,
+        jitter=draws[:, _JITTER] < jitter.probability,
         jitter_order=np.argsort(draws[:, _ORDER], axis=1),  # a uniform random permutation per view
         jitter_factors=factors,
-        grayscale=draws[:, _GRAY] < GRAYSCALE_PROBABILITY,
-        blur=draws[:, _BLUR] < BLUR_PROBABILITY,
-        sigma=BLUR_SIGMA[0] + (BLUR_SIGMA[1] - BLUR_SIGMA[0]) * draws[:, _SIGMA],
+        grayscale=draws[:, _GRAY] < recipe.grayscale_probability,
+        blur=draws[:, _BLUR] < blur.probability,
+        sigma=blur.sigma[0] + (blur.sigma[1] - blur.sigma[0]) * draws[:, _SIGMA],
+        autoaugment=decisions,
     )
 
 
@@ -212,20 +271,111 @@ def _gaussian_blur(images: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:
     return flat.view(count, channels, height, width)
 
 
+# --- AutoAugment operations on uint8 images, one magnitude per call (torchvision's meaning of each) ---
+# Geometric operations resample with a per-view matrix (one grid_sample per stage); torchvision's own
+# kernels would build their matrix and sharpness kernel on the device from host lists (a blocking copy each).
+_GEOMETRIC = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
+_COLOUR_OPERATIONS: dict[str, Callable[[Tensor, float], Tensor]] = {
+    "Brightness": lambda images, m: v2.functional.adjust_brightness(images, 1.0 + m),
+    "Color": lambda images, m: v2.functional.adjust_saturation(images, 1.0 + m),
+    "Contrast": lambda images, m: v2.functional.adjust_contrast(images, 1.0 + m),
+    "Sharpness": lambda images, m: _sharpened(images, 1.0 + m),
+    "Posterize": lambda images, m: v2.functional.posterize(images, int(m)),
+    "Solarize": lambda images, m: v2.functional.solarize(images, m),
+    "AutoContrast": lambda images, m: _autocontrast(images),
+    "Equalize": lambda images, m: v2.functional.equalize(images),
+    "Invert": lambda images, m: v2.functional.invert(images),
+}
+
+
+def _autocontrast(images: Tensor) -> Tensor:
+    """torchvision's autocontrast of uint8 images, with ``torch.where`` for its two boolean-mask writes (each
+    would make the host wait for the device)."""
+    pixels = images.float()
+    minimum = pixels.amin(dim=(-2, -1), keepdim=True)
+    maximum = pixels.amax(dim=(-2, -1), keepdim=True)
+    flat = maximum == minimum
+    inv_scale = torch.where(flat, 1.0, maximum.sub_(minimum).mul_(1.0 / 255))
+    return pixels.sub_(torch.where(flat, 0.0, minimum)).div_(inv_scale).clamp_(0, 255).to(torch.uint8)
+
+
+def _sharpened(images: Tensor, factor: float) -> Tensor:
+    """torchvision's adjust_sharpness of uint8 images (PIL's smoothing kernel, 1s around a 5, over 13; the
+    border kept), with the kernel made on the device rather than copied there."""
+    kernel = F.pad(torch.full((3, 1, 1, 1), 5.0 / 13, device=images.device), (1, 1, 1, 1), value=1.0 / 13)
+    output = images.float()
+    degenerate = F.conv2d(output, kernel, groups=3).round_()
+    interior = output[..., 1:-1, 1:-1]
+    interior.add_(degenerate.sub_(interior), alpha=1.0 - factor)
+    return output.clamp_(0, 255).to(torch.uint8)
+
+
+def _sampling_matrix(name: str, magnitude: float, size: int) -> np.ndarray:
+    """``(2, 3)`` matrix in ``affine_grid``'s normalised coordinates that resamples a ``size``-pixel square view as
+    torchvision's AutoAugment operation does on a tensor: F.affine about the top-left corner (shears) or the
+    centre (translations), F.rotate counter-clockwise about the centre."""
+    degrees = math.degrees(math.atan(magnitude))
+    shear = {"ShearX": [degrees, 0.0], "ShearY": [0.0, degrees]}.get(name, [0.0, 0.0])
+    translate = {"TranslateX": [float(int(magnitude)), 0.0], "TranslateY": [0.0, float(int(magnitude))]}.get(name, [0.0, 0.0])
+    center = [-0.5 * size, -0.5 * size] if name in ("ShearX", "ShearY") else [0.0, 0.0]
+    angle = -magnitude if name == "Rotate" else 0.0
+    # torchvision's inverse affine matrix (output to input pixel offsets from the centre), so the geometry is its own
+    matrix = np.array(TF._get_inverse_affine_matrix(center, angle, translate, 1.0, shear)).reshape(2, 3)
+    matrix[:, 2] /= 0.5 * size  # a square view: only the offsets change scale
+    return matrix
+
+
+def _to_device(array: np.ndarray, device: torch.device) -> Tensor:
+    """A host array on ``device`` without waiting for it (pinned, non-blocking on a GPU)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    return tensor.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else tensor
+
+
+def autoaugmented(views: Tensor, decisions: AutoAugmentDecisions, table: SubPolicies) -> Tensor:
+    """``(K, 3, S, S)`` uint8 views through their drawn sub-policies, stage by stage: the views whose operation
+    is geometric in one ``grid_sample`` with a matrix each, the others grouped by operation and signed magnitude,
+    one ``torchvision.transforms.v2.functional`` call per group. The groups come from the host-side decisions;
+    their positions and matrices reach the device in one copy each (no device-to-host sync)."""
+    size = views.shape[-1]
+    steps, matrices = [], []  # steps: (operation name or None for the stage's geometric views, magnitude, positions)
+    for stage in range(2):
+        operation = table.operation[decisions.sub_policy, stage]
+        signed_magnitude = table.magnitude[operation] * np.where(decisions.negative[:, stage] & table.signed[operation], -1, 1)
+        applied = decisions.applied[:, stage]
+        geometric = applied & np.isin(table.name[operation], _GEOMETRIC)
+        if geometric.any():
+            steps.append((None, 0.0, np.flatnonzero(geometric)))
+            matrices += [_sampling_matrix(table.name[op], m, size) for op, m in zip(operation[geometric], signed_magnitude[geometric], strict=True)]
+        colour = applied & ~geometric
+        pairs = np.stack([operation[colour], signed_magnitude[colour]], 1)
+        for op, magnitude in np.unique(pairs, axis=0):
+            positions = np.flatnonzero(colour & (operation == op) & (signed_magnitude == magnitude))
+            steps.append((table.name[int(op)], float(magnitude), positions))
+    if not steps:
+        return views
+    flat = _to_device(np.concatenate([positions for _, _, positions in steps]), views.device)
+    thetas = _to_device(np.array(matrices, dtype=np.float32).reshape(-1, 2, 3), views.device)
+    start = theta_start = 0
+    for name, magnitude, positions in steps:
+        at = flat[start:start + len(positions)]
+        start += len(positions)
+        if name is None:
+            theta = thetas[theta_start:theta_start + len(positions)]
+            theta_start += len(positions)
+            grid = F.affine_grid(theta, [len(positions), 3, size, size], align_corners=False)
+            views[at] = F.grid_sample(views[at].float(), grid, mode="nearest", padding_mode="zeros",
+                                      align_corners=False).to(torch.uint8)
+        else:
+            views[at] = _COLOUR_OPERATIONS[name](views[at], magnitude)
+    return views
+
+
 def resized_crops(batch: Tensor, boxes: Tensor, size: int) -> Tensor:
     """``(K, 3, size, size)`` floats in [0, 1]: box ``[image, x1, y1, x2, y2]`` (pixel edges) of a uint8 batch,
     resized. ``sampling_ratio=-1`` averages ceil(box / size) bilinear samples per output pixel: a bilinear
     resize when enlarging, an area-averaging (antialiased) one when shrinking, as RandomResizedCrop."""
     crops = roi_align(batch.float(), boxes, (size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
     return crops.div_(255).clamp_(0, 1)
-
-
-def _to_device(array: np.ndarray, device: torch.device) -> Tensor:
-    """A host array on ``device`` without a host sync: through pinned memory, asynchronously, on a GPU."""
-    tensor = torch.from_numpy(np.ascontiguousarray(array))
-    if device.type == "cuda":
-        return tensor.pin_memory().to(device, non_blocking=True)
-    return tensor
 
 
 # --- loading: what workers hand over, and turning it into one padded uint8 batch ----------------------
@@ -338,7 +488,7 @@ def pad_to_batch(images: list[Tensor]) -> Tensor:
 
 
 class BatchedViews:
-    """The batched SimCLR views: ``__call__`` prepares one sample in a DataLoader worker, ``collate`` makes
+    """The batched views of an augmentation ``recipe``: ``__call__`` prepares one sample in a DataLoader worker, ``collate`` makes
     the batch, ``draw_views`` decodes what is still encoded and draws every view of the batch at once.
 
     ``encoded_source``: the dataset hands over ``EncodedImage`` bytes (ImageFolder files, webdataset
@@ -351,11 +501,13 @@ class BatchedViews:
 
     name = "batched"
 
-    def __init__(self, image_size: int, num_views: int, *, encoded_source: bool = False,
+    def __init__(self, image_size: int, num_views: int, recipe: AugmentRecipe, *, encoded_source: bool = False,
                  decode_on_device: bool = False, augment_in_workers: bool = False,
                  min_crop_scale: float | None = None):
         self.image_size = image_size
         self.num_views = num_views
+        self.recipe = recipe
+        self.sub_policies = sub_policies(recipe.autoaugment, image_size) if recipe.autoaugment is not None else None
         self.encoded_source = encoded_source
         self.decode_on_device = decode_on_device
         self.augment_in_workers = augment_in_workers
@@ -474,7 +626,8 @@ class BatchedViews:
         device, count = batch.device, len(seeds)
         original = np.asarray(original_sizes, dtype=np.int64).reshape(count, 2)
         loaded = np.asarray(loaded_sizes, dtype=np.float64).reshape(count, 2)
-        params = draw_view_parameters(seeds, self.num_views, original[:, 0], original[:, 1], self.min_crop_scale)
+        params = draw_view_parameters(seeds, self.num_views, original[:, 0], original[:, 1], self.min_crop_scale,
+                                      self.recipe)
 
         # Crop windows on the original image, scaled onto the loaded pixels: [image, x1, y1, x2, y2].
         top, left, height, width = params.windows.T.astype(np.float64)
@@ -512,6 +665,9 @@ class BatchedViews:
                       lambda chosen, at, op=operation: _jitter_operation(chosen, op, factors[at, op]))
         apply(16, lambda chosen, at: _gray(chosen).expand(-1, 3, -1, -1))
         apply(17, lambda chosen, at: _gaussian_blur(chosen, sigma[at], self.blur_kernel))
+        if params.autoaugment is not None:  # on uint8 pixels, as the PIL path's AutoAugment sees them
+            quantised = views.mul_(255).round_().to(torch.uint8)
+            views = autoaugmented(quantised, params.autoaugment, self.sub_policies).float().div_(255)
         mean, std = self.normalisation(device)
         views = ((views - mean) / std).contiguous(memory_format=torch.channels_last)
         return list(views.chunk(self.num_views))
@@ -556,6 +712,10 @@ def stand_in_for_unreadable(batch: dict, images: list[Tensor | None], originals:
         batch["caption"][position] = batch["caption"][source]
 
 
+# BatchedEvalViews uses BatchedViews for its decoding only: it draws no training views, so no recipe acts.
+_DECODE_ONLY = AugmentRecipe("decode only", None, 0.0, None, None)
+
+
 class BatchedEvalViews:
     """The evaluation transform (``augment.eval_transform``: short side to ``eval_resize``, centre crop,
     normalisation) for a whole batch on the device, for datasets that hand over JPEG bytes: DataLoader
@@ -565,7 +725,7 @@ class BatchedEvalViews:
 
     def __init__(self, image_size: int):
         self.image_size = image_size
-        self.decoder = BatchedViews(image_size, 1, encoded_source=True, decode_on_device=True)
+        self.decoder = BatchedViews(image_size, 1, _DECODE_ONLY, encoded_source=True, decode_on_device=True)
 
     def prepare(self, image: EncodedImage | Image.Image) -> dict:
         """A worker's part for one image: its bytes (or PIL-decoded pixels) and original size; for an image
@@ -599,6 +759,7 @@ class BatchedEvalViews:
         original = np.array([size if size[0] else tuple(known) for size, known in
                              zip(originals, batch.pop("original_size").tolist(), strict=True)], dtype=np.float64)
         loaded = np.array([image.shape[1:] for image in images], dtype=np.float64)
+        original = np.where(original > 0, original, loaded)  # an image no decoder read: its stand-in's size
         side = original.min(axis=1) * self.image_size / eval_resize(self.image_size)
         top, left = (original[:, 0] - side) / 2, (original[:, 1] - side) / 2
         scale = loaded / original

@@ -56,6 +56,14 @@ CAPTION_TEMPLATES = [
     "there is a {size} {object} in {colour} with a {pattern} fill",
     "a {colour} {object} drawn {pattern} against a {background} scene",
 ]
+# Zero-shot prompts in the captions' own phrasing with the attributes left out (eval.zero_shot.templates=
+# shapes_captions): a CLIP model trained on these captions has never read open_clip's ImageNet prompts.
+ZERO_SHOT_TEMPLATES = [
+    "a photo of a {}",
+    "a {} on a background",
+    "there is a {}",
+    "a {} drawn against a scene",
+]
 
 _GRID = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE].astype(np.float32)
 

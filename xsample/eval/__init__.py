@@ -10,7 +10,7 @@ from xsample.eval.metrics import (
     zero_shot_top1,
 )
 from xsample.eval.probe import LinearProbe, fit_linear_probe
-from xsample.eval.protocols import PROTOCOLS, DatasetSpec, run_evaluations, validate_evaluations
+from xsample.eval.protocols import PROTOCOLS, DatasetSpec, ScoredProbe, run_evaluations, validate_evaluations
 
 __all__ = [
     "PROTOCOLS",
@@ -21,6 +21,7 @@ __all__ = [
     "imagenet9_metrics",
     "knn_predict",
     "mapped_predictions",
+    "ScoredProbe",
     "real_top1_accuracy",
     "run_evaluations",
     "top1_accuracy",

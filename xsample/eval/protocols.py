@@ -167,7 +167,7 @@ class _Session:
         self.builder, self.data_roots = builder, data_roots
         self.probe_config, self.seed, self.needed_fields = probe_config, seed, needed_fields
         self._features: dict[DatasetSpec, tuple[torch.Tensor, dict[str, Any]]] = {}
-        self._class_counts: dict[tuple[DatasetSpec, str], int] = {}
+        self._class_names: dict[tuple[DatasetSpec, str], tuple[str, ...]] = {}
         self._probes: dict[tuple[DatasetSpec, str], LinearProbe] = {}
         self._dataset_class_maps: dict[DatasetSpec, tuple[int, ...]] = {}
         self._imagenet_indices: dict[DatasetSpec, tuple[int, ...]] = {}
@@ -189,7 +189,7 @@ class _Session:
             for field, attribute in _CLASS_NAME_ATTRIBUTES.items():
                 names = getattr(dataset, attribute, None)
                 if names:
-                    self._class_counts[(spec, field)] = len(names)
+                    self._class_names[(spec, field)] = tuple(str(name) for name in names)
         return self._features[spec]
 
     def labels(self, spec: DatasetSpec, field: str) -> torch.Tensor:
@@ -214,10 +214,15 @@ class _Session:
             return full_map
         return tuple(full_map[i] if 0 <= i < len(full_map) else -1 for i in indices)
 
+    def class_names(self, spec: DatasetSpec, field: str) -> tuple[str, ...] | None:
+        """The classes the dataset names for ``field``, or None when it names none."""
+        self.features(spec)
+        return self._class_names.get((spec, field))
+
     def class_count(self, spec: DatasetSpec, field: str) -> int | None:
         """Number of classes the dataset names for ``field``; None: the probe infers it from the labels."""
-        self.features(spec)
-        return self._class_counts.get((spec, field))
+        names = self.class_names(spec, field)
+        return None if names is None else len(names)
 
     def probe(self, spec: DatasetSpec, field: str) -> LinearProbe:
         if (spec, field) not in self._probes:
@@ -237,6 +242,14 @@ class _Session:
             log.warning("the best probe lr %g is at the edge of learning_rates %s: consider extending the grid",
                         probe.learning_rate, grid)
         return probe
+
+
+@dataclass(frozen=True)
+class ScoredProbe:
+    """The probe an ``imagenet`` evaluation scored its test set with, and the names of its classes."""
+    probe: LinearProbe
+    class_names: tuple[str, ...] | None
+    train: DatasetSpec
 
 
 def _probe_details(probe: LinearProbe) -> dict[str, Any]:
@@ -467,6 +480,7 @@ def run_evaluations(
     batch_size: int = 256,
     num_workers: int = 0,
     autocast: Callable[[], Any] | None = None,
+    scored_probes: dict[str, ScoredProbe] | None = None,
 ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, Any]]]:
     """Run every evaluation spec with the frozen ``encoder`` (images -> [B, D] features).
 
@@ -475,6 +489,8 @@ def run_evaluations(
     ``images_skipped`` (unreadable images left out, per dataset read). ``transform`` defaults to
     ``xsample.data.eval_transform(image_size)`` (on a GPU, image-file datasets take the batched decode path
     instead) and ``dataset_builder`` to ``xsample.data.build_dataset``; ``autocast()`` wraps the encoder.
+    ``scored_probes``, when given, receives the probe of every ``imagenet`` evaluation under its name (a run
+    keeps it: the exported classifier).
     """
     parsed = _parse_evaluations(evaluations)
     checked_probe_config = _checked_probe_config(probe_config)
@@ -504,4 +520,8 @@ def run_evaluations(
         details[name]["images_skipped"] = {spec.describe(): session.skipped[spec]
                                            for spec, _ in evaluation.needs() if session.skipped.get(spec)}
         log.info("%s: %s", name, metrics[name])
+        if scored_probes is not None and isinstance(evaluation, _ImageNet):
+            scored_probes[name] = ScoredProbe(session.probe(evaluation.train, evaluation.label_key),
+                                              session.class_names(evaluation.train, evaluation.label_key),
+                                              evaluation.train)
     return metrics, details

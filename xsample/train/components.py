@@ -13,7 +13,14 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from xsample import losses
-from xsample.data import build_dataset, class_balanced_subset, root_dataset, simclr_augmentation
+from xsample.data import (
+    AugmentRecipe,
+    build_dataset,
+    class_balanced_subset,
+    eval_transform,
+    root_dataset,
+    training_augmentation,
+)
 from xsample.data.batched_augment import BatchedViews
 from xsample.methods import BASELINES, METHODS
 from xsample.models import CLIPModel, ContrastiveModel, PixelFeatures, ProjectionHead, build_backbone
@@ -56,21 +63,26 @@ def build_train_dataset(config: dict[str, Any]) -> Dataset:
 
 def build_views(config: dict[str, Any], dataset: Dataset, num_views: int,
                 device: torch.device) -> PILViews | BatchedViews:
-    """The augmentation path ``runtime.augment`` names (auto: batched). On the batched path a dataset of
-    image files reads them undecoded, to be decoded in workers, or in batches on the GPU; the views are
-    drawn on the GPU, or in the workers when training on the CPU (in parallel with the step)."""
+    """The views of the run's augmentation recipe (``augment``) on the path ``runtime.augment`` names (auto:
+    batched). On the batched path a dataset of image files reads them undecoded, to be decoded in workers,
+    or in batches on the GPU; the views are drawn on the GPU, or in the workers when training on the CPU
+    (in parallel with the step)."""
     if (problem := augment_problem(config)) is not None:
         raise ValueError(problem)
     image_size = int(config["data"]["image_size"])
-    # Baselines draw no training views: their dataset keeps handing decoded images to the BatchNorm pass.
-    if config["runtime"].get("augment", "auto") == "pil" or config["method"]["name"] in BASELINES:
-        return PILViews(simclr_augmentation(image_size), num_views)
+    # Baselines draw no training views (their run has no recipe): their dataset keeps handing decoded
+    # images to the BatchNorm pass, which uses the evaluation transform.
+    if config["method"]["name"] in BASELINES:
+        return PILViews(eval_transform(image_size), num_views)
+    recipe = AugmentRecipe.from_config(config["augment"])
+    if config["runtime"].get("augment", "auto") == "pil":
+        return PILViews(training_augmentation(recipe, image_size), num_views)
     root = root_dataset(dataset)
     encoded = callable(getattr(root, "keep_images_encoded", None))
     if encoded:
         root.keep_images_encoded()
     on_gpu = device.type == "cuda"
-    return BatchedViews(image_size, num_views, encoded_source=encoded, decode_on_device=encoded and on_gpu,
+    return BatchedViews(image_size, num_views, recipe, encoded_source=encoded, decode_on_device=encoded and on_gpu,
                         augment_in_workers=not on_gpu)
 
 

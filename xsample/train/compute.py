@@ -1,8 +1,9 @@
 """Section 4.5 analog: per-step cost of each method on the same backbone and batch, in one process,
 interleaved in rounds so that machine drift affects every method alike.
 
-The batch is what one GPU holds in training: the global batch (``optim.batch_size``) over the job's
-ranks (``resources``: nodes x tasks per node, one task per GPU)."""
+The batch is what one GPU holds in training: the global batch (``optim.batch_size``) over the training
+job's ranks (``compute.training_ranks``: the scale's nodes x tasks per node, one task per GPU), not over
+this timing job's own (one GPU)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from xsample.data import simclr_augmentation
+from xsample.data import AugmentRecipe, training_augmentation
 from xsample.train.components import build_loss_fn, build_model, build_train_dataset
 from xsample.train.sampling import PILViews, SeededViewsDataset
 
@@ -27,9 +28,9 @@ def _sync(device: torch.device) -> None:
 def per_gpu_batch(config: dict[str, Any]) -> tuple[int, int]:
     """(global batch, the batch one rank of the training job holds)."""
     global_batch = int(config["optim"]["batch_size"])
-    ranks = int(config["resources"]["nodes"]) * int(config["resources"]["tasks_per_node"])
+    ranks = int(config["compute"]["training_ranks"])
     if global_batch % ranks:
-        raise ValueError(f"optim.batch_size={global_batch} is not divisible by the job's {ranks} ranks "
+        raise ValueError(f"optim.batch_size={global_batch} is not divisible by the training job's {ranks} ranks "
                          "(scale.resources: nodes x tasks_per_node)")
     return global_batch, global_batch // ranks
 
@@ -37,8 +38,8 @@ def per_gpu_batch(config: dict[str, Any]) -> tuple[int, int]:
 def compute_overhead_metrics(config: dict[str, Any], device: torch.device) -> dict[str, Any]:
     spec = config["compute"]
     dataset = build_train_dataset(config)
-    views = SeededViewsDataset(dataset, PILViews(simclr_augmentation(int(config["data"]["image_size"])), num_views=2),
-                               seed=config["seed"])
+    augmentation = training_augmentation(AugmentRecipe.from_config(config["augment"]), int(config["data"]["image_size"]))
+    views = SeededViewsDataset(dataset, PILViews(augmentation, num_views=2), seed=config["seed"])
     global_batch, batch_size = per_gpu_batch(config)
     batch = next(iter(DataLoader(views, batch_size=batch_size, shuffle=True)))
 

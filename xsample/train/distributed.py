@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 import threading
 import time
@@ -46,8 +45,8 @@ import torch
 import torch.distributed as dist
 
 from xsample.io import atomic_write_json
+from xsample.validation import device_problem
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N")
 FAILURE_POLL_S = 0.25
 ACK_WAIT_S = 5.0  # how long a failing rank waits for rank 0 to record its report
 PEER_FAILURE_GRACE_S = 15.0
@@ -94,13 +93,6 @@ def environment_rank() -> int:
 
 
 # --- devices -----------------------------------------------------------------------------------------
-def device_problem(choice: Any) -> str | None:
-    """The line that says ``runtime.device`` is not a device choice, or None."""
-    if choice in ("auto", "cpu", "cuda") or (isinstance(choice, str) and re.fullmatch(r"cuda:\d+", choice)):
-        return None
-    return f"runtime.device={choice!r} is not a device; choose one of {', '.join(DEVICE_CHOICES)}"
-
-
 def _no_cuda_cause() -> str:
     built = torch.version.cuda
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from xsample.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from xsample.train.run import read_result
 
 BACKBONE_PREFIX = "backbone."
 
@@ -20,6 +21,13 @@ def load_initial_weights(model: nn.Module, config: dict[str, Any], run_dir: Path
     if not source or (Path(run_dir) / CHECKPOINT_NAME).exists():
         return False
     base_dir = Path(source["run_dir"])
+    # A base run still training (or failed) has a checkpoint too: only its final weights are a start.
+    base_result = read_result(base_dir) or {}
+    if base_result.get("status") != "completed" or base_result.get("config_hash") != source["config_hash"]:
+        raise FileNotFoundError(
+            f"init_from run {base_dir} has not completed with config hash {source['config_hash']} (its result.json "
+            f"says {base_result.get('status') or 'nothing'}); complete the base run first (experiments/reproduce.py "
+            "launches a table's base rows before the rows that fine-tune them)")
     state = load_checkpoint(base_dir, source["config_hash"])
     if state is None:
         raise FileNotFoundError(

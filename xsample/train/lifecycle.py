@@ -16,9 +16,45 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from xsample.heartbeat import process_gone, staleness
 from xsample.locks import exclusive_lock
+from xsample.train.checkpoint import CHECKPOINT_NAME
 from xsample.train.distributed import environment_rank
 from xsample.train.run import RESULT_NAME, ownership_problem, read_result, run_experiment
+
+
+@dataclass(frozen=True)
+class RunState:
+    """What a run directory holds for a config, as a planner sees it before launching: ``new`` (nothing
+    yet), ``resume`` (a checkpoint or an unfinished result of this config), ``completed`` (done with this
+    config: nothing to launch), ``rerun`` (completed, but force=true discards it), ``refused`` (another
+    config's run, left untouched), ``running`` (a live process of this config reports from it), or
+    ``queued`` (an earlier launch's job holds it)."""
+
+    name: str
+    why: str | None = None
+
+
+def run_state(run_dir: Path | str, config: dict[str, Any], *, force: bool = False) -> RunState:
+    """The state of ``run_dir`` for ``config``; ``force`` turns a completed run of it into one to rerun."""
+    run_dir = Path(run_dir)
+    problem = ownership_problem(run_dir, config)
+    if problem is not None:
+        return RunState("refused", problem)
+    result = read_result(run_dir)
+    status = (result or {}).get("status")
+    if status == "completed":
+        return RunState("rerun", "force=true: its completed result is discarded") if force else RunState("completed")
+    heartbeat = (result or {}).get("heartbeat")
+    if status == "running" and isinstance(heartbeat, dict):
+        gone, why = process_gone(heartbeat)
+        # Another host's process cannot be asked: a heartbeat that stopped long enough ago tells instead.
+        if gone is False or (gone is None and staleness(heartbeat) is None):
+            return RunState("running", why)
+    if status is not None or (run_dir / CHECKPOINT_NAME).exists():
+        return RunState("resume", f"{status or 'checkpoint'}" + (f" at step {result.get('checkpoint_step')}"
+                                                                 if (result or {}).get("checkpoint_step") else ""))
+    return RunState("new")
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, IterableDataset
 
+from xsample.data import root_dataset
 from xsample.losses.distributed import equal_local_batches
 from xsample.train.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from xsample.train.components import TrainingSetup
@@ -215,13 +216,14 @@ class Logger:
 
 
 def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: TrainingSetup,
-             config_hash: str, on_checkpoint: Callable[[int], None] | None = None,
+             config_hash: str, tracker: ScalarTracker, on_checkpoint: Callable[[int], None] | None = None,
              on_log: Callable[[int], None] | None = None, progress=None,
              step_probe: Callable[[int], AbstractContextManager] | None = None) -> TrainOutcome:
     """Train ``setup.model`` with ``setup.loss``; resumes from ``run_dir`` when a checkpoint exists.
-    ``on_checkpoint(step)`` follows every checkpoint, ``on_log(step)`` every logged step (main rank);
-    ``progress.step`` follows the last finished step; ``step_probe(step)`` wraps each step that makes
-    ``step`` (instrumentation: experiments/gpu_check.py, the host-sync test)."""
+    ``tracker`` (not started yet) receives the step scalars; ``on_checkpoint(step)`` follows every
+    checkpoint, ``on_log(step)`` every logged step (main rank); ``progress.step`` follows the last finished
+    step; ``step_probe(step)`` wraps each step that makes ``step`` (instrumentation: experiments/gpu_check.py,
+    the host-sync test)."""
     optim_cfg, runtime = config["optim"], config["runtime"]
     world, device = info.world_size, info.device
     global_batch = int(optim_cfg["batch_size"])
@@ -242,15 +244,18 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
             len(views), batch_size_per_rank=local_batch, rank=info.rank, world_size=world, seed=config["seed"]
         )
         steps_per_epoch = sampler.batches_per_epoch
-    epochs = int(optim_cfg["epochs"])
-    total_steps = steps_per_epoch * epochs
+    # budget=steps: the optimiser steps (and schedule) of `epochs` passes over the whole training set, whatever
+    # fraction of it this run trains on (data scarcity without less compute); epochs: passes over this run's data.
+    budget_epoch_steps = (steps_per_epoch if optim_cfg["budget"] == "epochs"
+                          else len(root_dataset(setup.train_dataset)) // global_batch)
+    total_steps = budget_epoch_steps * int(optim_cfg["epochs"])
 
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: pick the fastest kernels once
     model = setup.model.to(device).to(memory_format=torch.channels_last)
     if world > 1:
         model = convert_batchnorm_for_distributed(model, device)
-    optimizer, scheduler = setup.make_optimizer(model, steps_per_epoch, total_steps)
+    optimizer, scheduler = setup.make_optimizer(model, budget_epoch_steps, total_steps)
     scaler = torch.amp.GradScaler(device.type, enabled=runtime["precision"] == "fp16")
 
     state = load_checkpoint(run_dir, config_hash)
@@ -275,8 +280,8 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
                              positions=(state or {}).get("skipped_positions", ()))
 
     trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
-    # Built before the step line's logger: its first window does not count TensorBoard's import.
-    tracker = ScalarTracker(config, run_dir, info, resumed_from)
+    # Started before the step line's logger: its first window does not count the loggers' start-up.
+    tracker.start(resumed_from)
     log = Logger(info, total_steps, global_batch)
     if resumed_from is not None:
         log(f"resumed from step {resumed_from} ({run_dir})")
@@ -291,8 +296,9 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
     precision = runtime["precision"]
 
     def checkpoint_by_count(at: int) -> bool:
-        """Checkpoint steps every rank knows in advance: every ``every_steps`` and each epoch's end."""
-        return bool(every_steps and at % every_steps == 0) or at % steps_per_epoch == 0
+        """Checkpoint steps every rank knows in advance: every ``every_steps``, each epoch's end and the last
+        step (budget=steps can end mid-epoch; a fine-tuning run starts there)."""
+        return bool(every_steps and at % every_steps == 0) or at % steps_per_epoch == 0 or at >= total_steps
 
     def checkpoint(current_step: int) -> None:
         """Every rank's state into rank 0's checkpoint (a collective: only at sync points)."""
@@ -353,7 +359,7 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
         return stop
 
     stop_proposed, stop_at = False, None
-    with PreemptionGuard() as guard, tracker, equal_local_batches(local_batch, device, info.grouped):
+    with PreemptionGuard() as guard, equal_local_batches(local_batch, device, info.grouped):
         trained.train()
         log.start(step, data_wait_seconds, input_seconds)
         while step < total_steps:

@@ -1,4 +1,19 @@
-"""Optimisers (LARS for the SimCLR recipe, AdamW for CLIP's, plain SGD) and the warmup + cosine schedule."""
+"""Optimisers (LARS for the SimCLR recipe, AdamW for CLIP's, plain SGD) and the warmup + cosine schedule.
+
+LARS follows SimCLR's reference optimiser (its ``classic_momentum`` LARS), not PyTorch SGD's conventions as
+``timm.optim.Lars`` does, because X-CLR's ImageNet recipe is SimCLR's and its learning rates and warmup were
+tuned under SimCLR's update. The two agree exactly at a constant learning rate without weight decay (timm with
+``always_adapt=True`` on the adapted group and ``eps=0``); they differ in two places (tests/test_optim.py pins
+both):
+
+- Where the learning rate sits. SimCLR puts it inside the momentum buffer (``v = m v + lr_t u_t``, ``w -= v``),
+  so each step keeps the lr it was taken with; PyTorch SGD multiplies the whole buffer by the current lr
+  (``v = m v + u_t``, ``w -= lr_t v``), so a schedule step rescales past momentum too. Under warmup and cosine
+  decay the step-t updates therefore differ by ``sum_k m^(t-k) (lr_k - lr_t) u_k`` (``u_k``: step k's
+  gradient times its trust ratio).
+- The trust ratio under weight decay. SimCLR: ``eta ||w|| / ||g + wd w||``; timm (You et al. 2017, NVIDIA
+  LARC): ``eta ||w|| / (||g|| + wd ||w||)``, which equals SimCLR's only when ``g`` is parallel to ``w``.
+"""
 
 from __future__ import annotations
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import traceback
@@ -14,7 +13,7 @@ import torch
 import torch.distributed as dist
 
 from xsample.heartbeat import beat, new_heartbeat, public
-from xsample.io import atomic_write_json, remove_orphaned_temp_files
+from xsample.io import atomic_write_json, read_json, remove_orphaned_temp_files
 from xsample.train.checkpoint import CHECKPOINT_NAME, ConfigMismatchError
 from xsample.train.distributed import (
     DistInfo,
@@ -30,16 +29,17 @@ from xsample.train.provenance import config_hash, git_state, hardware, package_v
 from xsample.validation import check_run_config
 
 RESULT_NAME = "result.json"
+# The run config a planned job executes (written by the planner before anything is submitted).
+CONFIG_NAME = "config.json"
+# What result.json records about where a run came from (the W&B config carries it too).
+PROVENANCE_KEYS = ("config_hash", "git_commit", "git_dirty", "versions", "hardware")
 TASKS = ("pretrain", "graph_stats", "compute")
 
 
 def read_result(run_dir: Path) -> dict[str, Any] | None:
     """The run's result.json, or None when absent or unreadable."""
-    path = Path(run_dir) / RESULT_NAME
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+    result = read_json(Path(run_dir) / RESULT_NAME)
+    return result if isinstance(result, dict) else None
 
 
 def _recorded_hash(run_dir: Path) -> tuple[str | None, dict[str, Any] | None, str]:
@@ -166,47 +166,52 @@ def _train_and_evaluate(config: dict[str, Any], run_dir: Path, info: DistInfo, w
                         progress: Progress) -> None:
     from xsample.train.baselines import baseline_outcome
     from xsample.train.components import build_training_setup
-    from xsample.train.evaluate import evaluate_model
+    from xsample.train.evaluate import evaluate_model, save_run_probe
     from xsample.train.finetune import load_initial_weights
     from xsample.train.loop import pretrain
-    from xsample.train.tracking import logger_choice, write_final_metrics
+    from xsample.train.tracking import ScalarTracker
 
-    logger_choice(config)  # an unknown runtime.logger fails before the data and the graph are built
-
-    setup = build_training_setup(config, info.device)
-    load_initial_weights(setup.model, config, run_dir)
-    writer.update(data={"dataset": config["data"]["name"], "train_size": len(setup.train_dataset),
-                        "samples_seen": 0, "samples_skipped": 0})
-    if setup.compute_loss is None:
-        outcome = baseline_outcome(config, setup, info.device)
-    else:
-        outcome = pretrain(
-            config, run_dir, info, setup, writer.record["config_hash"], progress=progress,
-            on_checkpoint=lambda step: writer.update(checkpoint_step=step), on_log=writer.log_step,
-        )
-    if outcome.left_for_requeue:  # a rank other than 0 of a preempted job: rank 0 requeues it
-        writer.record["status"] = "interrupted"
-        return
-    leave(info)  # nobody waits for the evaluation below
-    if not info.is_main:
-        return
-    writer.record["resumed_from"] = outcome.resumed_from
-    writer.record["data"].update(samples_seen=outcome.samples_seen, samples_skipped=outcome.samples_skipped,
-                                 **setup.views.describe())
-    timing = {"train_s": round(outcome.train_seconds, 3), "images_per_s": round(outcome.images_per_s, 2),
-              "steady_images_per_s": round(outcome.steady_images_per_s, 2),
-              "data_wait_fraction": round(outcome.data_wait_fraction, 4),
-              "input_fraction": round(outcome.input_fraction, 4),
-              "graph_precompute_s": round(setup.graph_seconds, 3), "steps": outcome.steps}
-    writer.update(timing=timing, loss_curve=[[s, round(v, 5)] for s, v in outcome.loss_history[:: max(1, len(outcome.loss_history) // 200)]])
-    started = time.perf_counter()
-    metrics, details = evaluate_model(outcome.model, config, info.device)
-    timing["eval_s"] = round(time.perf_counter() - started, 3)
-    writer.record["data"]["eval_images_skipped"] = sum(
-        count for detail in details.values() for count in (detail.get("images_skipped") or {}).values())
-    not_available = config["eval"].get("not_available") or []
-    writer.update(metrics=metrics, eval_details=details, evals_not_available=not_available, timing=timing, final_loss=outcome.loss_history[-1][1] if outcome.loss_history else None)
-    write_final_metrics(config, run_dir, info, outcome.steps, metrics)
+    # Checks runtime.logger: an unknown or uninstalled logger fails before the data and the graph are built.
+    tracker = ScalarTracker(config, run_dir, info, {key: writer.record[key] for key in PROVENANCE_KEYS})
+    with tracker:
+        setup = build_training_setup(config, info.device)
+        load_initial_weights(setup.model, config, run_dir)
+        writer.update(data={"dataset": config["data"]["name"], "train_size": len(setup.train_dataset),
+                            "samples_seen": 0, "samples_skipped": 0})
+        if setup.compute_loss is None:
+            outcome = baseline_outcome(config, setup, info.device)
+            tracker.start(None)
+        else:
+            outcome = pretrain(
+                config, run_dir, info, setup, writer.record["config_hash"], tracker, progress=progress,
+                on_checkpoint=lambda step: writer.update(checkpoint_step=step), on_log=writer.log_step,
+            )
+        if outcome.left_for_requeue:  # a rank other than 0 of a preempted job: rank 0 requeues it
+            writer.record["status"] = "interrupted"
+            return
+        leave(info)  # nobody waits for the evaluation below
+        if not info.is_main:
+            return
+        writer.record["resumed_from"] = outcome.resumed_from
+        writer.record["data"].update(samples_seen=outcome.samples_seen, samples_skipped=outcome.samples_skipped,
+                                     **setup.views.describe())
+        timing = {"train_s": round(outcome.train_seconds, 3), "images_per_s": round(outcome.images_per_s, 2),
+                  "steady_images_per_s": round(outcome.steady_images_per_s, 2),
+                  "data_wait_fraction": round(outcome.data_wait_fraction, 4),
+                  "input_fraction": round(outcome.input_fraction, 4),
+                  "graph_precompute_s": round(setup.graph_seconds, 3), "steps": outcome.steps}
+        writer.update(timing=timing, loss_curve=[[s, round(v, 5)] for s, v in outcome.loss_history[:: max(1, len(outcome.loss_history) // 200)]])
+        started = time.perf_counter()
+        evaluation = evaluate_model(outcome.model, config, info.device)
+        timing["eval_s"] = round(time.perf_counter() - started, 3)
+        save_run_probe(run_dir, evaluation, writer.record["config_hash"], outcome.steps)
+        writer.record["data"]["eval_images_skipped"] = sum(
+            count for detail in evaluation.details.values() for count in (detail.get("images_skipped") or {}).values())
+        not_available = config["eval"].get("not_available") or []
+        writer.update(metrics=evaluation.metrics, eval_details=evaluation.details,
+                      evals_not_available=not_available, timing=timing,
+                      final_loss=outcome.loss_history[-1][1] if outcome.loss_history else None)
+        tracker.final_metrics(outcome.steps, evaluation.metrics)
 
 
 def _record_failure(error: Exception, info: DistInfo, writer: ResultWriter, progress: Progress) -> None:
