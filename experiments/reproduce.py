@@ -294,9 +294,12 @@ def main(argv: list[str] | None = None) -> int:
         _log(_state_counts(plan))
         _report_state_details(plan)
     if rank not in (None, 0):  # another rank of a torchrun run: rank 0 saves and reports
+        # Rank 0 may have started the run while this rank planned (its result.json then reads running): join
+        # every run that is not done; one rank 0 does not launch ends this rank at the collective timeout.
+        joined = [run for run in plan.runs if run.state.name not in ("completed", "refused")]
         try:
-            if plan.to_launch:
-                run_in_process(plan.to_launch)
+            if joined:
+                run_in_process(joined)
         except RunInterrupted as error:  # rank 0 says so
             return interrupted_exit_code(error)
         return 0

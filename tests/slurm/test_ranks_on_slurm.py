@@ -14,7 +14,7 @@ from tests.slurm.test_reproduce_on_slurm import _finish, _reproduce, _wait_for_c
 
 pytestmark = [pytest.mark.slurm, pytest.mark.rehearsal, pytest.mark.slow]
 TWO_TASKS = ["scale.resources.tasks_per_node=2", "scale.resources.cpus_per_task=1"]
-RUN = ["-m", "table=2", "row=augmentation", "launcher=slurm", *TWO_TASKS]
+RUN = ["-m", "table=2", "row=augmentation", "seed=0", "launcher=slurm", *TWO_TASKS]
 
 
 def _result(sweeps: Path) -> dict:
