@@ -58,7 +58,7 @@ from xsample.train.tracking import ScalarTracker  # noqa: E402
 
 LOG_EVERY = 2
 PAPER = {"scale": "paper", "batch": 512, "steps": 12, "unique_per_class": 64, "image_px": 256}
-SMALL = {"scale": "rehearsal", "batch": 16, "steps": 4, "unique_per_class": 8, "image_px": 64}
+SMALL = {"scale": "rehearsal", "batch": 16, "steps": 4, "unique_per_class": 4, "image_px": 64}
 
 
 def run_config(profile: dict, root: Path, batch: int, augment: str, workers: int, epochs: int, *extra: str) -> dict:
