@@ -125,9 +125,9 @@ def _result(sweeps: Path) -> dict | None:
 @pytest.mark.slow
 def test_two_ranks_outlive_a_collective_timeout_shorter_than_rank_0s_evaluation(tmp_path):
     """Rank 1 leaves once training is over; with every wait bounded by 10 s, an evaluation of more than
-    10 s on rank 0 would otherwise kill it (the old barrier after evaluation)."""
-    process = _torchrun("experiments/reproduce.py", tmp_path, "runtime.distributed_timeout_s=10",
-                        "scale.probe.epochs=300")
+    10 s on rank 0 (made to last 11 s on any machine) would otherwise kill it (the old barrier after evaluation)."""
+    process = _torchrun("tests/rank_fault.py", tmp_path, "runtime.distributed_timeout_s=10", "scale.probe.epochs=5",
+                        env={"XSAMPLE_EVAL_AT_LEAST_S": "11"})
     output = process.communicate(timeout=600)[0]
     assert process.returncode == 0, output[-3000:]
     record = _result(tmp_path)
