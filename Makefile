@@ -38,7 +38,7 @@ demo: venv system-packages
 	$(TINY_TABLE1) method=xclr sanity=misaligned_graph seed=0,1,2
 
 test: venv system-packages
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not rehearsal"
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not rehearsal" --durations=25
 
 # Every table under scale=rehearsal on miniature paper datasets, locally and on the local SLURM (~30 min).
 test-long: venv system-packages

@@ -10,7 +10,7 @@ import pandas as pd
 
 from xsample.heartbeat import staleness
 
-LABELS = ("table", "scale", "method", "dataset", "dataset_used", "setting", "variant", "seed")
+LABELS = ("table", "scale", "layout", "comparability", "method", "method_role", "dataset", "dataset_used", "setting", "variant", "seed")
 # Two runs with the same identity are the same experiment: the newest one counts. The variant (what a
 # run's config changes beyond its table's grid, e.g. "method.temperature=0.2") is part of it.
 IDENTITY = ("table", "scale", "method", "dataset", "setting", "variant", "seed")
@@ -118,12 +118,11 @@ def _flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
 
 
 def _plan_entries(plan_file: Path) -> list[tuple[str, dict[str, Any]]]:
-    """(run_dir, labels) of every planned run. Accepts {"runs": [{"run_dir", "experiment"}]} and
-    {"jobs": [{"run_dir", "labels"}]}; an unreadable plan is ignored (the results still count)."""
+    """(run_dir, labels) of every planned run ({"runs": [{"run_dir", "experiment"}]}, as experiments/plan.py
+    writes it); an unreadable plan is ignored (the results still count)."""
     try:
         plan = json.loads(plan_file.read_text())
-        jobs = plan.get("runs", plan.get("jobs", []))
-        return [(str(job["run_dir"]), dict(job.get("experiment") or job.get("labels") or {})) for job in jobs]
+        return [(str(run["run_dir"]), dict(run["experiment"])) for run in plan["runs"]]
     except (OSError, ValueError, AttributeError, KeyError, TypeError):
         return []
 

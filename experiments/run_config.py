@@ -14,6 +14,8 @@ from typing import Any
 
 from xsample.data.augment import AugmentRecipe
 from xsample.eval.zero_shot import zero_shot_problem
+from xsample.methods import METHODS, UnknownMethodError
+from xsample.methods import method as registered_method
 from xsample.train.sampling import augment_problem
 from xsample.train.sanity import SANITY_CHECKS
 from xsample.train.tracking import logger_problem
@@ -79,10 +81,16 @@ def experiment_labels(cfg: dict[str, Any]) -> dict[str, Any]:
 
     The run's variant (what else departs from the table's grid point) is added by sweep.plan_run."""
     table = cfg["table"]
+    method = {"compute": "all", "graph_stats": "none"}.get(table["task"], cfg["method"]["name"])
     return {
         "table": str(table["id"]),
         "scale": cfg["scale"]["name"],
-        "method": {"compute": "all", "graph_stats": "none"}.get(table["task"], cfg["method"]["name"]),
+        "method": method,
+        # How reports compare the row (xsample.methods.ROLES), so that analysis needs no registry.
+        "method_role": METHODS[method].role if method in METHODS else None,
+        # How reports lay out the table and set its values against the paper's (declared in configs/).
+        "layout": table["layout"],
+        "comparability": cfg["scale"]["comparability"],
         "dataset": cfg["dataset"],
         "dataset_used": _training_data(cfg)["name"],
         "setting": None if table.get("setting") in (None, "None") else str(table["setting"]),
@@ -95,6 +103,7 @@ def experiment_labels(cfg: dict[str, Any]) -> dict[str, Any]:
 def build_run_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """The resolved, self-contained config of one run (what result.json records and hashes)."""
     scale_cfg, table, method = cfg["scale"], cfg["table"], cfg["method"]
+    trait = registered_method(method["name"])
     labels = experiment_labels(cfg)
     data = _training_data(cfg)
     data["fraction"] = float(cfg["data_fraction"])
@@ -121,13 +130,13 @@ def build_run_config(cfg: dict[str, Any]) -> dict[str, Any]:
         "method": _method_settings(method),
         # The training views' recipe; a run that trains nothing draws none (nor forks on the choice).
         "augment": copy.deepcopy(cfg["augment"]) if optim is not None else None,
-        "graph": copy.deepcopy(cfg["graph"]) if method["name"] == "xclr" or table["task"] == "graph_stats" else None,
+        "graph": copy.deepcopy(cfg["graph"]) if trait.uses_graph or table["task"] == "graph_stats" else None,
         "data": data,
         "model": copy.deepcopy(cfg["model"]),
         "optim": optim,
         "eval": {"evaluations": evaluations, "probe": copy.deepcopy(scale_cfg["probe"]),
                  # false, or eval.zero_shot's settings for a CLIP run tested on ImageNet (or its analog)
-                 "zero_shot": copy.deepcopy(cfg["eval"]["zero_shot"]) if method["name"] == "clip" and "imagenet" in wanted else False,
+                 "zero_shot": copy.deepcopy(cfg["eval"]["zero_shot"]) if trait.zero_shot and "imagenet" in wanted else False,
                  "not_available": [name for name in wanted if name not in suite["evaluations"]]},
         "init_from": None,
         "runtime": copy.deepcopy(cfg["runtime"]),
@@ -179,9 +188,8 @@ def _number(value: Any) -> float | None:
 def value_problems(cfg: dict[str, Any]) -> list[str]:
     """One line per setting outside its range, named as it is set on the command line."""
     problems = []
-    known_methods = sorted(path.stem for path in (CONFIGS_DIR / "method").glob("*.yaml"))
-    if cfg["method"].get("name") not in known_methods:
-        problems.append(f"method.name={cfg['method'].get('name')!r} is not a method; choose one of {', '.join(known_methods)} (method=NAME)")
+    if cfg["method"]["name"] not in METHODS:
+        problems.append(str(UnknownMethodError.for_name(cfg["method"]["name"])))
     methods = {"method": cfg["method"]}
     methods.update({f"compute.method_configs.{name}": settings
                     for name, settings in ((cfg.get("compute") or {}).get("method_configs") or {}).items()})

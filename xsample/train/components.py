@@ -22,7 +22,7 @@ from xsample.data import (
     training_augmentation,
 )
 from xsample.data.batched_augment import BatchedViews
-from xsample.methods import BASELINES, METHODS
+from xsample.methods import method as registered_method
 from xsample.models import CLIPModel, ContrastiveModel, PixelFeatures, ProjectionHead, build_backbone
 from xsample.train.optim import build_optimizer, cosine_schedule_with_warmup
 from xsample.train.sampling import PILViews, augment_problem
@@ -72,7 +72,7 @@ def build_views(config: dict[str, Any], dataset: Dataset, num_views: int,
     image_size = int(config["data"]["image_size"])
     # Baselines draw no training views (their run has no recipe): their dataset keeps handing decoded
     # images to the BatchNorm pass, which uses the evaluation transform.
-    if config["method"]["name"] in BASELINES:
+    if not registered_method(config["method"]["name"]).trains:
         return PILViews(eval_transform(image_size), num_views)
     recipe = AugmentRecipe.from_config(config["augment"])
     if config["runtime"].get("augment", "auto") == "pil":
@@ -87,15 +87,15 @@ def build_views(config: dict[str, Any], dataset: Dataset, num_views: int,
 
 
 def build_model(config: dict[str, Any]) -> nn.Module:
-    model_cfg, method = config["model"], config["method"]["name"]
-    if method == "raw_pixels":
+    model_cfg, kind = config["model"], registered_method(config["method"]["name"]).model
+    if kind == "pixels":
         return PixelFeatures(int(config["method"]["max_side"]))
     backbone, feature_dim = build_backbone(
         model_cfg["backbone"], small_image_stem=bool(model_cfg.get("small_image_stem", False)),
         stem_stride=int(model_cfg.get("stem_stride", 1)),
         pretrained=bool(model_cfg.get("pretrained", False)),
     )
-    if method == "clip":
+    if kind == "clip":
         clip_cfg = model_cfg["clip"]
         return CLIPModel(backbone, feature_dim, int(clip_cfg["embed_dim"]), dict(clip_cfg["text"]),
                          init_logit_scale=float(clip_cfg["init_logit_scale"]))
@@ -113,13 +113,11 @@ def build_loss_fn(config: dict[str, Any], train_dataset: Dataset,
                   device: torch.device) -> tuple[Callable | None, float]:
     """The per-batch loss closure (None for the baselines) and the seconds spent precomputing X-CLR side information."""
     method_cfg = config["method"]
-    name = method_cfg["name"]
-    if name not in METHODS:
-        raise ValueError(f"unknown method.name={name!r}; choose one of {', '.join(METHODS)}")
-    if name in BASELINES:
+    targets = registered_method(method_cfg["name"]).targets
+    if targets is None:
         return None, 0.0
 
-    if name == "clip":
+    if targets == "captions":
         criterion = losses.ClipLoss()
 
         def clip_step(model, batch, device):
@@ -131,12 +129,11 @@ def build_loss_fn(config: dict[str, Any], train_dataset: Dataset,
         return clip_step, 0.0
 
     temperature = float(method_cfg["temperature"])
-    if name == "simclr":
+    graph_seconds = 0.0
+    if targets == "views":
         criterion = losses.SimCLRLoss(temperature)
-        side = None
-    elif name == "supcon":
+    elif targets == "labels":
         criterion = losses.SupConLoss(temperature)
-        side = None
     else:
         criterion = losses.XCLRLoss(temperature, float(method_cfg["graph_temperature"]),
                                     mask_self=bool(method_cfg.get("mask_self", True)))
@@ -149,13 +146,13 @@ def build_loss_fn(config: dict[str, Any], train_dataset: Dataset,
         images = torch.cat([batch["view1"], batch["view2"]]).to(device, non_blocking=True)
         images = images.contiguous(memory_format=torch.channels_last)
         z1, z2 = model(images).chunk(2)
-        if name == "simclr":
+        if targets == "views":
             return criterion(z1, z2)
-        if name == "supcon":
+        if targets == "labels":
             return criterion(z1, z2, batch["label"].to(device))
         return criterion(z1, z2, side(batch).to(device))
 
-    return contrastive_step, (graph_seconds if name == "xclr" else 0.0)
+    return contrastive_step, graph_seconds
 
 
 def build_training_setup(config: dict[str, Any], device: torch.device) -> TrainingSetup:
@@ -170,7 +167,7 @@ def build_training_setup(config: dict[str, Any], device: torch.device) -> Traini
         scheduler = cosine_schedule_with_warmup(optimizer, min(warmup, total_steps), total_steps)
         return optimizer, scheduler
 
-    num_views = 1 if config["method"]["name"] == "clip" else 2
+    num_views = registered_method(config["method"]["name"]).views
     return TrainingSetup(
         model=build_model(config), train_dataset=train_dataset,
         views=build_views(config, train_dataset, num_views, device),
