@@ -172,3 +172,16 @@ def test_a_config_that_cannot_compose_is_a_one_line_error(override, message):
                          cwd=REPO, capture_output=True, text=True)
     assert out.returncode != 0
     assert out.stderr.strip() == f"xsample: {message}"
+
+
+def test_every_extra_sweep_a_table_declares_plans_without_problems():
+    """configs/table/*.yaml extra_sweeps (what make demo and make preview add to a table's grid) are valid."""
+    from experiments.plan import TABLES, plan_sweep
+    from experiments.preview import extra_sweeps
+
+    declared = {table: extra for table in TABLES if (extra := extra_sweeps(table))}
+    assert "1" in declared, "Table 1's sanity rows are declared"
+    for table, sweeps in declared.items():
+        for overrides in sweeps:
+            plan = plan_sweep(["launcher=local", f"table='{table}'", "scale=tiny", *overrides], multirun=True)
+            assert plan.runs and not plan.problems, (table, overrides, plan.problems)
