@@ -58,6 +58,27 @@ def training_speed(sweep_dir: Path) -> str:
     return f"{statistics.median(speeds):.0f}" if speeds else "–"
 
 
+TIMINGS_HEADER = ["| table | sweeps | wall time | training images/s (median over its runs) | made on |", "|---|---|---|---|---|"]
+
+
+def write_timings(path: Path, rows: dict[str, str], tables: list[str], load_at_start: float) -> list[str]:
+    """Write (or update: tables not run this time keep their rows) ``timings.md``; return its table."""
+    kept = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            cells = [cell.strip() for cell in line.strip("|").split("|")]
+            if line.startswith("| ") and cells[0] in TABLES:
+                kept[cells[0]] = line
+    made = (f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, load {load_at_start:.1f} → {os.getloadavg()[0]:.1f}")
+    kept.update({table: f"{row} {made} |" for table, row in rows.items()})
+    table = TIMINGS_HEADER + [kept[name] for name in TABLES if name in kept]
+    path.write_text("\n".join(["# Wall time per table", "",
+                                "Each row: `python experiments/preview.py --tables T` on this machine; load = the "
+                                "1-minute load average at the start and at the end of that run (2 cores: above 2 "
+                                "means something else was running).", "", *table]) + "\n")
+    return table
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tables", nargs="+", choices=TABLES, default=TABLES)
@@ -67,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.out, args.sweeps = args.out.resolve(), args.sweeps.resolve()
     load_at_start = os.getloadavg()[0]
-    rows, failed = [], []
+    rows: dict[str, str] = {}
+    failed = []
     for table in args.tables:
         started = time.monotonic()
         sweeps = [[], *extra_sweeps(table)]
@@ -78,16 +100,10 @@ def main(argv: list[str] | None = None) -> int:
             if subprocess.run(command, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}).returncode != 0:
                 failed.append(" ".join(command[3:]))
         minutes, seconds = divmod(round(time.monotonic() - started), 60)
-        rows.append(f"| {table} | {len(sweeps)} | {minutes} min {seconds:02d} s | "
-                    f"{training_speed(_sweep_dir(args.sweeps, table))} |")
-    timings = ["# Wall time per table", "",
-               f"Made on {time.strftime('%Y-%m-%d')} with `python experiments/preview.py --tables "
-               f"{' '.join(args.tables)}` on {os.cpu_count()} CPU cores (1-minute load average at the start "
-               f"{load_at_start:.1f}, at the end {os.getloadavg()[0]:.1f}).", "",
-               "| table | sweeps | wall time | training images/s (median over its runs) |", "|---|---|---|---|", *rows]
+        rows[table] = (f"| {table} | {len(sweeps)} | {minutes} min {seconds:02d} s | "
+                       f"{training_speed(_sweep_dir(args.sweeps, table))} |")
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "timings.md").write_text("\n".join(timings) + "\n")
-    print("\n".join(timings[-len(rows) - 2:]))
+    print("\n".join(write_timings(args.out / "timings.md", rows, args.tables, load_at_start)))
     for table in args.tables:  # the verdicts last: where each table is, and whether its checks pass
         for line in check_outcome_lines(_sweep_dir(args.sweeps, table), _table_id(table), SCALE, args.out):
             print(f"xsample: {line}")
