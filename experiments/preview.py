@@ -61,7 +61,7 @@ def training_speed(sweep_dir: Path) -> str:
 TIMINGS_HEADER = ["| table | sweeps | wall time | training images/s (median over its runs) | made on |", "|---|---|---|---|---|"]
 
 
-def write_timings(path: Path, rows: dict[str, str], tables: list[str], load_at_start: float) -> list[str]:
+def write_timings(path: Path, rows: dict[str, str], load_at_start: float) -> list[str]:
     """Write (or update: tables not run this time keep their rows) ``timings.md``; return its table."""
     kept = {}
     if path.exists():
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         rows[table] = (f"| {table} | {len(sweeps)} | {minutes} min {seconds:02d} s | "
                        f"{training_speed(_sweep_dir(args.sweeps, table))} |")
     args.out.mkdir(parents=True, exist_ok=True)
-    print("\n".join(write_timings(args.out / "timings.md", rows, args.tables, load_at_start)))
+    print("\n".join(write_timings(args.out / "timings.md", rows, load_at_start)))
     for table in args.tables:  # the verdicts last: where each table is, and whether its checks pass
         for line in check_outcome_lines(_sweep_dir(args.sweeps, table), _table_id(table), SCALE, args.out):
             print(f"xsample: {line}")
