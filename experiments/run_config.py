@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from xsample.data.augment import AugmentRecipe
+from xsample.data.registry import UNLABELLED_DATASETS
 from xsample.eval.zero_shot import zero_shot_problem
-from xsample.methods import METHODS, UnknownMethodError
+from xsample.methods import METHODS, UnknownMethodError, reads_captions, reads_labels
 from xsample.methods import method as registered_method
 from xsample.train.sampling import augment_problem
 from xsample.train.sanity import SANITY_CHECKS
+from xsample.train.side_information import RANDOM_GRANULARITIES
 from xsample.train.tracking import logger_problem
 from xsample.validation import (
     InvalidConfigError,
@@ -88,6 +90,7 @@ def experiment_labels(cfg: dict[str, Any]) -> dict[str, Any]:
         "method": method,
         # How reports compare the row (xsample.methods.ROLES), so that analysis needs no registry.
         "method_role": METHODS[method].role if method in METHODS else None,
+        "method_targets": METHODS[method].targets if method in METHODS else None,
         # How reports lay out the table and set its values against the paper's (declared in configs/).
         "layout": table["layout"],
         "comparability": cfg["scale"]["comparability"],
@@ -228,10 +231,47 @@ def value_problems(cfg: dict[str, Any]) -> list[str]:
     elif dataset not in table["datasets"]:
         problems.append(f"dataset={shown} cannot act on {table['name']}: it pretrains on "
                         f"{', '.join(table['datasets'])} (configs/table/{table['id']}.yaml table.datasets)")
+    else:
+        problems += inert_setting_problems(cfg)
     try:
         AugmentRecipe.from_config(cfg["augment"])
     except ValueError as error:
         problems.append(str(error))
+    return problems
+
+
+def inert_setting_problems(cfg: dict[str, Any]) -> list[str]:
+    """One line per setting that would not act on this run: such a run would be labelled with what it did
+    not do (a noisy-caption row trained on clean captions), so it is refused before anything is submitted."""
+    problems = []
+    method, graph, dataset, task = cfg["method"]["name"], cfg["graph"], cfg["dataset"], cfg["table"]["task"]
+    graph_stats = task == "graph_stats"  # Fig. 5: no method trains, the graph itself is measured
+    graph_method = method in METHODS and METHODS[method].uses_graph
+    noise = _number(cfg.get("caption_noise"))
+    if noise is not None and noise > 0:
+        data = _training_data(cfg)
+        if "caption_noise" not in (data.get("options") or {}):
+            problems.append(f"caption_noise={cfg['caption_noise']} cannot act: dataset={dataset} at {cfg['scale']['name']} "
+                            f"scale trains on {data['name']}, which is not read with caption noise "
+                            f"(configs/datasets/{dataset}.yaml); caption noise acts on dataset=cc3m or cc12m")
+        elif not (graph["source"] == "captions" if graph_stats else reads_captions(method, graph["source"])):
+            reader = f"graph={graph['source']}" if graph_stats or graph_method else f"method={method}"
+            problems.append(f"caption_noise={cfg['caption_noise']} cannot act: {reader} reads no caption "
+                            "(captions are read by method=clip and by X-CLR with graph=captions); leave caption_noise=0")
+    uses_graph = graph_stats or graph_method
+    if uses_graph and graph["source"] == "random" and graph["granularity"] not in RANDOM_GRANULARITIES:
+        problems.append(f"graph.granularity={graph['granularity']!r} is not a granularity; choose one of "
+                        f"{', '.join(RANDOM_GRANULARITIES)}")
+    data_name = _training_data(cfg)["name"]
+    if data_name in UNLABELLED_DATASETS and (reads_labels(method, graph) or (graph_stats and graph["source"] == "class_names")):
+        reader = f"graph={graph['source']}" if graph_stats or graph_method else f"method={method}"
+        problems.append(f"{reader} reads class labels, and dataset={dataset} at {cfg['scale']['name']} scale trains on "
+                        f"{data_name}, which has none; use graph=captions (X-CLR) or a labelled dataset")
+    if cfg.get("sanity") == "permuted_graph" and not (task == "pretrain" and graph_method
+                                                      and graph["source"] in ("class_names", "captions")):
+        what = f"graph={graph['source']}" if graph_method else f"method={method} trains on no graph"
+        problems.append(f"sanity=permuted_graph cannot act: it permutes the text graph X-CLR trains on "
+                        f"(graph=class_names or captions), and {what}")
     return problems
 
 

@@ -24,14 +24,22 @@ COMPARABILITIES = {"tiny": "miniature", "rehearsal": "plumbing", "paper": "paper
 def write_result(sweep: Path, name: str, *, table: str = "1", method: str = "simclr", dataset: str = "imagenet",
                  setting: str | None = None, seed: int = 0, scale: str = "tiny", status: str = "completed",
                  metrics: dict | None = None, config_hash: str = "hash0", error: str | None = None,
-                 mtime: float | None = None, variant: str | None = None, loss_curve: list | None = None) -> Path:
+                 mtime: float | None = None, variant: str | None = None, loss_curve: list | None = None,
+                 graph: dict | None = None, sanity: str | None = None) -> Path:
+    """A result.json as a run writes it; its config holds what the analysis reads from it: the sanity check
+    (by default the one a "sanity=..." variant names, as the sweep labels such a run) and the graph."""
     run_dir = sweep / "runs" / name
     run_dir.mkdir(parents=True, exist_ok=True)
+    if sanity is None:
+        sanity = variant.removeprefix("sanity=") if variant and variant.startswith("sanity=") else "none"
     result = {
         "status": status,
         "experiment": {"table": table, "scale": scale, "method": method, "dataset": dataset,
                        "layout": LAYOUTS.get(table, "metrics"), "comparability": COMPARABILITIES[scale],
-                       "method_role": METHODS[method].role if method in METHODS else None, "dataset_used": "fashion_mnist", "setting": setting, "seed": seed, "variant": variant},
+                       "method_role": METHODS[method].role if method in METHODS else None,
+                       "method_targets": METHODS[method].targets if method in METHODS else None,
+                       "dataset_used": "fashion_mnist", "setting": setting, "seed": seed, "variant": variant},
+        "config": {"sanity": sanity, "graph": graph},
         "metrics": metrics or {}, "config_hash": config_hash, "seed": seed,
     }
     if error:

@@ -89,3 +89,28 @@ def method(name: str) -> Method:
     if name not in METHODS:
         raise UnknownMethodError.for_name(name)
     return METHODS[name]
+
+
+def reads_captions(name: str, graph_source: str | None) -> bool:
+    """Whether a run of method ``name`` reads its samples' captions: a caption-target method (CLIP's text
+    tower), or a graph method on the caption graph."""
+    entry = METHODS.get(name)
+    return entry is not None and (entry.targets == "captions" or (entry.uses_graph and graph_source == "captions"))
+
+
+def reads_labels(name: str, graph: dict | None) -> bool:
+    """Whether a run of method ``name`` reads its samples' class labels: label targets (SupCon's positives), or a
+    graph method on the class-name graph or the per-class random graph."""
+    entry = METHODS.get(name)
+    if entry is None:
+        return False
+    return entry.targets == "labels" or (entry.uses_graph and graph is not None and (
+        graph["source"] == "class_names" or (graph["source"] == "random" and graph["granularity"] == "class")))
+
+
+def graph_label(graph: dict | None) -> str | None:
+    """How reports name a run's graph: its source and what draws it, the text encoder or the random graph's
+    granularity ("class_names (all-MiniLM-L6-v2)", "random (sample)"); None for a run without a graph."""
+    if graph is None:
+        return None
+    return f"{graph['source']} ({graph['granularity'] if graph['source'] == 'random' else graph['encoder']})"

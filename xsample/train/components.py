@@ -22,6 +22,8 @@ from xsample.data import (
     training_augmentation,
 )
 from xsample.data.batched_augment import BatchedViews
+from xsample.graph.diagnostics import GraphDiagnostics
+from xsample.losses.distributed import gather_without_grad
 from xsample.methods import method as registered_method
 from xsample.models import CLIPModel, ContrastiveModel, PixelFeatures, ProjectionHead, build_backbone
 from xsample.train.optim import build_optimizer, cosine_schedule_with_warmup
@@ -38,6 +40,7 @@ class TrainingSetup:
     compute_loss: Callable[[nn.Module, dict, torch.device], torch.Tensor] | None  # None: a baseline, nothing trains
     make_optimizer: Callable[[nn.Module, int, int], tuple]
     graph_seconds: float  # time spent precomputing the X-CLR side information
+    graph_diagnostics: GraphDiagnostics | None  # X-CLR: its target's shares over the first batches it trains on
 
 
 def lr_for(optim_cfg: dict[str, Any]) -> float:
@@ -109,9 +112,20 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
-def build_loss_fn(config: dict[str, Any], train_dataset: Dataset,
-                  device: torch.device) -> tuple[Callable | None, float]:
-    """The per-batch loss closure (None for the baselines) and the seconds spent precomputing X-CLR side information."""
+def graph_diagnostics_for(config: dict[str, Any]) -> GraphDiagnostics | None:
+    """The recorder of a graph-using run's target shares (X-CLR), None for the other methods."""
+    method = config["method"]
+    if not registered_method(method["name"]).uses_graph:
+        return None
+    return GraphDiagnostics(float(method["graph_temperature"]), mask_self=bool(method["mask_self"]))
+
+
+def build_loss_fn(config: dict[str, Any], train_dataset: Dataset, device: torch.device,
+                  diagnostics: GraphDiagnostics | None = None) -> tuple[Callable | None, float]:
+    """The per-batch loss closure (None for the baselines) and the seconds spent precomputing X-CLR side
+    information. ``diagnostics`` (X-CLR) records the target of the first batches the closure sees: each
+    batch's rows and labels are gathered over ranks, as the loss gathers them, so the shares are the
+    global batch's."""
     method_cfg = config["method"]
     targets = registered_method(method_cfg["name"]).targets
     if targets is None:
@@ -150,14 +164,18 @@ def build_loss_fn(config: dict[str, Any], train_dataset: Dataset,
             return criterion(z1, z2)
         if targets == "labels":
             return criterion(z1, z2, batch["label"].to(device))
-        return criterion(z1, z2, side(batch).to(device))
+        rows = side(batch).to(device)
+        if diagnostics is not None and diagnostics.wanted:
+            diagnostics.add(gather_without_grad(rows), gather_without_grad(batch["label"].to(device)))
+        return criterion(z1, z2, rows)
 
     return contrastive_step, graph_seconds
 
 
 def build_training_setup(config: dict[str, Any], device: torch.device) -> TrainingSetup:
     train_dataset = build_train_dataset(config)
-    compute_loss, graph_seconds = build_loss_fn(config, train_dataset, device)
+    diagnostics = graph_diagnostics_for(config)
+    compute_loss, graph_seconds = build_loss_fn(config, train_dataset, device, diagnostics)
     optim_cfg = config["optim"]
 
     def make_optimizer(model: nn.Module, steps_per_epoch: int, total_steps: int):
@@ -172,4 +190,5 @@ def build_training_setup(config: dict[str, Any], device: torch.device) -> Traini
         model=build_model(config), train_dataset=train_dataset,
         views=build_views(config, train_dataset, num_views, device),
         compute_loss=compute_loss, make_optimizer=make_optimizer, graph_seconds=graph_seconds,
+        graph_diagnostics=diagnostics,
     )
