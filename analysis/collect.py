@@ -9,8 +9,9 @@ from typing import Any
 import pandas as pd
 
 from xsample.heartbeat import staleness
+from xsample.methods import graph_label
 
-LABELS = ("table", "scale", "method", "dataset", "dataset_used", "setting", "variant", "seed")
+LABELS = ("table", "scale", "layout", "comparability", "method", "method_role", "method_targets", "dataset", "dataset_used", "setting", "variant", "seed")
 # Two runs with the same identity are the same experiment: the newest one counts. The variant (what a
 # run's config changes beyond its table's grid, e.g. "method.temperature=0.2") is part of it.
 IDENTITY = ("table", "scale", "method", "dataset", "setting", "variant", "seed")
@@ -20,7 +21,10 @@ STATUSES = ("completed", "running", "stale", "failed", "missing", "corrupt", "in
 READABLE_STATUSES = ("completed", "running", "stale", "interrupted", "failed")  # a result.json was read
 RECORDED_STATUSES = ("completed", "running", "interrupted", "failed")  # what the library writes
 PLAN_FILE = "sweep_plan.json"
-BASE_COLUMNS = ("path", "status", *LABELS, "error", "config_hash", "mtime", "superseded_by", "metrics", "loss_curve")
+# What the known-answer checks read from a run's config: its sanity check and its graph (graph_label).
+CONFIG_COLUMNS = ("sanity", "graph")
+BASE_COLUMNS = ("path", "status", *LABELS, *CONFIG_COLUMNS, "error", "config_hash", "mtime", "superseded_by", "metrics",
+                "loss_curve")
 
 
 def collect_runs(sweep_dir: Path | str) -> pd.DataFrame:
@@ -72,12 +76,24 @@ def _read_result(result_file: Path, path: str) -> dict[str, Any]:
     if row["seed"] is None:
         row["seed"] = _labels({"seed": result.get("seed")})["seed"]
     metrics = result.get("metrics") if isinstance(result.get("metrics"), dict) else {}
+    row.update(_config_columns(result.get("config")))
     row.update(status=result["status"], error=result.get("error"), config_hash=result.get("config_hash"),
                metrics=metrics, loss_curve=_loss_curve(result.get("loss_curve")), **_flatten(metrics))
     dead = staleness(result.get("heartbeat")) if result["status"] == "running" else None
     if dead is not None:
         row.update(status="stale", error=dead)
     return row
+
+
+def _config_columns(config: Any) -> dict[str, Any]:
+    """The run's sanity check and graph label; None for what a config (an old or hand-written file) lacks."""
+    config = config if isinstance(config, dict) else {}
+    sanity = config.get("sanity")
+    try:
+        graph = graph_label(config.get("graph"))
+    except (KeyError, TypeError):
+        graph = None
+    return {"sanity": sanity if isinstance(sanity, str) else None, "graph": graph}
 
 
 def _loss_curve(curve: Any) -> list[tuple[int, float]] | None:
@@ -120,12 +136,11 @@ def _flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
 
 
 def _plan_entries(plan_file: Path) -> list[tuple[str, dict[str, Any]]]:
-    """(run_dir, labels) of every planned run. Accepts {"runs": [{"run_dir", "experiment"}]} and
-    {"jobs": [{"run_dir", "labels"}]}; an unreadable plan is ignored (the results still count)."""
+    """(run_dir, labels) of every planned run ({"runs": [{"run_dir", "experiment"}]}, as experiments/plan.py
+    writes it); an unreadable plan is ignored (the results still count)."""
     try:
         plan = json.loads(plan_file.read_text())
-        jobs = plan.get("runs", plan.get("jobs", []))
-        return [(str(job["run_dir"]), dict(job.get("experiment") or job.get("labels") or {})) for job in jobs]
+        return [(str(run["run_dir"]), dict(run["experiment"])) for run in plan["runs"]]
     except (OSError, ValueError, AttributeError, KeyError, TypeError):
         return []
 

@@ -9,28 +9,42 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import figures
-from analysis.catalog import table_names
+from analysis.catalog import row_readings, table_names
 from analysis.collect import STATUSES, collect_runs
 from analysis.output import write_text_atomic
-from analysis.reported import DEFAULT_FILE, ReportedNumber, load_reported
+from analysis.reported import DEFAULT_FILE, QUALITATIVE_KINDS, ReportedNumber, load_reported
 from analysis.tables import (
+    GRAPH_DIAGNOSTIC_FIELDS,
     MIN_SEEDS_FOR_VERDICT,
-    MINIATURE_SCALES,
     SANITY_TOLERANCE_POINTS,
+    claim_seeds,
     claims,
     column_rank,
     compute_table,
+    graph_diagnostics_table,
     graph_similarity_table,
     has_enough_seeds,
     known_answer_checks,
     metric_cells,
+    row_label,
+    table_facts,
 )
 
-TINY_BANNER = ("Tiny analogs on embedded data: absolute values are not comparable with the paper's; "
-               "only orderings and signs are meaningful.")
-REHEARSAL_BANNER = ("Dress rehearsal on miniature fixtures (scale=rehearsal): the numbers measure nothing; "
-                    "the report shows that the paper-scale path runs end to end.")
+# What a report says above a table whose scale is not comparable with the paper (scale.comparability).
+BANNERS = {"miniature": "Miniature analogs on embedded data: absolute values are not comparable with the paper's; "
+                        "only orderings and signs are meaningful.",
+           "plumbing": "Dress rehearsal on miniature fixtures: the numbers measure nothing; the report shows that "
+                       "the paper-scale path runs end to end."}
 FLAG_MD, FLAG_TEX = "⚠", r"\textdagger{}"
+# How the report names a fact that is not the paper's own statement (analysis/reported_numbers.yaml `origin`).
+ORIGIN_LABELS = {"paper": "", "review": "a review's reading", "third_party": "third-party reading"}
+GRAPH_DIAGNOSTICS_EXPLAINED = (
+    "X-CLR's target (softmax of graph / graph_temperature, self masked) over the first batches each run trained "
+    "on (random batches of the training set for Fig. 5, which trains nothing; xsample/graph/diagnostics.py): its share on the other view of the sample, on same-class samples (other "
+    "view included; – without classes) and on the rest, and the mean similarity between distinct samples of a "
+    "batch. For scale: the paper profile (the MiniLM ImageNet-1k class-name graph, graph_temperature 0.1, "
+    "`python -m xsample.graph paper-profile`) puts 0.34 on same-class samples and 0.04 on the other view at "
+    "batch 4096, 0.54 and 0.43 at batch 256.")
 
 
 def write_report(sweep_dir: Path | str, out_dir: Path | str | None = None, paper_version: str = "v2",
@@ -79,6 +93,15 @@ def _dataset_rank(dataset: object) -> tuple[int, str]:
     return (DATASET_ORDER.index(dataset) if dataset in DATASET_ORDER else len(DATASET_ORDER), str(dataset))
 
 
+def _label(value: object) -> str | None:
+    """A row label as text, None for a missing one (None or NaN, as pandas gives it)."""
+    return value if isinstance(value, str) and value else None
+
+
+def _origin(origin: str) -> str:
+    return ORIGIN_LABELS[origin]
+
+
 def _untested(*seeds: int) -> str:
     return f"untested (n={min(seeds)})"
 
@@ -122,14 +145,17 @@ class TableReport:
     def __init__(self, runs: pd.DataFrame, table: str, scale: str, reported: list[ReportedNumber], paper_version: str):
         self.runs, self.table, self.scale, self.paper_version = runs, table, scale, paper_version
         self.reported = [entry for entry in reported if entry.table == table]
+        self.layout, comparability = table_facts(runs, table, scale)
         # Scales whose values are not comparable with the paper's: no differences, no flags, a banner.
-        self.tiny = scale in MINIATURE_SCALES
-        self.banner = REHEARSAL_BANNER if scale == "rehearsal" else TINY_BANNER
+        self.tiny = comparability != "paper"
+        self.banner = BANNERS.get(comparability)
         # Files are named after what they hold: table1_tiny, fig3_tiny, compute_tiny.
         self.stem = f"{'table' if table.isdigit() else ''}{table}_{scale}"
-        self.cells = metric_cells(runs, table, scale, self.reported) if table not in ("compute", "fig5") else None
-        self.claims = claims(runs, table, scale, self.reported)
+        self.cells = metric_cells(runs, table, scale, self.reported, comparable=not self.tiny) \
+            if self.layout in ("metrics", "data_scarcity") else None
+        self.claims = claims(runs, table, scale, self.reported, comparable=not self.tiny)
         self.checks = known_answer_checks(self.cells)
+        self.graph_diagnostics = graph_diagnostics_table(runs, table, scale)
 
     @property
     def name(self) -> str:
@@ -144,9 +170,9 @@ class TableReport:
     # ---- main table ---------------------------------------------------------------------------
     def main_table(self) -> tuple[list[str], list[list[str]], pd.DataFrame, list[str]]:
         """(header, rows of cell texts, CSV frame, notes) of the table proper."""
-        if self.table == "compute":
+        if self.layout == "compute":
             return self._compute_table()
-        if self.table == "fig5":
+        if self.layout == "graph_similarity":
             return self._graph_similarity_table()
         return self._metric_table()
 
@@ -166,6 +192,8 @@ class TableReport:
                           key=lambda key: (_dataset_rank(key[0]), str(key[1]), str(key[2]), key[3] is not None, str(key[3])))
         header = (["pretraining"] if several_datasets else []) + ["method"] + (["setting"] if has_setting else [])
         header += (["variant (differs from the table's grid)"] if has_variant else []) + columns
+        targets = self._graph_targets()
+        header += ["graph target: same class / other view"] if targets else []
         by_key = {(r.dataset, r.method, r.setting, r.variant, r.column): r for r in cells.itertuples(index=False)}
         rows = []
         for dataset, method, setting, variant in row_keys:
@@ -174,15 +202,22 @@ class TableReport:
             for column in columns:
                 cell = by_key.get((dataset, method, setting, variant, column))
                 row.append(self._cell_text(cell, column in with_paper) if cell is not None else "")
+            if targets:
+                row.append(targets.get(tuple(_label(value) for value in (dataset, method, setting, variant)), ""))
             rows.append(row)
         notes = [f"Cell: reproduced mean ± std (n = completed seeds) · gain over the untrained baseline · paper value · "
                  f"Δ reproduced − paper; {FLAG_MD} = |Δ| beyond the entry's tolerance."]
         if self.tiny:
             notes = ["Cell: reproduced mean ± std (n = completed seeds) · gain over the untrained baseline. "
                      f"At {self.scale} scale the values are not comparable with the paper's, which are not shown."]
+        if self.table in row_readings():
+            notes.append(f"Rows: {row_readings()[self.table]}.")
         without_paper = [column for column in columns if column not in with_paper]
         if without_paper and not self.tiny:
             notes.append(f"Paper value not public for: {', '.join(without_paper)}.")
+        if targets:
+            notes.append("Graph target: the share of X-CLR's target on same-class samples / on the other view, over the "
+                         "first training batches (section Graph diagnostics).")
         return header, rows, cells, notes
 
     def _cell_text(self, cell, column_has_paper_values: bool) -> str:
@@ -201,11 +236,12 @@ class TableReport:
         return " · ".join(parts)
 
     def _compute_table(self):
-        frame, settings = compute_table(self.runs, self.scale)
+        frame, settings = compute_table(self.runs, self.table, self.scale)
         reported = {entry.row: entry.describe() for entry in self.reported if entry.kind == "absolute"}
         frame["reported_ratio"] = [reported.get(method, "not public") for method in frame["method"]]
-        header = ["method", "step (ms)", "images/s", "step time vs SimCLR", "peak memory (MB)", "paper"]
-        rows = [[r.method, _number(r.step_ms, 2), _number(r.images_per_s, 0), f"{_number(r.ratio_vs_simclr, 2)}×",
+        header = ["method", "step (ms)", "images/s", f"step time vs {settings.get('overhead_against') or '—'}",
+                  "peak memory (MB)", "paper"]
+        rows = [[r.method, _number(r.step_ms, 2), _number(r.images_per_s, 0), f"{_number(r.ratio, 2)}×",
                  _number(r.peak_mem_mb, 0), r.reported_ratio] for r in frame.itertuples(index=False)]
         notes = ["Paper (Section 4.5): overhead described as minimal; no number is public."]
         if settings:
@@ -213,11 +249,15 @@ class TableReport:
         return header, rows, frame, notes
 
     def _graph_similarity_table(self):
-        frame = graph_similarity_table(self.runs, self.scale)
+        frame = graph_similarity_table(self.runs, self.table, self.scale)
         header = list(frame.columns)
         rows = [[value if isinstance(value, str) else _number(value, 0 if float(value).is_integer() else 3)
                  for value in row.values()] for row in frame.to_dict("records")]
-        return header, rows, frame, ["Paper (Fig. 5a): only the plot was published; its statistics are not public."]
+        notes = ["Paper (Fig. 5a): only the plot was published; its statistics are not public."]
+        if not self.tiny:  # a miniature's graph is not the paper's
+            notes += [f"{entry.setting}, {entry.column.removeprefix('graph_similarity.')}: {entry.describe()} "
+                      f"({_origin(entry.origin)}: {entry.source})" for entry in self.reported if entry.kind == "absolute"]
+        return header, rows, frame, notes
 
     # ---- claims ---------------------------------------------------------------------------------
     def claim_rows(self) -> tuple[list[str], list[list[str]]]:
@@ -231,18 +271,44 @@ class TableReport:
                 reproduced = f"{_number(claim.reproduced_low, signed=True)} to {_number(claim.reproduced_high, signed=True)}"
             else:
                 reproduced = _number(claim.reproduced, signed=True)
-            rows.append([claim.claim, claim.dataset if isinstance(claim.dataset, str) else "not stated", f"{claim.reported} ({claim.paper_version})",
-                         reproduced, f"{claim.n_minuend}, {claim.n_subtrahend}", self._verdict(claim), claim.note or ""])
+            source = ", ".join(filter(None, [claim.paper_version, _origin(claim.origin)]))
+            rows.append([claim.claim, claim.dataset if isinstance(claim.dataset, str) else "not stated",
+                         f"{claim.reported} ({source})", reproduced, ", ".join(map(str, claim_seeds(claim))),
+                         self._verdict(claim), claim.note or ""])
         return header, rows
 
     def _verdict(self, claim) -> str:
-        if not math.isnan(claim.reproduced_low) and not has_enough_seeds(claim.n_minuend, claim.n_subtrahend):
-            return _untested(claim.n_minuend, claim.n_subtrahend)
+        if not math.isnan(claim.reproduced_low) and not has_enough_seeds(*claim_seeds(claim)):
+            return _untested(*claim_seeds(claim))
+        if claim.kind in QUALITATIVE_KINDS:
+            return {True: "holds: yes", False: f"holds: no, reversed {FLAG_MD}", None: "n/a"}[claim.sign_holds]
+        if claim.kind == "upper_bound":
+            return {True: "below the bound: yes", False: f"below the bound: no {FLAG_MD}", None: "n/a"}[claim.sign_holds]
         sign = {True: "yes", False: "no", None: "n/a"}[claim.sign_holds]
         if self.tiny:
             return f"sign holds: {sign}"
         within = {True: "yes", False: f"no {FLAG_MD}", None: "n/a"}[claim.within_tolerance]
         return f"within tolerance: {within}; sign holds: {sign}"
+
+    CLAIMS_EXPLAINED = ("Reproduced = mean(minuend) − mean(subtrahend) over completed seeds; for an upper bound, the "
+                        "cell's mean; for a shrinking gain, the gain on the first dataset minus the gain on the second. "
+                        f"A qualitative claim holds or is reversed ({FLAG_MD}). With fewer than {MIN_SEEDS_FOR_VERDICT} "
+                        "seeds on either side a claim says untested.")
+
+    # ---- graph diagnostics ----------------------------------------------------------------------
+    def graph_diagnostics_rows(self) -> tuple[list[str], list[list[str]]]:
+        header = ["row", "pretraining", "batch", "same class", "other view", "rest", "mean similarity", "n"]
+        rows = [[row_label(d.method, d.setting, d.variant), str(d.dataset), str(d.batch_size),
+                 *(_number(getattr(d, field), 2) for field in GRAPH_DIAGNOSTIC_FIELDS), str(d.n)]
+                for d in self.graph_diagnostics.itertuples(index=False)]
+        return header, rows
+
+    def _graph_targets(self) -> dict[tuple, str]:
+        """The main table's short form of each row's graph diagnostics, "same class / other view", by
+        (dataset, method, setting, variant)."""
+        return {tuple(_label(value) for value in (d.dataset, d.method, d.setting, d.variant)):
+                f"{_number(d.share_same_class, 2)} / {_number(d.share_other_view, 2)}"
+                for d in self.graph_diagnostics.itertuples(index=False)}
 
     # ---- known-answer checks ----------------------------------------------------------------------
     def check_rows(self) -> tuple[list[str], list[list[str]]]:
@@ -261,7 +327,13 @@ class TableReport:
                         "than twice the standard deviation of the difference over seeds. A sanity row (labels shuffled "
                         "across images, or each sample given another sample's class or caption) passes when it falls "
                         f"to within {SANITY_TOLERANCE_POINTS:g} points of the label-free method or below: a failure "
-                        "there means the loss still sees supervision that matches the images.")
+                        "there means the loss still sees supervision that matches the images. A permuted-graph row "
+                        "(X-CLR's text graph with its class or caption rows permuted: same values, wrong pairing) "
+                        "passes when the same method's real-graph row beats it by more than twice that spread: a "
+                        "failure there means the graph's values do not reach the result. The random graphs are "
+                        "controls: one vector per sample (no semantic edge) passes when it falls to within "
+                        f"{SANITY_TOLERANCE_POINTS:g} points of the label-free method or below, one per class (the "
+                        "class identity alone) when it stays within as many points of SupCon or above.")
 
     # ---- status ---------------------------------------------------------------------------------
     def status_lines(self) -> list[str]:
@@ -291,6 +363,9 @@ class TableReport:
             written.append(write_text_atomic(out / f"{self.stem}_claims.csv", self.claims.to_csv(index=False)))
         if len(self.checks):
             written.append(write_text_atomic(out / f"{self.stem}_checks.csv", self.checks.to_csv(index=False)))
+        if len(self.graph_diagnostics):
+            written.append(write_text_atomic(out / f"{self.stem}_graph_diagnostics.csv",
+                                             self.graph_diagnostics.to_csv(index=False)))
         written += figures.write_table_figures(self.runs, self.table, self.scale, out)
         written += figures.training_curves_figure(self.runs, self.table, self.scale, out, self.stem)
         return written
@@ -301,11 +376,15 @@ class TableReport:
             parts += [f"> **{self.banner}**", ""]
         parts += [_markdown_table(header, rows), ""] + [f"{note}  " for note in notes] + [""]
         if claim_rows:
-            parts += ["## Claims", "", "Reproduced = mean(minuend) − mean(subtrahend) over completed seeds.", "",
+            parts += ["## Claims", "", self.CLAIMS_EXPLAINED, "",
                       _markdown_table(claim_header, claim_rows), ""]
         check_header, check_rows = self.check_rows()
         if check_rows:
             parts += ["## Known-answer checks", "", self.CHECKS_EXPLAINED, "", _markdown_table(check_header, check_rows), ""]
+        diagnostics_header, diagnostics_rows = self.graph_diagnostics_rows()
+        if diagnostics_rows:
+            parts += ["## Graph diagnostics", "", GRAPH_DIAGNOSTICS_EXPLAINED, "",
+                      _markdown_table(diagnostics_header, diagnostics_rows), ""]
         parts += ["## Status", ""] + self.status_lines() + [""]
         return "\n".join(parts)
 
@@ -316,10 +395,14 @@ class TableReport:
         caption = ". ".join([self.title] + ([self.banner] if self.tiny else []) + notes)
         parts.append(_latex_table(header, rows, caption))
         if claim_rows:
-            parts.append(_latex_table(claim_header, claim_rows, f"{self.title}: difference claims."))
+            parts.append(_latex_table(claim_header, claim_rows, f"{self.title}: claims. {self.CLAIMS_EXPLAINED}"))
         check_header, check_rows = self.check_rows()
         if check_rows:
             parts.append(_latex_table(check_header, check_rows, f"{self.title}: known-answer checks. {self.CHECKS_EXPLAINED}"))
+        diagnostics_header, diagnostics_rows = self.graph_diagnostics_rows()
+        if diagnostics_rows:
+            parts.append(_latex_table(diagnostics_header, diagnostics_rows,
+                                      f"{self.title}: graph diagnostics. {GRAPH_DIAGNOSTICS_EXPLAINED}"))
         return "\n".join(parts) + "\n"
 
     def comparison_points(self) -> list[dict]:
@@ -336,7 +419,7 @@ class TableReport:
         by_id = {entry.id: entry for entry in self.reported}
         for claim in self.claims.itertuples(index=False):
             entry = by_id[claim.id]
-            if entry.known and not math.isnan(claim.reproduced_low):
+            if entry.kind in ("difference", "difference_range") and entry.known and not math.isnan(claim.reproduced_low):
                 low = entry.value if entry.kind == "difference" else entry.low
                 high = entry.value if entry.kind == "difference" else entry.high
                 points.append({"label": f"T{self.table} {claim.claim} ({claim.dataset})", "reported": (low + high) / 2,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -9,11 +10,20 @@ from typing import Any
 import yaml
 
 from analysis.catalog import table_names
-from xsample.methods import BASELINES, METHODS
 
 DEFAULT_FILE = Path(__file__).with_name("reported_numbers.yaml")
 PAPER_VERSIONS = ("workshop", "v1", "v2")
-KINDS = ("absolute", "difference", "difference_range")
+# absolute / difference / difference_range: a number the paper reports (a cell, or minuend minus subtrahend).
+# upper_bound: the cell is below `high` (what a review's statement bounds, not a value).
+# ordering: a qualitative claim that the minuend row is above (`expect: above`) or at least level with
+#   (`expect: at_least`) the subtrahend row. gain_shrinks: minuend minus subtrahend is smaller on the second of
+#   `datasets` than on the first (`value`, optional: the reported shrink). The report flags a reversed claim.
+KINDS = ("absolute", "difference", "difference_range", "upper_bound", "ordering", "gain_shrinks")
+QUALITATIVE_KINDS = ("ordering", "gain_shrinks")
+# Who states the fact: the paper itself (abstracts, tables quoted in reviews), a reviewer's reading of it, or a
+# third party's second-hand reading; the report labels the last two.
+ORIGINS = ("paper", "review", "third_party")
+EXPECTATIONS = ("above", "at_least")
 TABLES = tuple(table_names())
 # Metric columns an entry may name, in the paper's table order (the report orders columns by this).
 EVALUATION_COLUMNS = ("imagenet.top1", "imagenet.knn_top1", "zero_shot.imagenet", "imagenet_real.top1",
@@ -22,12 +32,13 @@ EVALUATION_COLUMNS = ("imagenet.top1", "imagenet.knn_top1", "zero_shot.imagenet"
                       "mit_states.attributes")
 # What the compute table measures per method (xsample/train/compute.py).
 COMPUTE_FIELDS = ("step_ms", "images_per_s", "peak_mem_mb")
-COMPUTE_COLUMNS = ("compute.xclr_over_simclr", *(f"compute.{method}.{field}" for method in METHODS
-                                                 if method not in BASELINES for field in COMPUTE_FIELDS))
+# compute.<method>.<field>, and the overhead ratio compute.<method>_over_<reference> (configs/table/compute.yaml).
+COMPUTE_COLUMN_PATTERN = re.compile(rf"compute\.(\w+_over_\w+|\w+\.({'|'.join(COMPUTE_FIELDS)}))")
 GRAPH_COLUMN_PREFIX = "graph_similarity."
 TOP_LEVEL_FIELDS = ("default_tolerance", "entries")
-ENTRY_FIELDS = ("id", "table", "kind", "row", "setting", "dataset", "column", "columns", "value", "low", "high",
-                "minuend", "subtrahend", "paper_version", "source", "tolerance", "note")
+ENTRY_FIELDS = ("id", "table", "kind", "row", "setting", "dataset", "datasets", "column", "columns", "value", "low",
+                "high", "minuend", "subtrahend", "minuend_setting", "subtrahend_setting", "expect", "paper_version",
+                "source", "origin", "tolerance", "note")
 
 
 class ReportedNumbersError(ValueError):
@@ -52,6 +63,11 @@ class ReportedNumber:
     low: float | None = None
     high: float | None = None
     note: str | None = None
+    origin: str = "paper"
+    datasets: tuple[str, ...] = ()
+    minuend_setting: str | None = None
+    subtrahend_setting: str | None = None
+    expect: str | None = None
 
     @property
     def column(self) -> str:
@@ -59,16 +75,30 @@ class ReportedNumber:
 
     @property
     def known(self) -> bool:
-        return self.value is not None or self.low is not None
+        return self.value is not None or self.low is not None or self.high is not None or self.kind in QUALITATIVE_KINDS
+
+    def row_label(self, side: str) -> str:
+        """The minuend or subtrahend row as the report names rows: "method (setting)"."""
+        method, setting = (self.minuend, self.minuend_setting) if side == "minuend" else (self.subtrahend, self.subtrahend_setting)
+        setting = setting or self.setting
+        return f"{method} ({setting})" if setting else str(method)
 
     def describe(self) -> str:
-        """Human-readable reported value, e.g. '+17.2', '+3.3 to +5.6', '63.4' or 'not public'."""
+        """Human-readable reported value, e.g. '+17.2', '+3.3 to +5.6', '63.4', '< 78.7' or 'not public'."""
         if not self.known:
             return "not public"
-        if self.kind == "absolute":
-            return f"{self.value:.1f}"
+        if self.kind == "absolute":  # percent points, or a similarity below 1 (Fig. 5)
+            return f"{self.value:.{2 if abs(self.value) < 1 else 1}f}"
         if self.kind == "difference":
             return f"{self.value:+.1f}"
+        if self.kind == "upper_bound":
+            return f"< {self.high:.1f}"
+        if self.kind == "ordering":
+            relation = ">" if self.expect == "above" else "≥"
+            return f"{self.row_label('minuend')} {relation} {self.row_label('subtrahend')}"
+        if self.kind == "gain_shrinks":
+            shrink = f" by {self.value:.1f}" if self.value is not None else ""
+            return f"{self.minuend} − {self.subtrahend} shrinks{shrink} from {self.datasets[0]} to {self.datasets[1]}"
         return f"{self.low:+.1f} to {self.high:+.1f}"
 
 
@@ -108,7 +138,7 @@ def load_all(path: Path | str = DEFAULT_FILE) -> list[ReportedNumber]:
 def _default_tolerances(filename: str, raw: Any) -> dict[str, float]:
     if not isinstance(raw, dict):
         raise ReportedNumbersError(f"{filename}: 'default_tolerance' must map kind -> number")
-    tolerances = {kind: 1.0 for kind in KINDS}
+    tolerances = {kind: 1.0 for kind in KINDS}  # upper bounds and qualitative claims compare no magnitude
     for kind, value in raw.items():
         if kind not in KINDS or not _is_number(value):
             raise ReportedNumbersError(f"{filename}: default_tolerance.{kind} must be a number for one of {', '.join(KINDS)}")
@@ -117,7 +147,7 @@ def _default_tolerances(filename: str, raw: Any) -> dict[str, float]:
 
 
 def known_column(column: str) -> bool:
-    return column in EVALUATION_COLUMNS or column in COMPUTE_COLUMNS or column.startswith(GRAPH_COLUMN_PREFIX)
+    return column in EVALUATION_COLUMNS or COMPUTE_COLUMN_PATTERN.fullmatch(column) is not None or column.startswith(GRAPH_COLUMN_PREFIX)
 
 
 def _is_number(value: Any) -> bool:
@@ -175,13 +205,32 @@ def _parse_entry(filename: str, index: int, raw: Any, tolerances: dict[str, floa
     for column in columns:
         if not known_column(column):
             raise fail("column" if kind != "difference_range" else "columns",
-                       f"names unknown metric {column!r}; known: {', '.join(EVALUATION_COLUMNS + COMPUTE_COLUMNS)}, "
+                       f"names unknown metric {column!r}; known: {', '.join(EVALUATION_COLUMNS)}, compute.<method>.<{'|'.join(COMPUTE_FIELDS)}>, "
                        f"{GRAPH_COLUMN_PREFIX}*")
 
     fields: dict[str, Any] = {}
     if kind == "absolute":
         fields["row"] = text("row")
         fields["value"] = number("value")
+    elif kind == "upper_bound":
+        fields["row"] = text("row")
+        fields["high"] = number("high")
+        if fields["high"] is None:
+            raise fail("high", "must be the bound (a number)")
+    elif kind in QUALITATIVE_KINDS:
+        fields["minuend"], fields["subtrahend"] = text("minuend"), text("subtrahend")
+        fields["minuend_setting"] = text("minuend_setting", required=False)
+        fields["subtrahend_setting"] = text("subtrahend_setting", required=False)
+        if kind == "ordering":
+            fields["expect"] = text("expect")
+            if fields["expect"] not in EXPECTATIONS:
+                raise fail("expect", f"must be one of {', '.join(EXPECTATIONS)}")
+        else:
+            datasets = raw.get("datasets")
+            if not isinstance(datasets, list) or len(datasets) != 2 or not all(isinstance(d, str) for d in datasets):
+                raise fail("datasets", "must list two pretraining datasets, the gain's first and second")
+            fields["datasets"] = tuple(datasets)
+            fields["value"] = number("value")
     else:
         fields["minuend"], fields["subtrahend"] = text("minuend"), text("subtrahend")
         if kind == "difference":
@@ -196,9 +245,12 @@ def _parse_entry(filename: str, index: int, raw: Any, tolerances: dict[str, floa
     tolerance = number("tolerance")
     if tolerance is not None and tolerance < 0:
         raise fail("tolerance", "must not be negative")
+    origin = text("origin", required=False) or "paper"
+    if origin not in ORIGINS:
+        raise fail("origin", f"must be one of {', '.join(ORIGINS)}")
     return ReportedNumber(
         id=entry_id, table=table, kind=kind, dataset=text("dataset", required=False), columns=tuple(columns),
-        paper_versions=tuple(versions), source=text("source"),
+        paper_versions=tuple(versions), source=text("source"), origin=origin,
         tolerance=tolerances[kind] if tolerance is None else tolerance,
         setting=text("setting", required=False), note=text("note", required=False), **fields,
     )

@@ -11,29 +11,46 @@ import pandas as pd
 
 from analysis.collect import current_runs
 from analysis.reported import COMPUTE_FIELDS, EVALUATION_COLUMNS, ReportedNumber
-from xsample.methods import BASELINES
+from xsample.methods import graph_label
 
 # Metrics with their own table layout, kept out of the generic evaluation columns.
-SPECIAL_PREFIXES = ("compute.", "graph_similarity.")
-# Scales whose absolute values are not comparable with the paper's (miniature models and data).
-MINIATURE_SCALES = ("tiny", "rehearsal")
-CELL_COLUMNS = ["method", "setting", "variant", "dataset", "column", "mean", "std", "n", "gain_over_untrained", "reported",
-                "paper_version", "source", "diff", "tolerance", "flag"]
-# The baseline every trained method's gain is measured against: the same network at initialisation.
-UNTRAINED = "untrained"
-# Methods that use no labels, class names or graph: the level a sanity run (supervision detached from the
-# images) must fall to. X-CLR on captions falls to CLIP, which still pairs each image with its caption.
-LABEL_FREE_METHODS = ("simclr", "clip")
+SPECIAL_PREFIXES = ("compute.", "graph_similarity.", "graph_diagnostics.")
+# How a scale's values stand against the paper's (configs/scale/*.yaml scale.comparability, recorded in each
+# run's experiment block): only "paper" values are set against reported numbers; "miniature" tables keep
+# orderings and signs; "plumbing" numbers (scale=rehearsal) measure nothing.
+COMPARABILITIES = ("paper", "miniature", "plumbing")
+# How a table is laid out (configs/table/*.yaml table.layout, recorded likewise).
+LAYOUTS = ("metrics", "data_scarcity", "graph_similarity", "compute")
+CELL_COLUMNS = ["method", "method_role", "method_targets", "setting", "variant", "dataset", "sanity", "graph", "column",
+                "mean", "std", "n", "gain_over_untrained", "reported", "paper_version", "source", "diff", "tolerance",
+                "flag"]
+# Each run records its method's role and targets (xsample.methods, result.json experiment.method_role and
+# method_targets): gains are measured against the "untrained" row (the same network at initialisation); every
+# trained row must clear the rows that train nothing; "label_free" rows (no labels, class names or graph) are
+# the level a sanity run (supervision detached from the images) must fall to. X-CLR on captions falls to CLIP,
+# which still pairs each image with its caption.
+UNTRAINED_ROLE = "untrained"
+NOT_TRAINED_ROLES = ("untrained", "baseline")
+LABEL_FREE_ROLE = "label_free"
 # A sanity run within this many points of the label-free method (or below it) has lost its supervised
 # advantage (issue 9's criterion); more means the loss still sees labels or graph rows matching the images.
 SANITY_TOLERANCE_POINTS = 2.0
+# sanity=permuted_graph keeps the graph's values and class identity, not their pairing (xsample/train/sanity.py).
+PERMUTED_GRAPH = "permuted_graph"
+# The random graphs (configs/graph/random.yaml): one vector per sample has no semantic edge, so X-CLR on it
+# must fall to the label-free method's level; one per class carries the class identity alone, so it must
+# stay with the method that trains on the true classes.
+NO_EDGE_GRAPH = graph_label({"source": "random", "granularity": "sample"})
+CLASS_ONLY_GRAPH = graph_label({"source": "random", "granularity": "class"})
+# The row a class-only graph must stay level with: the method whose targets are the true classes (SupCon).
+TRUE_CLASS_TARGETS = "labels"
 # Fewer seeds than this on either side of a comparison give no verdict: one seed has no spread to measure
 # the difference against, so a check or claim then reads "untested" instead of yes or no.
 MIN_SEEDS_FOR_VERDICT = 2
 CHECK_COLUMNS = ["check", "dataset", "column", "row", "reference", "difference", "two_std", "n_row", "n_reference",
                  "passes"]
-CLAIM_COLUMNS = ["id", "claim", "dataset", "reported", "paper_version", "source", "reproduced", "reproduced_low",
-                 "reproduced_high", "n_minuend", "n_subtrahend", "sign_holds", "within_tolerance", "note"]
+CLAIM_COLUMNS = ["id", "kind", "claim", "dataset", "reported", "paper_version", "origin", "source", "reproduced",
+                 "reproduced_low", "reproduced_high", "n_minuend", "n_subtrahend", "sign_holds", "within_tolerance", "note"]
 
 
 def completed_runs(runs: pd.DataFrame, table: str, scale: str, *, own_only: bool = False) -> pd.DataFrame:
@@ -43,6 +60,19 @@ def completed_runs(runs: pd.DataFrame, table: str, scale: str, *, own_only: bool
     mask = [_matches(t, table) and _matches(s, scale) and _matches(status, "completed") and (not own_only or _matches(v, None))
             for t, s, status, v in zip(runs["table"], runs["scale"], runs["status"], runs["variant"], strict=True)]
     return runs[pd.Series(mask, index=runs.index, dtype=bool)]
+
+
+def table_facts(runs: pd.DataFrame, table: str, scale: str) -> tuple[str, str]:
+    """(layout, comparability) of a table at a scale, as its runs recorded them from configs/."""
+    mine = runs[[_matches(t, table) and _matches(s, scale) for t, s in zip(runs["table"], runs["scale"], strict=True)]]
+    facts = []
+    for label, allowed in (("layout", LAYOUTS), ("comparability", COMPARABILITIES)):
+        values = {value for value in mine[label] if isinstance(value, str)}
+        if len(values) != 1 or not values <= set(allowed):
+            raise ValueError(f"the runs of table {table} at scale {scale} record {label} {sorted(values) or 'none'}; "
+                             f"expected one of {', '.join(allowed)} (rerun them with the current configs/)")
+        facts.append(values.pop())
+    return facts[0], facts[1]
 
 
 def evaluation_columns(runs: pd.DataFrame) -> list[str]:
@@ -70,20 +100,24 @@ def _std(values: pd.Series) -> float:
     return float(values.std(ddof=1)) if len(values) > 1 else math.nan
 
 
-def metric_cells(runs: pd.DataFrame, table: str, scale: str, reported: list[ReportedNumber]) -> pd.DataFrame:
+def metric_cells(runs: pd.DataFrame, table: str, scale: str, reported: list[ReportedNumber],
+                 comparable: bool) -> pd.DataFrame:
     """One row per (method, setting, variant, dataset, evaluation column): reproduced mean/std/n over completed
     seeds next to the reported absolute value (only for the table's own runs: a variant is compared with
     nothing the paper reports). Reported cells without a run appear with n = 0."""
     done = completed_runs(runs, table, scale)
     # Miniature scales measure other data and models: their cells are never set against the paper's values.
-    absolute = [entry for entry in reported if entry.table == table and entry.kind == "absolute"
-                and scale not in MINIATURE_SCALES]
+    absolute = [entry for entry in reported if entry.table == table and entry.kind == "absolute" and comparable]
     keys = {(m, None if _matches(s, None) else s, None if _matches(v, None) else v, d)
             for m, s, v, d in zip(done["method"], done["setting"], done["variant"], done["dataset"], strict=True)}
     keys |= {(entry.row, entry.setting, None, entry.dataset) for entry in absolute if entry.dataset is not None}
     columns = evaluation_columns(done)
     columns += sorted({entry.column for entry in absolute if entry.column not in columns
                        and not entry.column.startswith(SPECIAL_PREFIXES)})
+    roles = {method: role for method, role in zip(done["method"], done["method_role"], strict=True)
+             if isinstance(role, str)}
+    targets = {method: target for method, target in zip(done["method"], done["method_targets"], strict=True)
+               if isinstance(target, str)}
     cells = []
     for method, setting, variant, dataset in sorted(keys, key=lambda key: tuple(str(part) for part in key)):
         selected = _select(done, method, dataset, setting, variant)
@@ -97,7 +131,9 @@ def metric_cells(runs: pd.DataFrame, table: str, scale: str, reported: list[Repo
             reported_value = entry.value if entry is not None and entry.value is not None else math.nan
             diff = mean - reported_value
             cells.append({
-                "method": method, "setting": setting, "variant": variant, "dataset": dataset, "column": column,
+                "method": method, "method_role": roles.get(method), "method_targets": targets.get(method),
+                "setting": setting, "variant": variant, "dataset": dataset,
+                "sanity": _run_setting(selected, "sanity"), "graph": _run_setting(selected, "graph"), "column": column,
                 "mean": mean, "std": _std(values), "n": len(values), "gain_over_untrained": math.nan,
                 "reported": reported_value, "paper_version": _versions(entry), "source": entry.source if entry else None,
                 "diff": diff, "tolerance": entry.tolerance if entry else math.nan,
@@ -108,10 +144,25 @@ def metric_cells(runs: pd.DataFrame, table: str, scale: str, reported: list[Repo
     return frame
 
 
+def _methods_with_role(cells: pd.DataFrame, *roles: str) -> list[str]:
+    return sorted({method for method, role in zip(cells["method"], cells["method_role"], strict=True) if role in roles})
+
+
+def _methods_with_targets(cells: pd.DataFrame, targets: str) -> list[str]:
+    return sorted({method for method, built_from in zip(cells["method"], cells["method_targets"], strict=True)
+                   if built_from == targets})
+
+
+def _run_setting(runs: pd.DataFrame, column: str) -> str | None:
+    """A row's sanity check or graph label, as its runs record it (None when they record none)."""
+    return next((value for value in runs[column] if isinstance(value, str)), None) if column in runs else None
+
+
 def _gain_over_untrained(cells: pd.DataFrame, cell) -> float:
-    if cell.method == UNTRAINED or cell.n == 0:
+    if cell.method_role == UNTRAINED_ROLE or cell.n == 0:
         return math.nan
-    baseline = _reference_cell(cells, cell, UNTRAINED)
+    baseline = next((found for method in _methods_with_role(cells, UNTRAINED_ROLE)
+                     for found in [_reference_cell(cells, cell, method)] if found is not None), None)
     return cell.mean - baseline.mean if baseline is not None else math.nan
 
 
@@ -137,29 +188,58 @@ def known_answer_checks(cells: pd.DataFrame) -> pd.DataFrame:
     """Whether the table's numbers could have come out otherwise, on its first evaluation column: every
     trained row against each baseline row (it must clear it by more than twice the spread of the difference),
     every supervised row against the label-free method (the supervised advantage the sanity runs must lose),
-    and every sanity-run row against the label-free method (it must fall to its level)."""
+    and every sanity-run row against the label-free method (it must fall to its level). The graph controls
+    have their own expectations: a permuted-graph run must fall below the same method on the real graph (by
+    more than twice the spread), a random graph per sample to the label-free method's level, a random graph
+    per class must stay at the true-class method's level (within the same tolerance)."""
     if cells is None or cells.empty:
         return pd.DataFrame(columns=CHECK_COLUMNS)
     primary = min(dict.fromkeys(cells["column"]), key=column_rank)
+    baselines = _methods_with_role(cells, *NOT_TRAINED_ROLES)
+    label_free_methods = _methods_with_role(cells, LABEL_FREE_ROLE)
     rows = []
     for cell in cells[(cells["column"] == primary) & (cells["n"] > 0)].itertuples(index=False):
-        sanity_run = isinstance(cell.variant, str)
-        if cell.method in BASELINES or (sanity_run and not cell.variant.startswith("sanity=")):
+        sanity = cell.sanity if isinstance(cell.sanity, str) and cell.sanity != "none" else None
+        if cell.method_role in NOT_TRAINED_ROLES or (isinstance(cell.variant, str) and not cell.variant.startswith("sanity=")):
             continue
-        label_free = next((found for method in LABEL_FREE_METHODS if method != cell.method
+        label_free = next((found for method in label_free_methods if method != cell.method
                            for found in [_reference_cell(cells, cell, method)] if found is not None), None)
-        if sanity_run:
-            if label_free is not None:
-                rows.append(_check_row(cell, label_free, "loses its supervised advantage",
-                                       passes=_verdict(cell, label_free, cell.mean - label_free.mean <= SANITY_TOLERANCE_POINTS)))
+        if sanity == PERMUTED_GRAPH:
+            # The class identity survives the permutation: the run must lose the graph's values, not SupCon's level.
+            real_graph = _real_graph_cell(cells, cell)
+            if real_graph is not None:
+                rows.append(_check_row(cell, real_graph, "falls below the real graph", passes=_clears(real_graph, cell)))
             continue
-        for baseline in BASELINES:
+        if sanity is not None or cell.graph == NO_EDGE_GRAPH:
+            if label_free is not None:
+                expectation = "loses its supervised advantage" if sanity else "falls to the label-free method's level"
+                rows.append(_check_row(cell, label_free, expectation,
+                                       passes=_verdict(cell, label_free, cell.mean - label_free.mean <= SANITY_TOLERANCE_POINTS)))
+            if sanity is not None:
+                continue
+        for baseline in baselines:
             reference = _reference_cell(cells, cell, baseline)
             if reference is not None:
                 rows.append(_check_row(cell, reference, "clears the baseline", passes=_clears(cell, reference)))
-        if cell.method not in LABEL_FREE_METHODS and label_free is not None:
+        if cell.method_role != LABEL_FREE_ROLE and label_free is not None and cell.graph != NO_EDGE_GRAPH:
             rows.append(_check_row(cell, label_free, "beats the label-free method", passes=_clears(cell, label_free)))
+        true_class = next((found for method in _methods_with_targets(cells, TRUE_CLASS_TARGETS)
+                           for found in [_reference_cell(cells, cell, method)] if found is not None),
+                          None) if cell.graph == CLASS_ONLY_GRAPH else None
+        if true_class is not None:
+            rows.append(_check_row(cell, true_class, "stays at the true-class method's level",
+                                   passes=_verdict(cell, true_class, true_class.mean - cell.mean <= SANITY_TOLERANCE_POINTS)))
     return pd.DataFrame(rows, columns=CHECK_COLUMNS)
+
+
+def _real_graph_cell(cells: pd.DataFrame, cell):
+    """The row a permuted-graph run is held against: the same method on the same graph, unpermuted, of the
+    table's own runs (Table 1: X-CLR's row; Table 2: the text-encoder row whose graph was permuted)."""
+    candidates = cells[(cells["method"] == cell.method) & (cells["dataset"] == cell.dataset) & (cells["column"] == cell.column)
+                       & (cells["n"] > 0) & cells["variant"].map(lambda v: _matches(v, None))
+                       & cells["graph"].map(lambda g: _matches(g, cell.graph))
+                       & cells["sanity"].map(lambda s: not isinstance(s, str) or s == "none")]
+    return next(candidates.itertuples(index=False), None) if len(candidates) == 1 else None
 
 
 def has_enough_seeds(*counts: int) -> bool:
@@ -199,51 +279,119 @@ def _versions(entry: ReportedNumber | None) -> str | None:
     return ",".join(entry.paper_versions) if entry is not None else None
 
 
-def claims(runs: pd.DataFrame, table: str, scale: str, reported: list[ReportedNumber]) -> pd.DataFrame:
-    """Each difference claim of `table`, evaluated as mean(minuend) - mean(subtrahend) over completed seeds
-    of the table's own runs (variants excluded). A claim whose pretraining dataset the paper does not state
-    is evaluated on every dataset that has runs."""
+def claims(runs: pd.DataFrame, table: str, scale: str, reported: list[ReportedNumber], comparable: bool) -> pd.DataFrame:
+    """Each claim of `table` evaluated on the table's own runs (variants excluded), completed seeds only:
+    a difference as mean(minuend) - mean(subtrahend); an upper bound on a cell (comparable scales only);
+    a qualitative ordering of two rows; a gain that shrinks from one dataset to another. A claim whose
+    pretraining dataset the paper does not state is evaluated on every dataset that has runs, an ordering
+    that names no setting at every setting (Fig. 3's data fractions)."""
     done = completed_runs(runs, table, scale, own_only=True)
     rows = []
     for entry in reported:
-        if entry.table != table or entry.kind == "absolute":
+        if entry.table != table or entry.kind == "absolute" or (entry.kind == "upper_bound" and not comparable):
+            continue
+        if entry.kind == "gain_shrinks":
+            rows.append(_evaluate_gain_shrinks(entry, done))
             continue
         datasets = [entry.dataset] if entry.dataset else sorted(d for d in done["dataset"].dropna().unique())
         for dataset in datasets or [None]:
-            rows.append(_evaluate_claim(entry, done, dataset))
+            for setting in _claim_settings(entry, done):
+                rows.append(_evaluate_claim(entry, done, dataset, setting))
     return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
 
 
-def _evaluate_claim(entry: ReportedNumber, done: pd.DataFrame, dataset: str | None) -> dict:
-    minuend = _select(done, entry.minuend, dataset, entry.setting)
-    subtrahend = _select(done, entry.subtrahend, dataset, entry.setting)
-    differences = [float(minuend[c].mean() - subtrahend[c].mean()) for c in entry.columns
-                   if c in done and minuend[c].notna().any() and subtrahend[c].notna().any()]
-    columns = entry.columns[0] if len(entry.columns) == 1 else f"{entry.columns[0].split('.')[0]} ({len(entry.columns)} variants)"
+def _claim_settings(entry: ReportedNumber, done: pd.DataFrame) -> list[str | None]:
+    """The settings a claim is evaluated at: its own, or for an ordering that names none, every setting its
+    minuend ran at (one verdict per data fraction of Fig. 3)."""
+    if entry.kind != "ordering" or entry.setting or entry.minuend_setting or entry.subtrahend_setting:
+        return [entry.setting]
+    ran = _select_any_setting(done, entry.minuend)
+    return sorted({s for s in ran["setting"] if isinstance(s, str)}) or [None]
+
+
+def _select_any_setting(done: pd.DataFrame, method: str) -> pd.DataFrame:
+    return done[pd.Series([_matches(m, method) for m in done["method"]], index=done.index, dtype=bool)]
+
+
+def _claim_row(entry: ReportedNumber, claim: str, dataset: str | None, seeds: tuple[int, ...], note: str) -> dict:
+    """A claim's row before evaluation; ``seeds``: the completed seeds of each side (one side for a bound)."""
+    return {
+        "id": entry.id, "kind": entry.kind, "claim": claim, "dataset": dataset, "reported": entry.describe(),
+        "paper_version": _versions(entry), "origin": entry.origin, "source": entry.source,
+        "reproduced": math.nan, "reproduced_low": math.nan, "reproduced_high": math.nan,
+        "n_minuend": seeds[0], "n_subtrahend": seeds[1] if len(seeds) > 1 else None,
+        "sign_holds": None, "within_tolerance": None, "note": note,
+    }
+
+
+def claim_seeds(claim) -> tuple[int, ...]:
+    """The seed counts of a claim row's sides (an upper bound has one side)."""
+    return tuple(int(n) for n in (claim.n_minuend, claim.n_subtrahend) if n is not None and not pd.isna(n))
+
+
+def _evaluate_claim(entry: ReportedNumber, done: pd.DataFrame, dataset: str | None, setting: str | None) -> dict:
     note = entry.note or ""
     if entry.dataset is None and dataset is not None:
         note = f"{note}; evaluated on {dataset}".lstrip("; ")
-    row = {
-        "id": entry.id, "claim": f"{entry.minuend} − {entry.subtrahend}, {columns}", "dataset": dataset,
-        "reported": entry.describe(), "paper_version": _versions(entry), "source": entry.source,
-        "reproduced": math.nan, "reproduced_low": math.nan, "reproduced_high": math.nan,
-        "n_minuend": _runs_with_values(minuend, entry.columns), "n_subtrahend": _runs_with_values(subtrahend, entry.columns),
-        "sign_holds": None, "within_tolerance": None, "note": note,
-    }
+    if entry.kind == "upper_bound":
+        cell = _select(done, entry.row, dataset, setting)
+        row = _claim_row(entry, f"{entry.row}, {entry.column} below the bound", dataset,
+                         (_runs_with_values(cell, entry.columns),), note)
+        if entry.column in cell and cell[entry.column].notna().any():
+            mean = float(cell[entry.column].mean())
+            row.update(reproduced=mean, reproduced_low=mean, reproduced_high=mean)
+            if has_enough_seeds(row["n_minuend"]):
+                row["sign_holds"] = mean < entry.high
+        return row
+    minuend = _select(done, entry.minuend, dataset, entry.minuend_setting or setting)
+    subtrahend = _select(done, entry.subtrahend, dataset, entry.subtrahend_setting or setting)
+    differences = [float(minuend[c].mean() - subtrahend[c].mean()) for c in entry.columns
+                   if c in done and minuend[c].notna().any() and subtrahend[c].notna().any()]
+    columns = entry.columns[0] if len(entry.columns) == 1 else f"{entry.columns[0].split('.')[0]} ({len(entry.columns)} variants)"
+    if entry.kind == "ordering" and setting and not entry.setting:
+        note = f"{note}; at {setting}".lstrip("; ")
+    row = _claim_row(entry, f"{entry.row_label('minuend')} − {entry.row_label('subtrahend')}, {columns}", dataset,
+                     (_runs_with_values(minuend, entry.columns), _runs_with_values(subtrahend, entry.columns)), note)
     if not differences:
         return row
     low, high = min(differences), max(differences)
     row.update(reproduced_low=low, reproduced_high=high)
-    if entry.kind == "difference":
+    if entry.kind in ("difference", "ordering"):
         row["reproduced"] = differences[0]
-    if entry.known and has_enough_seeds(row["n_minuend"], row["n_subtrahend"]):
-        reported_low = entry.value if entry.kind == "difference" else entry.low
-        reported_high = entry.value if entry.kind == "difference" else entry.high
-        if reported_low > 0:
-            row["sign_holds"] = low > 0
-        elif reported_high < 0:
-            row["sign_holds"] = high < 0
-        row["within_tolerance"] = reported_low - entry.tolerance <= low and high <= reported_high + entry.tolerance
+    if not (entry.known and has_enough_seeds(row["n_minuend"], row["n_subtrahend"])):
+        return row
+    if entry.kind == "ordering":
+        row["sign_holds"] = low > 0 if entry.expect == "above" else low >= 0
+        return row
+    reported_low = entry.value if entry.kind == "difference" else entry.low
+    reported_high = entry.value if entry.kind == "difference" else entry.high
+    if reported_low > 0:
+        row["sign_holds"] = low > 0
+    elif reported_high < 0:
+        row["sign_holds"] = high < 0
+    row["within_tolerance"] = reported_low - entry.tolerance <= low and high <= reported_high + entry.tolerance
+    return row
+
+
+def _evaluate_gain_shrinks(entry: ReportedNumber, done: pd.DataFrame) -> dict:
+    """(minuend - subtrahend on datasets[0]) - (the same on datasets[1]): positive when the gain shrinks."""
+    first, second = entry.datasets
+    sides = {dataset: (_select(done, entry.minuend, dataset, entry.setting), _select(done, entry.subtrahend, dataset, entry.setting))
+             for dataset in entry.datasets}
+    column = entry.column
+    # n: the fewest seeds of the two methods, per dataset (every one of the four rows needs a spread).
+    counts = {dataset: min(_runs_with_values(minuend, entry.columns), _runs_with_values(subtrahend, entry.columns))
+              for dataset, (minuend, subtrahend) in sides.items()}
+    row = _claim_row(entry, f"({entry.minuend} − {entry.subtrahend} on {first}) − (same on {second}), {column}",
+                     f"{first} → {second}", (counts[first], counts[second]), entry.note or "")
+    gains = [float(m[column].mean() - s[column].mean()) for m, s in sides.values()
+             if column in m and m[column].notna().any() and s[column].notna().any()]
+    if len(gains) < 2:
+        return row
+    shrink = gains[0] - gains[1]
+    row.update(reproduced=shrink, reproduced_low=shrink, reproduced_high=shrink)
+    if has_enough_seeds(counts[first], counts[second]):
+        row["sign_holds"] = shrink > 0
     return row
 
 
@@ -252,10 +400,10 @@ def _runs_with_values(runs: pd.DataFrame, columns: tuple[str, ...]) -> int:
     return int(runs[present].notna().any(axis=1).sum()) if present else 0
 
 
-def compute_table(runs: pd.DataFrame, scale: str) -> tuple[pd.DataFrame, dict]:
+def compute_table(runs: pd.DataFrame, table: str, scale: str) -> tuple[pd.DataFrame, dict]:
     """Per method: step time, throughput, step-time ratio vs SimCLR, peak memory (mean over completed
     compute runs), and the shared settings (batch size, backbone, graph precompute)."""
-    done = completed_runs(runs, "compute", scale, own_only=True)
+    done = completed_runs(runs, table, scale, own_only=True)
     measurements = [run["compute"] for run in done["metrics"] if isinstance(run, dict) and isinstance(run.get("compute"), dict)]
     # The methods are those the runs timed (configs/table/compute.yaml), in the order they were timed.
     methods = dict.fromkeys(key for m in measurements for key, value in m.items() if isinstance(value, dict))
@@ -267,9 +415,11 @@ def compute_table(runs: pd.DataFrame, scale: str) -> tuple[pd.DataFrame, dict]:
         rows.append({"method": method, **{key: _mean([r.get(key) for r in per_run])
                                           for key in COMPUTE_FIELDS}, "n": len(per_run)})
     frame = pd.DataFrame(rows, columns=["method", *COMPUTE_FIELDS, "n"])
-    simclr = frame.loc[frame["method"] == "simclr", "step_ms"]
-    frame.insert(3, "ratio_vs_simclr", frame["step_ms"] / simclr.iloc[0] if len(simclr) else math.nan)
-    settings = {key: measurements[-1].get(key) for key in ("batch_size", "backbone", "graph_precompute_s",
+    # The method the overhead is measured against (configs/table/compute.yaml compute.overhead, as recorded).
+    against = next((m["overhead_against"] for m in reversed(measurements) if m.get("overhead_against")), None)
+    reference = frame.loc[frame["method"] == against, "step_ms"]
+    frame.insert(3, "ratio", frame["step_ms"] / reference.iloc[0] if len(reference) else math.nan)
+    settings = {key: measurements[-1].get(key) for key in ("overhead_against", "batch_size", "backbone", "graph_precompute_s",
                                                            "graph_precompute_samples")} if measurements else {}
     return frame, settings
 
@@ -279,9 +429,33 @@ def _mean(values: list) -> float:
     return sum(numbers) / len(numbers) if numbers else math.nan
 
 
-def graph_similarity_table(runs: pd.DataFrame, scale: str) -> pd.DataFrame:
+# result.json metrics.graph_diagnostics (xsample/graph/diagnostics.py), in the order reports show them.
+GRAPH_DIAGNOSTIC_FIELDS = ("share_same_class", "share_other_view", "share_rest", "mean_offdiagonal")
+GRAPH_DIAGNOSTIC_KEYS = ["method", "setting", "variant", "dataset"]
+
+
+def graph_diagnostics_table(runs: pd.DataFrame, table: str, scale: str) -> pd.DataFrame:
+    """Per table row that records graph diagnostics (X-CLR's target shares, mean graph similarity): their
+    means over completed runs, the runs' batch size and n."""
+    done = completed_runs(runs, table, scale)
+    columns = [f"graph_diagnostics.{field}" for field in GRAPH_DIAGNOSTIC_FIELDS]
+    header = [*GRAPH_DIAGNOSTIC_KEYS, "batch_size", *GRAPH_DIAGNOSTIC_FIELDS, "n"]
+    if "graph_diagnostics.share_other_view" not in done:
+        return pd.DataFrame(columns=header)
+    done = done[done["graph_diagnostics.share_other_view"].notna()]
+    rows = []
+    for key, group in done.groupby([done[k].map(lambda v: v if isinstance(v, str) else "") for k in GRAPH_DIAGNOSTIC_KEYS],
+                                   sort=True):
+        means = {field: float(group[column].mean()) if column in group and group[column].notna().any() else math.nan
+                 for field, column in zip(GRAPH_DIAGNOSTIC_FIELDS, columns, strict=True)}
+        labels = {name: value or None for name, value in zip(GRAPH_DIAGNOSTIC_KEYS, key, strict=True)}
+        rows.append({**labels, "batch_size": int(group["graph_diagnostics.batch_size"].max()), **means, "n": len(group)})
+    return pd.DataFrame(rows, columns=header)
+
+
+def graph_similarity_table(runs: pd.DataFrame, table: str, scale: str) -> pd.DataFrame:
     """Fig. 5 summary statistics per graph (class names vs captions), mean over completed runs."""
-    done = completed_runs(runs, "fig5", scale, own_only=True)
+    done = completed_runs(runs, table, scale, own_only=True)
     stats = [c for c in done.columns if c.startswith("graph_similarity.") and done[c].notna().any()]
     if done.empty or not stats:
         return pd.DataFrame(columns=["setting", "n"])
@@ -294,9 +468,9 @@ def graph_similarity_table(runs: pd.DataFrame, scale: str) -> pd.DataFrame:
     return frame.reset_index()
 
 
-def histograms(runs: pd.DataFrame, scale: str) -> list[dict]:
+def histograms(runs: pd.DataFrame, table: str, scale: str) -> list[dict]:
     """The stored similarity histograms of the fig5 runs: setting, graph, edges, counts."""
-    done = completed_runs(runs, "fig5", scale, own_only=True)
+    done = completed_runs(runs, table, scale, own_only=True)
     found = []
     for setting, metrics in zip(done["setting"], done["metrics"], strict=True):
         similarity = metrics.get("graph_similarity", {}) if isinstance(metrics, dict) else {}

@@ -13,9 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from xsample.data.augment import AugmentRecipe
+from xsample.data.registry import UNLABELLED_DATASETS
 from xsample.eval.zero_shot import zero_shot_problem
+from xsample.methods import METHODS, UnknownMethodError, reads_captions, reads_labels
+from xsample.methods import method as registered_method
 from xsample.train.sampling import augment_problem
 from xsample.train.sanity import SANITY_CHECKS
+from xsample.train.side_information import RANDOM_GRANULARITIES
 from xsample.train.tracking import logger_problem
 from xsample.validation import (
     InvalidConfigError,
@@ -79,10 +83,17 @@ def experiment_labels(cfg: dict[str, Any]) -> dict[str, Any]:
 
     The run's variant (what else departs from the table's grid point) is added by sweep.plan_run."""
     table = cfg["table"]
+    method = {"compute": "all", "graph_stats": "none"}.get(table["task"], cfg["method"]["name"])
     return {
         "table": str(table["id"]),
         "scale": cfg["scale"]["name"],
-        "method": {"compute": "all", "graph_stats": "none"}.get(table["task"], cfg["method"]["name"]),
+        "method": method,
+        # How reports compare the row (xsample.methods.ROLES), so that analysis needs no registry.
+        "method_role": METHODS[method].role if method in METHODS else None,
+        "method_targets": METHODS[method].targets if method in METHODS else None,
+        # How reports lay out the table and set its values against the paper's (declared in configs/).
+        "layout": table["layout"],
+        "comparability": cfg["scale"]["comparability"],
         "dataset": cfg["dataset"],
         "dataset_used": _training_data(cfg)["name"],
         "setting": None if table.get("setting") in (None, "None") else str(table["setting"]),
@@ -95,6 +106,7 @@ def experiment_labels(cfg: dict[str, Any]) -> dict[str, Any]:
 def build_run_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """The resolved, self-contained config of one run (what result.json records and hashes)."""
     scale_cfg, table, method = cfg["scale"], cfg["table"], cfg["method"]
+    trait = registered_method(method["name"])
     labels = experiment_labels(cfg)
     data = _training_data(cfg)
     data["fraction"] = float(cfg["data_fraction"])
@@ -121,13 +133,13 @@ def build_run_config(cfg: dict[str, Any]) -> dict[str, Any]:
         "method": _method_settings(method),
         # The training views' recipe; a run that trains nothing draws none (nor forks on the choice).
         "augment": copy.deepcopy(cfg["augment"]) if optim is not None else None,
-        "graph": copy.deepcopy(cfg["graph"]) if method["name"] == "xclr" or table["task"] == "graph_stats" else None,
+        "graph": copy.deepcopy(cfg["graph"]) if trait.uses_graph or table["task"] == "graph_stats" else None,
         "data": data,
         "model": copy.deepcopy(cfg["model"]),
         "optim": optim,
         "eval": {"evaluations": evaluations, "probe": copy.deepcopy(scale_cfg["probe"]),
                  # false, or eval.zero_shot's settings for a CLIP run tested on ImageNet (or its analog)
-                 "zero_shot": copy.deepcopy(cfg["eval"]["zero_shot"]) if method["name"] == "clip" and "imagenet" in wanted else False,
+                 "zero_shot": copy.deepcopy(cfg["eval"]["zero_shot"]) if trait.zero_shot and "imagenet" in wanted else False,
                  "not_available": [name for name in wanted if name not in suite["evaluations"]]},
         "init_from": None,
         "runtime": copy.deepcopy(cfg["runtime"]),
@@ -183,9 +195,8 @@ def _number(value: Any) -> float | None:
 def value_problems(cfg: dict[str, Any]) -> list[str]:
     """One line per setting outside its range, named as it is set on the command line."""
     problems = []
-    known_methods = sorted(path.stem for path in (CONFIGS_DIR / "method").glob("*.yaml"))
-    if cfg["method"].get("name") not in known_methods:
-        problems.append(f"method.name={cfg['method'].get('name')!r} is not a method; choose one of {', '.join(known_methods)} (method=NAME)")
+    if cfg["method"]["name"] not in METHODS:
+        problems.append(str(UnknownMethodError.for_name(cfg["method"]["name"])))
     methods = {"method": cfg["method"]}
     methods.update({f"compute.method_configs.{name}": settings
                     for name, settings in ((cfg.get("compute") or {}).get("method_configs") or {}).items()})
@@ -224,10 +235,47 @@ def value_problems(cfg: dict[str, Any]) -> list[str]:
     elif dataset not in table["datasets"]:
         problems.append(f"dataset={shown} cannot act on {table['name']}: it pretrains on "
                         f"{', '.join(table['datasets'])} (configs/table/{table['id']}.yaml table.datasets)")
+    else:
+        problems += inert_setting_problems(cfg)
     try:
         AugmentRecipe.from_config(cfg["augment"])
     except ValueError as error:
         problems.append(str(error))
+    return problems
+
+
+def inert_setting_problems(cfg: dict[str, Any]) -> list[str]:
+    """One line per setting that would not act on this run: such a run would be labelled with what it did
+    not do (a noisy-caption row trained on clean captions), so it is refused before anything is submitted."""
+    problems = []
+    method, graph, dataset, task = cfg["method"]["name"], cfg["graph"], cfg["dataset"], cfg["table"]["task"]
+    graph_stats = task == "graph_stats"  # Fig. 5: no method trains, the graph itself is measured
+    graph_method = method in METHODS and METHODS[method].uses_graph
+    noise = _number(cfg.get("caption_noise"))
+    if noise is not None and noise > 0:
+        data = _training_data(cfg)
+        if "caption_noise" not in (data.get("options") or {}):
+            problems.append(f"caption_noise={cfg['caption_noise']} cannot act: dataset={dataset} at {cfg['scale']['name']} "
+                            f"scale trains on {data['name']}, which is not read with caption noise "
+                            f"(configs/datasets/{dataset}.yaml); caption noise acts on dataset=cc3m or cc12m")
+        elif not (graph["source"] == "captions" if graph_stats else reads_captions(method, graph["source"])):
+            reader = f"graph={graph['source']}" if graph_stats or graph_method else f"method={method}"
+            problems.append(f"caption_noise={cfg['caption_noise']} cannot act: {reader} reads no caption "
+                            "(captions are read by method=clip and by X-CLR with graph=captions); leave caption_noise=0")
+    uses_graph = graph_stats or graph_method
+    if uses_graph and graph["source"] == "random" and graph["granularity"] not in RANDOM_GRANULARITIES:
+        problems.append(f"graph.granularity={graph['granularity']!r} is not a granularity; choose one of "
+                        f"{', '.join(RANDOM_GRANULARITIES)}")
+    data_name = _training_data(cfg)["name"]
+    if data_name in UNLABELLED_DATASETS and (reads_labels(method, graph) or (graph_stats and graph["source"] == "class_names")):
+        reader = f"graph={graph['source']}" if graph_stats or graph_method else f"method={method}"
+        problems.append(f"{reader} reads class labels, and dataset={dataset} at {cfg['scale']['name']} scale trains on "
+                        f"{data_name}, which has none; use graph=captions (X-CLR) or a labelled dataset")
+    if cfg.get("sanity") == "permuted_graph" and not (task == "pretrain" and graph_method
+                                                      and graph["source"] in ("class_names", "captions")):
+        what = f"graph={graph['source']}" if graph_method else f"method={method} trains on no graph"
+        problems.append(f"sanity=permuted_graph cannot act: it permutes the text graph X-CLR trains on "
+                        f"(graph=class_names or captions), and {what}")
     return problems
 
 

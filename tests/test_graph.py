@@ -104,6 +104,10 @@ def test_cli_build_then_stats_on_shapes(tmp_path, capsys):
     assert graph_cli(["stats", *common, "--max-pairs", "10000"]) == 0
     stats = json.loads(capsys.readouterr().out)
     assert stats["pairs"] == 10000 and stats["num_nodes"] == 3000 and 0 < stats["mean"] < 1
+    assert graph_cli(["diagnose", *common, "--batch-size", "64"]) == 0
+    diagnostics = json.loads(capsys.readouterr().out)
+    assert diagnostics["batch_size"] == 64 and diagnostics["mean_offdiagonal"] == pytest.approx(stats["mean"], abs=0.05)
+    assert diagnostics["share_same_class"] + diagnostics["share_rest"] == pytest.approx(1.0, abs=1e-4)
 
 
 def test_cli_reports_a_dataset_without_captions(tmp_path, capsys):

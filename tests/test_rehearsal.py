@@ -121,6 +121,21 @@ def test_every_table_completes_under_scale_rehearsal(fixtures: Path, tmp_path: P
     assert (tmp_path / "figures" / "rehearsal" / f"{stem}_rehearsal.md").is_file()
 
 
+@pytest.mark.rehearsal
+@pytest.mark.slow
+def test_table4_noisy_rows_train_on_other_captions_than_the_clean_rows(fixtures: Path, tmp_path: Path):
+    """Table 4 at paper scale reads CC3M shards: its noise=0.5 X-CLR row must build its graph from other
+    captions than the clean row (same seed, same batches: only the captions differ), in its own cache."""
+    out = reproduce(fixtures, tmp_path, "-m", "table=4", "row=xclr_clean,xclr_noisy")
+    assert out.returncode == 0, out.stdout + out.stderr
+    results = run_results(tmp_path / "table4_rehearsal")
+    by_noise = {record["config"]["data"]["options"]["caption_noise"]: record["metrics"]["graph_diagnostics"]
+                for record in results.values()}
+    assert sorted(by_noise) == [0.0, 0.5]
+    assert by_noise[0.0]["rows_fingerprint"] != by_noise[0.5]["rows_fingerprint"]
+    assert len(list((tmp_path / "cache").iterdir())) == 2, "the noisy captions have their own cache"
+
+
 def test_finetune_rows_launch_in_a_phase_after_their_base_rows(tmp_path):
     from experiments.plan import plan_sweep
 

@@ -104,12 +104,12 @@ def test_a_completed_run_of_the_same_config_is_skipped_and_force_reruns_it(tmp_p
 @pytest.mark.slow
 def test_an_override_of_a_finished_run_completes_in_its_own_directory(tmp_path):
     """Scenario 1 of issue 13: the same command with another epoch count keeps the first result."""
-    first = _reproduce(tmp_path, "table=2", "row=random", *FEW_STEPS)
+    first = _reproduce(tmp_path, "table=2", "row=random_sample", *FEW_STEPS)
     assert first.returncode == 0, first.stdout + first.stderr
-    second = _reproduce(tmp_path, "table=2", "row=random", *FEW_STEPS[:1], "scale.epochs=2", *FEW_STEPS[2:])
+    second = _reproduce(tmp_path, "table=2", "row=random_sample", *FEW_STEPS[:1], "scale.epochs=2", *FEW_STEPS[2:])
     assert second.returncode == 0, second.stdout + second.stderr
     results = _results(tmp_path / "table2_tiny")
-    assert len(results) == 2 and all(name.startswith("xclr_imagenet_random_seed0+") for name in results)
+    assert len(results) == 2 and all(name.startswith("xclr_imagenet_random_sample_seed0+") for name in results)
     assert all(r["status"] == "completed" and r["metrics"]["imagenet"]["top1"] > 0 for r in results.values())
     assert {r["config"]["optim"]["epochs"] for r in results.values()} == {1, 2}
 

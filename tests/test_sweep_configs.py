@@ -18,11 +18,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Every pretraining table carries its untrained baseline (and the Fashion-MNIST analogs a raw_pixels row). At tiny
 # scale every table with known-answer checks runs 3 seeds (no verdict from one); at paper scale Table 1 runs 3.
-# Fig. 3 sweeps two more data fractions at tiny scale (0.05 and 0.1).
-RUNS_PER_SEED = {"1": 4, "2": 7, "3": 8, "4": 6, "finetune": 5, "compute": 1, "fig3": 15, "fig5": 2}
+# Fig. 3 sweeps 4 data fractions at tiny scale (0.05, 0.1, 0.25, 1.0).
+RUNS_PER_SEED = {"1": 4, "2": 9, "3": 8, "4": 5, "finetune": 5, "compute": 1, "fig3": 15, "fig5": 2}
 EXPECTED_JOBS = {"tiny": {table: runs * (1 if table in ("compute", "fig5") else 3) for table, runs in RUNS_PER_SEED.items()},
                  "paper": {**RUNS_PER_SEED, "1": 12}}
-EXPECTED_JOBS["tiny"]["fig3"] = 25 * 3
+EXPECTED_JOBS["tiny"]["fig3"] = 20 * 3  # 4 fractions
 
 
 def test_every_table_has_a_config():
@@ -52,16 +52,18 @@ def test_tiny_scale_maps_paper_datasets_onto_analogs():
     assert jobs[("xclr", "cc3m")]["experiment"]["dataset_used"] == "shapes"
     runs2 = [run.config["experiment"] for run in planned("table='2'", "scale=tiny")]
     assert {labels["dataset_used"] for labels in runs2} == {"fashion_mnist"}
-    assert {labels["setting"] for labels in runs2} == {"random", "augmentation", "true_class", "bag_of_words", "minilm",
-                                                       "untrained", "raw_pixels"}
+    assert {labels["setting"] for labels in runs2} == {"random_sample", "random_class", "permuted", "augmentation",
+                                                       "true_class", "bag_of_words", "minilm", "untrained", "raw_pixels"}
 
 
 def test_a_tiny_analog_sets_its_own_pretraining_length_and_an_override_still_wins():
     configs = {overrides: build_run_config(_composed(list(overrides)))
-               for overrides in (("table='1'", "method=supcon"), ("table=fig3", "method=supcon"),
-                                 ("table='2'", "row=minilm"), ("table='2'", "row=minilm", "scale.epochs=3"),
+               for overrides in (("table='1'", "method=supcon"),
+                                 ("table=fig3", "method=supcon", "datasets.fashion_mnist.tiny.epochs=20"),
+                                 ("table='2'", "row=minilm", "datasets.fashion_mnist.tiny.epochs=20"),
+                                 ("table='2'", "row=minilm", "scale.epochs=3"),
                                  ("table='1'", "method=supcon", "scale=paper"))}
-    assert [config["optim"]["epochs"] for config in configs.values()] == [12, 24, 24, 3, 100]
+    assert [config["optim"]["epochs"] for config in configs.values()] == [12, 20, 20, 3, 100]
     assert not any("epochs" in config["data"] for config in configs.values()), "recorded once, as optim.epochs"
 
 
@@ -125,6 +127,7 @@ def test_a_sweep_with_missing_roots_exits_before_creating_any_run_directory(tmp_
     ("method.temperature=0", "method.temperature must be > 0, got 0"),
     ("data_fraction=1.5", "data_fraction must be in (0, 1], got 1.5"),
     ("caption_noise=-0.1", "caption_noise must be in [0, 1], got -0.1"),
+    ("caption_noise=0.5", "caption_noise=0.5 cannot act: dataset=imagenet at tiny scale trains on shapes"),
     ("scale.epochs=0", "epochs must be an integer >= 1"),
     ("runtime.logger=mlflow", "runtime.logger='mlflow' is not supported; choose one of tensorboard, wandb, none, "
                               "or a list such as [tensorboard,wandb]"),
@@ -172,3 +175,16 @@ def test_a_config_that_cannot_compose_is_a_one_line_error(override, message):
                          cwd=REPO, capture_output=True, text=True)
     assert out.returncode != 0
     assert out.stderr.strip() == f"xsample: {message}"
+
+
+def test_every_extra_sweep_a_table_declares_plans_without_problems():
+    """configs/table/*.yaml extra_sweeps (what make demo and make preview add to a table's grid) are valid."""
+    from experiments.plan import TABLES, plan_sweep
+    from experiments.preview import extra_sweeps
+
+    declared = {table: extra for table in TABLES if (extra := extra_sweeps(table))}
+    assert "1" in declared, "Table 1's sanity rows are declared"
+    for table, sweeps in declared.items():
+        for overrides in sweeps:
+            plan = plan_sweep(["launcher=local", f"table='{table}'", "scale=tiny", *overrides], multirun=True)
+            assert plan.runs and not plan.problems, (table, overrides, plan.problems)

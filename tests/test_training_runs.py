@@ -48,6 +48,10 @@ def test_tiny_xclr_on_fashion_mnist_writes_a_complete_result(tmp_path):
     assert on_disk["data"]["samples_seen"] == 2 * (train_size // 128) * 128, "2 epochs of full batches"
     assert on_disk["metrics"]["imagenet"]["top1"] > 40.0, "10 classes: chance is 10%"
     assert not [p for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")]
+    diagnostics = on_disk["metrics"]["graph_diagnostics"]
+    assert (diagnostics["batches"], diagnostics["batch_size"], diagnostics["graph_temperature"]) == (8, 128, 0.1)
+    assert 0 < diagnostics["share_other_view"] < diagnostics["share_same_class"] < 1
+    assert diagnostics["share_same_class"] + diagnostics["share_rest"] == pytest.approx(1.0, abs=1e-4)
 
 
 def test_tiny_clip_on_shapes_completes_with_zero_shot(tmp_path):
@@ -161,6 +165,8 @@ def test_two_gloo_processes_follow_the_single_process_loss_curve(tmp_path):
     first_single = [loss for _, loss in single["loss_curve"][:4]]
     first_double = [loss for _, loss in double["loss_curve"][:4]]
     assert first_double == pytest.approx(first_single, rel=2e-4, abs=2e-4)
+    # The target's shares are measured on the global batch (rows gathered over ranks), as the loss builds it.
+    assert double["metrics"]["graph_diagnostics"] == pytest.approx(single["metrics"]["graph_diagnostics"], abs=1e-4)
 
 
 def _write_caption_shards(root: Path, shards: int, per_shard: int, corrupt_key: str) -> None:
@@ -197,6 +203,9 @@ def test_xclr_trains_on_webdataset_shards_with_a_caption_cache(tmp_path):
     assert record["data"]["augment"] == "batched" and record["data"]["decode"] == "workers", "JPEG bytes reach the workers"
     cache_dirs = list((tmp_path / "cache").iterdir())
     assert len(cache_dirs) == 1 and json.loads((cache_dirs[0] / "manifest.json").read_text())["count"] == 192
+    diagnostics = record["metrics"]["graph_diagnostics"]
+    assert diagnostics["share_same_class"] is None, "captions have no classes"
+    assert diagnostics["share_other_view"] + diagnostics["share_rest"] == pytest.approx(1.0, abs=1e-4)
 
 
 def test_budget_steps_trains_a_data_fraction_for_the_whole_sets_steps_with_autoaugment_views(tmp_path):

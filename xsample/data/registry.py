@@ -13,13 +13,17 @@ from torch.utils.data import Dataset
 DATASETS: dict[str, Callable[..., Dataset]] = {}
 # Where a dataset is found when neither the config nor the environment names a root (a system package).
 DEFAULT_ROOTS: dict[str, str] = {}
+# Datasets whose items carry no class label (label -1): a run that reads labels is refused on them.
+UNLABELLED_DATASETS: set[str] = set()
 
 
-def register_dataset(name: str, *, default_root: str | None = None):
+def register_dataset(name: str, *, default_root: str | None = None, labelled: bool = True):
     def decorate(builder: Callable[..., Dataset]) -> Callable[..., Dataset]:
         DATASETS[name] = builder
         if default_root is not None:
             DEFAULT_ROOTS[name] = default_root
+        if not labelled:
+            UNLABELLED_DATASETS.add(name)
         return builder
 
     return decorate

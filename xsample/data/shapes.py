@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
+from xsample.data.caption_noise import caption_donors, check_caption_noise
 from xsample.data.registry import check_split, register_dataset
 
 IMAGE_SIZE = 32
@@ -138,8 +139,7 @@ class ShapesWorld(Dataset):
             raise ValueError(f"shapes size must be one of {', '.join(TRAIN_SIZES)}, got {size!r}")
         if variant not in VARIANTS:
             raise ValueError(f"shapes variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
-        if not 0.0 <= float(caption_noise) <= 1.0:
-            raise ValueError(f"shapes caption_noise must be in [0, 1], got {caption_noise}")
+        check_caption_noise(caption_noise)
         self.split, self.variant, self.seed = split, variant, seed
         self.length = {"train": TRAIN_SIZES[size], "test": TEST_SIZE, "objectnet": OBJECTNET_SIZE}[split]
         self.classes = OBJECTNET_CLASSES if split == "objectnet" else OBJECTS
@@ -194,15 +194,9 @@ class ShapesWorld(Dataset):
         return caption
 
     def _corrupt_captions(self, fraction: float) -> None:
-        """Replace a seeded fraction of captions by another sample's caption (a noisy side-information graph)."""
-        if fraction <= 0:
-            return
-        rng = np.random.default_rng([self.seed, SPLIT_SEEDS[self.split], 99])
-        corrupted = rng.choice(self.length, size=int(round(fraction * self.length)), replace=False)
-        donors = rng.permutation(corrupted)
-        originals = list(self.captions)
-        for target, donor in zip(corrupted, donors, strict=True):
-            self.captions[target] = originals[donor]
+        """A seeded fraction of the samples takes another sample's caption (xsample.data.caption_noise)."""
+        donors = caption_donors(self.length, fraction, seed=[self.seed, SPLIT_SEEDS[self.split], 99])
+        self.captions = [self.captions[donor] for donor in donors]
 
     # --- rendering -----------------------------------------------------------------------------
     def _render(self, index: int) -> np.ndarray:

@@ -6,6 +6,10 @@ Their "successes" counts give every shard's sample count, hence a stable global 
 (shards sorted by name, then position inside the shard): the X-CLR caption-embedding cache is keyed by
 that index and built from ``iter_captions()``.
 
+``caption_noise`` (Table 4) gives a seeded fraction of each shard's samples another sample's caption of the same
+shard (xsample.data.caption_noise): training items and ``iter_captions`` (hence the caption cache) read the same
+noisy captions, and the cache is keyed by the noise.
+
 Damaged data never stops a run: an undecodable image or a sample without caption is skipped, and a
 truncated tar is read up to the damage; ``samples_skipped`` and ``shards_truncated`` count both over all
 DataLoader workers.
@@ -18,6 +22,7 @@ import io
 import json
 import logging
 import tarfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +33,7 @@ from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
 from xsample.data.batched_augment import EncodedImage, is_complete_jpeg
+from xsample.data.caption_noise import caption_donors, check_caption_noise
 from xsample.data.registry import check_split, register_dataset, require_root
 
 log = logging.getLogger(__name__)
@@ -37,6 +43,8 @@ CAPTION_EXTENSION = "txt"
 # A resampling pass that keeps drawing shards without finding one usable sample has unreadable data.
 MAX_EMPTY_DRAWS_PER_SHARD = 10
 _SKIPPED, _TRUNCATED = 0, 1
+# Seeds each shard's caption noise with its name's checksum: the same samples are corrupted wherever it is copied.
+_CAPTION_NOISE_SEED = 19
 
 
 def _split_member_name(name: str) -> tuple[str, str]:
@@ -86,8 +94,9 @@ class CaptionedShards(IterableDataset):
     """
 
     def __init__(self, name: str, root: Path, num_samples: int | None = None, resampled: bool = True,
-                 seed: int = 0):
+                 seed: int = 0, caption_noise: float = 0.0):
         self.name, self.resampled, self.seed, self.epoch = name, resampled, seed, 0
+        self.caption_noise = check_caption_noise(caption_noise)
         self.images_encoded = False
         self.shards = sorted(root.glob("*.tar"))
         if not self.shards:
@@ -161,6 +170,8 @@ class CaptionedShards(IterableDataset):
         """The usable items of one shard, with global indices."""
         shard, size = self.shards[shard_number], self.shard_sizes[shard_number]
         offset = int(self.shard_offsets[shard_number])
+        # With caption noise a sample's caption may be a later sample's: the shard's captions are read first.
+        noisy = self.shard_captions(shard_number) if self.caption_noise > 0 else None
         position, damage = 0, "fewer samples than its stats file declares"
         try:
             for sample in _shard_samples(shard, IMAGE_EXTENSIONS + (CAPTION_EXTENSION,), streaming=True):
@@ -168,7 +179,7 @@ class CaptionedShards(IterableDataset):
                 index = offset + position - 1
                 if position > size or index >= self.num_samples:
                     continue  # outside the declared count: no caption-cache row exists for it
-                item = self._decode(sample, index, shard)
+                item = self._decode(sample, index, shard, None if noisy is None else noisy[position - 1])
                 if item is not None:
                     yield item
         except (tarfile.TarError, OSError, EOFError) as error:
@@ -180,7 +191,8 @@ class CaptionedShards(IterableDataset):
                         position, size, damage)
             self.count_skipped(size - position, f"truncated shard {shard.name}")
 
-    def _decode(self, sample: dict[str, bytes], index: int, shard: Path) -> dict | None:
+    def _decode(self, sample: dict[str, bytes], index: int, shard: Path, caption: str | None) -> dict | None:
+        """The item of one sample, with ``caption`` in place of its own when given (caption noise)."""
         image_bytes = next((sample[ext] for ext in IMAGE_EXTENSIONS if ext in sample), None)
         if image_bytes is None or CAPTION_EXTENSION not in sample:
             self.count_skipped(1, f"sample {index} in {shard.name} lacks an image or a caption")
@@ -194,7 +206,8 @@ class CaptionedShards(IterableDataset):
             except (OSError, SyntaxError, ValueError) as error:
                 self.count_skipped(1, f"sample {index} in {shard.name} has an undecodable image ({error})")
                 return None
-        caption = sample[CAPTION_EXTENSION].decode("utf-8", errors="replace").strip()
+        if caption is None:
+            caption = _caption_text(sample)
         return {"image": image, "index": index, "label": -1, "caption": caption}
 
     def __iter__(self) -> Iterator[dict]:
@@ -229,45 +242,61 @@ class CaptionedShards(IterableDataset):
                                    f"sample; check the shards in {self.shards[0].parent}")
 
     def caption_fingerprint(self) -> str:
-        """sha256 of the shard set (names, byte sizes, sample counts): what the caption cache is keyed by.
-        Names and sizes, not contents or mtimes, so copying the shards to local scratch keeps the cache."""
+        """sha256 of the shard set (names, byte sizes, sample counts) and the caption noise: what the caption
+        cache is keyed by. Names and sizes, not contents or mtimes, so copying the shards to local scratch
+        keeps the cache."""
         described = [(shard.name, shard.stat().st_size, size) for shard, size in zip(self.shards, self.shard_sizes, strict=True)]
-        return hashlib.sha256(json.dumps([described, self.num_samples]).encode()).hexdigest()
+        noise = [self.caption_noise] if self.caption_noise > 0 else []  # clean shards keep their earlier key
+        return hashlib.sha256(json.dumps([described, self.num_samples, *noise]).encode()).hexdigest()
+
+    def shard_captions(self, shard_number: int) -> list[str]:
+        """One shard's captions in position order (its declared size; "" for a sample without caption or
+        lost to truncation), with the shard's caption noise applied, reading only the .txt members."""
+        shard, size = self.shards[shard_number], self.shard_sizes[shard_number]
+        captions: list[str] = []
+        try:
+            for sample in _shard_samples(shard, (CAPTION_EXTENSION,), streaming=False):
+                if len(captions) == size:
+                    break
+                captions.append(_caption_text(sample))
+        except (tarfile.TarError, OSError, EOFError) as error:
+            log.warning("dataset %s: %s is truncated after %d captions (%s)", self.name, shard, len(captions), error)
+        captions += [""] * (size - len(captions))
+        if self.caption_noise > 0:
+            donors = caption_donors(size, self.caption_noise, seed=[_CAPTION_NOISE_SEED, zlib.crc32(shard.name.encode())])
+            captions = [captions[donor] for donor in donors]
+        return captions
 
     def iter_captions(self) -> Iterator[str]:
-        """Every caption in index order, ``len(self)`` in all, reading only the .txt members.
-
-        A sample without caption, or lost to a truncated shard, gives "" so later rows keep their index.
-        """
+        """Every caption in index order, ``len(self)`` in all, as training items carry them (``shard_captions``)."""
         emitted = 0
-        for shard, size in zip(self.shards, self.shard_sizes, strict=True):
-            position = 0
-            try:
-                for sample in _shard_samples(shard, (CAPTION_EXTENSION,), streaming=False):
-                    if position == size or emitted == self.num_samples:
-                        break
-                    position, emitted = position + 1, emitted + 1
-                    yield sample.get(CAPTION_EXTENSION, b"").decode("utf-8", errors="replace").strip()
-            except (tarfile.TarError, OSError, EOFError) as error:
-                log.warning("dataset %s: %s is truncated after %d captions (%s)", self.name, shard, position, error)
-            padding = min(size - position, self.num_samples - emitted)
-            yield from [""] * padding
-            emitted += padding
+        for shard_number in range(len(self.shards)):
+            for caption in self.shard_captions(shard_number):
+                if emitted == self.num_samples:
+                    return
+                yield caption
+                emitted += 1
         yield from [""] * (self.num_samples - emitted)
 
 
-def _build_captioned_shards(name: str, split: str, root, num_samples: int | None, resampled: bool, seed: int):
+def _caption_text(sample: dict[str, bytes]) -> str:
+    return sample.get(CAPTION_EXTENSION, b"").decode("utf-8", errors="replace").strip()
+
+
+def _build_captioned_shards(name: str, split: str, root, num_samples: int | None, resampled: bool, seed: int,
+                            caption_noise: float):
     check_split(name, split, ("train",))
-    return CaptionedShards(name, require_root(name, root), num_samples=num_samples, resampled=resampled, seed=seed)
+    return CaptionedShards(name, require_root(name, root), num_samples=num_samples, resampled=resampled, seed=seed,
+                           caption_noise=caption_noise)
 
 
-@register_dataset("cc3m")
+@register_dataset("cc3m", labelled=False)
 def build_cc3m(split: str, root=None, num_samples: int | None = None, resampled: bool = True,
-               seed: int = 0) -> CaptionedShards:
-    return _build_captioned_shards("cc3m", split, root, num_samples, resampled, seed)
+               seed: int = 0, caption_noise: float = 0.0) -> CaptionedShards:
+    return _build_captioned_shards("cc3m", split, root, num_samples, resampled, seed, caption_noise)
 
 
-@register_dataset("cc12m")
+@register_dataset("cc12m", labelled=False)
 def build_cc12m(split: str, root=None, num_samples: int | None = None, resampled: bool = True,
-                seed: int = 0) -> CaptionedShards:
-    return _build_captioned_shards("cc12m", split, root, num_samples, resampled, seed)
+                seed: int = 0, caption_noise: float = 0.0) -> CaptionedShards:
+    return _build_captioned_shards("cc12m", split, root, num_samples, resampled, seed, caption_noise)

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from xsample.data import AugmentRecipe, training_augmentation
+from xsample.methods import method as registered_method
 from xsample.train.components import build_loss_fn, build_model, build_train_dataset
 from xsample.train.sampling import PILViews, SeededViewsDataset
 
@@ -52,7 +53,7 @@ def compute_overhead_metrics(config: dict[str, Any], device: torch.device) -> di
         loss_fn, graph_seconds = build_loss_fn(method_config, dataset, device)
         optimizer = torch.optim.SGD(model.parameters(), lr=1e-4)
         contenders[name] = (model, loss_fn, optimizer)
-        if name == "xclr":
+        if registered_method(name).uses_graph:
             metrics["graph_precompute_s"] = round(graph_seconds, 4)
             metrics["graph_precompute_samples"] = len(dataset)
 
@@ -84,8 +85,10 @@ def compute_overhead_metrics(config: dict[str, Any], device: torch.device) -> di
         metrics[name] = {"step_ms": round(1000 * median, 3), "images_per_s": round(batch_size / median, 1),
                          # CPU allocations are not tracked per method: memory is reported on GPU only.
                          "peak_mem_mb": round(peak[name], 1) if name in peak else None}
-    if "simclr" in metrics and "xclr" in metrics:
-        metrics["xclr_over_simclr"] = round(metrics["xclr"]["step_ms"] / metrics["simclr"]["step_ms"], 4)
+    overhead, against = spec["overhead"]["method"], spec["overhead"]["against"]
+    if overhead in metrics and against in metrics:
+        metrics[f"{overhead}_over_{against}"] = round(metrics[overhead]["step_ms"] / metrics[against]["step_ms"], 4)
+        metrics["overhead_against"] = against
     metrics["batch_size"] = batch_size  # per GPU, as measured
     metrics["global_batch_size"] = global_batch
     metrics["backbone"] = config["model"]["backbone"]

@@ -208,7 +208,10 @@ def _train_and_evaluate(config: dict[str, Any], run_dir: Path, info: DistInfo, w
         writer.record["data"]["eval_images_skipped"] = sum(
             count for detail in evaluation.details.values() for count in (detail.get("images_skipped") or {}).values())
         not_available = config["eval"].get("not_available") or []
-        writer.update(metrics=evaluation.metrics, eval_details=evaluation.details,
+        # X-CLR's target over the first batches this process trained (none when it resumed after the last step).
+        diagnostics = setup.graph_diagnostics.summary() if setup.graph_diagnostics else None
+        recorded = {"graph_diagnostics": diagnostics} if diagnostics else {}
+        writer.update(metrics=evaluation.metrics | recorded, eval_details=evaluation.details,
                       evals_not_available=not_available, timing=timing,
                       final_loss=outcome.loss_history[-1][1] if outcome.loss_history else None)
         tracker.final_metrics(outcome.steps, evaluation.metrics)
@@ -273,7 +276,7 @@ def run_experiment(config: dict[str, Any], run_dir: str | Path) -> dict[str, Any
             elif task == "graph_stats":
                 from xsample.train.graph_task import graph_similarity_metrics
 
-                writer.update(metrics={"graph_similarity": graph_similarity_metrics(config)})
+                writer.update(metrics=graph_similarity_metrics(config))
             else:
                 from xsample.train.compute import compute_overhead_metrics
 
