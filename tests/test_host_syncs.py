@@ -63,7 +63,7 @@ def test_the_recorder_sees_what_would_sync_a_gpu():
 
 @pytest.mark.parametrize("recipe", ["supcon", "autoaugment"])
 def test_a_batched_x_clr_step_makes_no_host_sync(tmp_path, recipe):
-    config = small_run_config("table='2'", "row=random", f"augment={recipe}", "scale.epochs=1", "scale.batch_size=64",
+    config = small_run_config("table='2'", "row=random_class", f"augment={recipe}", "scale.epochs=1", "scale.batch_size=64",
                               "datasets.fashion_mnist.tiny.options.max_samples=256", cache_dir=tmp_path / "cache")
     assert config["augment"]["name"] == recipe
     assert _calls_in_one_step(config, tmp_path / "run") == {}
