@@ -8,7 +8,7 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 DEBIAN_PACKAGES := dataset-fashion-mnist slurmctld slurmd slurm-client munge
 
-.PHONY: demo preview test test-long venv system-packages lint bench clean-sweeps
+.PHONY: demo preview test test-long gpu-check venv system-packages lint bench clean-sweeps
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON_BOOTSTRAP) -m venv $(VENV)
@@ -44,6 +44,11 @@ test: venv system-packages
 # Every table under scale=rehearsal on miniature paper datasets, locally and on the local SLURM (~30 min).
 test-long: venv system-packages
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m rehearsal
+
+# On a machine with one GPU (a few minutes, offline, fixture data): does the paper path's input and training run
+# there, and how fast; one JSON line (experiments/gpu_check.py says what it holds). make test runs its --small mode.
+gpu-check: venv
+	HF_HUB_OFFLINE=1 $(PY) experiments/gpu_check.py
 
 lint: venv
 	$(PY) -m ruff check xsample analysis experiments tests

@@ -16,8 +16,10 @@ LABELS = ("table", "scale", "layout", "comparability", "method", "method_role", 
 # run's config changes beyond its table's grid, e.g. "method.temperature=0.2") is part of it.
 IDENTITY = ("table", "scale", "method", "dataset", "setting", "variant", "seed")
 # "stale": result.json says running, but its heartbeat stopped and its process or SLURM job is gone.
-STATUSES = ("completed", "running", "stale", "failed", "missing", "corrupt")
-READABLE_STATUSES = ("completed", "running", "stale", "failed")  # a result.json was read
+# "interrupted": a signal stopped a local run after its checkpoint; relaunching resumes it.
+STATUSES = ("completed", "running", "stale", "failed", "missing", "corrupt", "interrupted")
+READABLE_STATUSES = ("completed", "running", "stale", "interrupted", "failed")  # a result.json was read
+RECORDED_STATUSES = ("completed", "running", "interrupted", "failed")  # what the library writes
 PLAN_FILE = "sweep_plan.json"
 # What the known-answer checks read from a run's config: its sanity check and its graph (graph_label).
 CONFIG_COLUMNS = ("sanity", "graph")
@@ -63,7 +65,7 @@ def _read_result(result_file: Path, path: str) -> dict[str, Any]:
         result = json.loads(result_file.read_text())
         if not isinstance(result, dict):
             raise ValueError("top level is not a JSON object")
-        if result.get("status") not in ("completed", "running", "failed"):
+        if result.get("status") not in RECORDED_STATUSES:
             raise ValueError(f"unknown status {result.get('status')!r}")
         experiment = result.get("experiment")
         if not isinstance(experiment, dict):

@@ -118,7 +118,7 @@ def compute_figure(runs: pd.DataFrame, table: str, scale: str, comparability: st
         if not math.isnan(ratio):
             axes.annotate(f"{ratio:.2f}× {settings['overhead_against']}", (position, frame["step_ms"].iloc[position]),
                           ha="center", va="bottom", fontsize=8)
-    batch = f", batch {settings['batch_size']}" if settings.get("batch_size") else ""
+    batch = f", batch {settings['batch_size']} per GPU" if settings.get("batch_size") else ""
     axes.set(ylabel="training step (ms)", title=_title(f"Compute per step{batch}", comparability))
     return save_figure(figure, out, f"{table}_{scale}")
 

@@ -343,7 +343,7 @@ class TableReport:
         current = mine[mine["superseded_by"].isna()]
         counts = current["status"].value_counts()
         lines = ["Counts: " + ", ".join(f"{status} {int(counts.get(status, 0))}" for status in STATUSES)]
-        for status in ("failed", "stale", "running", "missing", "corrupt"):
+        for status in ("failed", "stale", "interrupted", "running", "missing", "corrupt"):
             for run in current[current["status"] == status].itertuples(index=False):
                 lines.append(f"- {status}: `{run.path}`" + (f": {run.error}" if isinstance(run.error, str) else ""))
         for run in mine[mine["superseded_by"].notna()].itertuples(index=False):

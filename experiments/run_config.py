@@ -144,11 +144,15 @@ def build_run_config(cfg: dict[str, Any]) -> dict[str, Any]:
         "init_from": None,
         "runtime": copy.deepcopy(cfg["runtime"]),
         "paths": copy.deepcopy(cfg["paths"]),
+        # Where the job runs (placement, outside the config hash): a run asking for GPUs refuses the CPU.
+        "resources": resources(cfg),
     }
     if table["task"] == "compute":
         contenders = cfg["compute"]["method_configs"]
         run["compute"] = {**copy.deepcopy(cfg["compute"]), "methods": list(contenders),
-                          "method_configs": {name: _method_settings(settings) for name, settings in contenders.items()}}
+                          "method_configs": {name: _method_settings(settings) for name, settings in contenders.items()},
+                          # the step is timed at the batch one GPU of the training job holds (this job has one GPU)
+                          "training_ranks": int(scale_cfg["resources"]["nodes"]) * int(scale_cfg["resources"]["tasks_per_node"])}
         run["graph"] = copy.deepcopy(cfg["graph"])
     if table["task"] == "graph_stats":
         run["graph_stats"] = copy.deepcopy(cfg["graph_stats"])

@@ -108,6 +108,14 @@ def build_model(config: dict[str, Any]) -> nn.Module:
     return ContrastiveModel(backbone, feature_dim, projector)
 
 
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on ``device`` without a host sync: copied asynchronously from pinned memory on a GPU
+    (the DataLoader pins what it hands over; side information made here is pinned first)."""
+    if device.type == "cuda" and not tensor.is_pinned():
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=True)
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
 
@@ -135,7 +143,7 @@ def build_loss_fn(config: dict[str, Any], train_dataset: Dataset, device: torch.
         criterion = losses.ClipLoss()
 
         def clip_step(model, batch, device):
-            tokens = _unwrap(model).tokenize(list(batch["caption"])).to(device)
+            tokens = to_device(_unwrap(model).tokenize(list(batch["caption"])), device)
             images = batch["view1"].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             image_features, text_features, logit_scale = model(images, tokens)
             return criterion(image_features, text_features, logit_scale)
@@ -163,10 +171,10 @@ def build_loss_fn(config: dict[str, Any], train_dataset: Dataset, device: torch.
         if targets == "views":
             return criterion(z1, z2)
         if targets == "labels":
-            return criterion(z1, z2, batch["label"].to(device))
-        rows = side(batch).to(device)
+            return criterion(z1, z2, to_device(batch["label"], device))
+        rows = to_device(side(batch), device)
         if diagnostics is not None and diagnostics.wanted:
-            diagnostics.add(gather_without_grad(rows), gather_without_grad(batch["label"].to(device)))
+            diagnostics.add(gather_without_grad(rows), gather_without_grad(to_device(batch["label"], device)))
         return criterion(z1, z2, rows)
 
     return contrastive_step, graph_seconds
