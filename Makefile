@@ -39,11 +39,11 @@ preview: venv system-packages
 	HF_HUB_OFFLINE=1 $(PY) experiments/preview.py
 
 test: venv system-packages
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not rehearsal" --durations=25
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not rehearsal and not long" --durations=25
 
 # Every table under scale=rehearsal on miniature paper datasets, locally and on the local SLURM (~30 min).
 test-long: venv system-packages
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m rehearsal
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "rehearsal or long" --durations=25
 
 # On a machine with one GPU (a few minutes, offline, fixture data): does the paper path's input and training run
 # there, and how fast; one JSON line (experiments/gpu_check.py says what it holds). make test runs its --small mode.
