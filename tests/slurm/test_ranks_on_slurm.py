@@ -23,8 +23,9 @@ def _result(sweeps: Path) -> dict:
 
 
 def test_a_two_task_job_outlives_a_collective_timeout_shorter_than_its_evaluation(slurm_cluster, tmp_path):
+    # The probe's features over all 60000 Fashion-MNIST training images: an evaluation far past 10 s.
     _finish(_reproduce(tmp_path, *RUN, "scale.epochs=1", "runtime.distributed_timeout_s=10",
-                       "scale.probe.epochs=3000"), 900)  # evaluation: ~15 s per 1000 probe epochs when loaded, less when quiet
+                       "eval_suites.fashion_mnist.evaluations.imagenet.train.options.max_samples=60000"), 900)
     record = _result(tmp_path)
     assert record["status"] == "completed" and record["hardware"]["world_size"] == 2
     assert record["timing"]["eval_s"] > 10, "the evaluation outlasted the collective timeout"
