@@ -144,13 +144,15 @@ def metric_cells(runs: pd.DataFrame, table: str, scale: str, reported: list[Repo
     return frame
 
 
-def _methods_with_role(cells: pd.DataFrame, *roles: str) -> list[str]:
-    return sorted({method for method, role in zip(cells["method"], cells["method_role"], strict=True) if role in roles})
+def _methods_where(cells: pd.DataFrame, label: str, *values: str) -> list[str]:
+    """The methods whose recorded ``label`` (method_role, method_targets) is one of ``values``."""
+    return sorted({method for method, value in zip(cells["method"], cells[label], strict=True) if value in values})
 
 
-def _methods_with_targets(cells: pd.DataFrame, targets: str) -> list[str]:
-    return sorted({method for method, built_from in zip(cells["method"], cells["method_targets"], strict=True)
-                   if built_from == targets})
+def _first_reference(cells: pd.DataFrame, cell, methods: list[str]):
+    """The reference cell (``_reference_cell``) of the first of ``methods`` that has one, else None."""
+    return next((found for method in methods for found in [_reference_cell(cells, cell, method)] if found is not None),
+                None)
 
 
 def _run_setting(runs: pd.DataFrame, column: str) -> str | None:
@@ -161,8 +163,7 @@ def _run_setting(runs: pd.DataFrame, column: str) -> str | None:
 def _gain_over_untrained(cells: pd.DataFrame, cell) -> float:
     if cell.method_role == UNTRAINED_ROLE or cell.n == 0:
         return math.nan
-    baseline = next((found for method in _methods_with_role(cells, UNTRAINED_ROLE)
-                     for found in [_reference_cell(cells, cell, method)] if found is not None), None)
+    baseline = _first_reference(cells, cell, _methods_where(cells, "method_role", UNTRAINED_ROLE))
     return cell.mean - baseline.mean if baseline is not None else math.nan
 
 
@@ -195,15 +196,15 @@ def known_answer_checks(cells: pd.DataFrame) -> pd.DataFrame:
     if cells is None or cells.empty:
         return pd.DataFrame(columns=CHECK_COLUMNS)
     primary = min(dict.fromkeys(cells["column"]), key=column_rank)
-    baselines = _methods_with_role(cells, *NOT_TRAINED_ROLES)
-    label_free_methods = _methods_with_role(cells, LABEL_FREE_ROLE)
+    baselines = _methods_where(cells, "method_role", *NOT_TRAINED_ROLES)
+    label_free_methods = _methods_where(cells, "method_role", LABEL_FREE_ROLE)
+    true_class_methods = _methods_where(cells, "method_targets", TRUE_CLASS_TARGETS)
     rows = []
     for cell in cells[(cells["column"] == primary) & (cells["n"] > 0)].itertuples(index=False):
         sanity = cell.sanity if isinstance(cell.sanity, str) and cell.sanity != "none" else None
         if cell.method_role in NOT_TRAINED_ROLES or (isinstance(cell.variant, str) and not cell.variant.startswith("sanity=")):
             continue
-        label_free = next((found for method in label_free_methods if method != cell.method
-                           for found in [_reference_cell(cells, cell, method)] if found is not None), None)
+        label_free = _first_reference(cells, cell, [method for method in label_free_methods if method != cell.method])
         if sanity == PERMUTED_GRAPH:
             # The class identity survives the permutation: the run must lose the graph's values, not SupCon's level.
             real_graph = _real_graph_cell(cells, cell)
@@ -223,9 +224,7 @@ def known_answer_checks(cells: pd.DataFrame) -> pd.DataFrame:
                 rows.append(_check_row(cell, reference, "clears the baseline", passes=_clears(cell, reference)))
         if cell.method_role != LABEL_FREE_ROLE and label_free is not None and cell.graph != NO_EDGE_GRAPH:
             rows.append(_check_row(cell, label_free, "beats the label-free method", passes=_clears(cell, label_free)))
-        true_class = next((found for method in _methods_with_targets(cells, TRUE_CLASS_TARGETS)
-                           for found in [_reference_cell(cells, cell, method)] if found is not None),
-                          None) if cell.graph == CLASS_ONLY_GRAPH else None
+        true_class = _first_reference(cells, cell, true_class_methods) if cell.graph == CLASS_ONLY_GRAPH else None
         if true_class is not None:
             rows.append(_check_row(cell, true_class, "stays at the true-class method's level",
                                    passes=_verdict(cell, true_class, true_class.mean - cell.mean <= SANITY_TOLERANCE_POINTS)))

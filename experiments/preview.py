@@ -21,26 +21,29 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from any directory
     sys.path.insert(0, str(REPO))
 
+from analysis.catalog import tables  # noqa: E402
 from analysis.report import check_outcome_lines  # noqa: E402
-from experiments.plan import CONFIGS_DIR, TABLES  # noqa: E402
+from experiments.plan import TABLES  # noqa: E402
 
 SCALE = "tiny"
 
 
+def _section(table: str) -> dict:
+    """The ``table`` section of configs/table/<table>.yaml (read once, by analysis.catalog)."""
+    return next(section for section in tables().values() if section["file"] == table)
+
+
 def extra_sweeps(table: str) -> list[list[str]]:
     """The overrides of each sweep the table adds at tiny scale beyond its own grid."""
-    declared = (yaml.safe_load((CONFIGS_DIR / "table" / f"{table}.yaml").read_text())["table"].get("extra_sweeps") or {})
-    return [sweep.split() for sweep in declared.get(SCALE) or []]
+    return [sweep.split() for sweep in (_section(table).get("extra_sweeps") or {}).get(SCALE) or []]
 
 
 def _table_id(table: str) -> str:
-    return str(yaml.safe_load((CONFIGS_DIR / "table" / f"{table}.yaml").read_text())["table"]["id"])
+    return str(_section(table)["id"])
 
 
 def _sweep_dir(sweeps: Path, table: str) -> Path:
