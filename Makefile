@@ -8,7 +8,7 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 DEBIAN_PACKAGES := dataset-fashion-mnist slurmctld slurmd slurm-client munge
 
-.PHONY: demo test test-long venv system-packages lint bench clean-sweeps
+.PHONY: demo preview test test-long gpu-check venv system-packages lint bench clean-sweeps
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON_BOOTSTRAP) -m venv $(VENV)
@@ -29,24 +29,26 @@ system-packages:
 	  else echo "note: missing Debian packages:$$missing (run as root to install them)"; fi; \
 	fi
 
-# Table 1 in miniature (X-CLR and SupCon with 5 seeds, so that the report can resolve a small difference or
-# say it cannot), then its known-answer sanity runs: supervision detached from the images (3 seeds each), and
-# X-CLR with its graph's class rows permuted (5 seeds, compared with the real-graph row). The report's
-# known-answer checks then say whether the pipeline could tell a broken method (27 runs, 24 trained).
-TINY_TABLE1 := HF_HUB_OFFLINE=1 $(PY) experiments/reproduce.py -m table=1 scale=tiny
+# Table 1 in miniature with the sanity runs its known-answer checks compare (configs/table/1.yaml
+# extra_sweeps: supervision detached from the images); the last lines say whether the checks pass.
 demo: venv system-packages
-	$(TINY_TABLE1)
-	$(TINY_TABLE1) method=supcon,xclr seed=3,4
-	$(TINY_TABLE1) method=xclr sanity=permuted_graph seed=0,1,2,3,4
-	$(TINY_TABLE1) method=supcon sanity=shuffled_labels seed=0,1,2
-	$(TINY_TABLE1) method=xclr sanity=misaligned_graph seed=0,1,2
+	HF_HUB_OFFLINE=1 $(PY) experiments/preview.py --tables 1 --out paper_figures/tiny
+
+# Every table in miniature into the committed preview (paper_figures/preview/tiny), each table timed.
+preview: venv system-packages
+	HF_HUB_OFFLINE=1 $(PY) experiments/preview.py
 
 test: venv system-packages
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not rehearsal"
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not rehearsal and not long" --durations=25
 
 # Every table under scale=rehearsal on miniature paper datasets, locally and on the local SLURM (~30 min).
 test-long: venv system-packages
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m rehearsal
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "rehearsal or long" --durations=25
+
+# On a machine with one GPU (a few minutes, offline, fixture data): does the paper path's input and training run
+# there, and how fast; one JSON line (experiments/gpu_check.py says what it holds). make test runs its --small mode.
+gpu-check: venv
+	HF_HUB_OFFLINE=1 $(PY) experiments/gpu_check.py
 
 lint: venv
 	$(PY) -m ruff check xsample analysis experiments tests

@@ -11,7 +11,7 @@ CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
 @lru_cache(maxsize=1)
-def _tables() -> dict[str, dict]:
+def tables() -> dict[str, dict]:
     """Table id -> its ``table`` section (configs/table/<file>.yaml; the id defaults to the file name)."""
     tables = {}
     for path in sorted((CONFIGS_DIR / "table").glob("*.yaml")):
@@ -22,13 +22,13 @@ def _tables() -> dict[str, dict]:
 
 def table_names() -> dict[str, str]:
     """Table id -> the name reports give it ("1" -> "Table 1", "fig3" -> "Fig. 3 (data scarcity)")."""
-    return {id_: str(table.get("name") or f"Table {table['file']}") for id_, table in _tables().items()}
+    return {id_: str(table.get("name") or f"Table {table['file']}") for id_, table in tables().items()}
 
 
 def row_readings() -> dict[str, str]:
     """Table id -> whose reading its rows are, for tables that say (``table.rows_reading``: Table 2's rows
     are harness readings, the paper's own rows not being public)."""
-    return {id_: str(table["rows_reading"]) for id_, table in _tables().items() if table.get("rows_reading")}
+    return {id_: str(table["rows_reading"]) for id_, table in tables().items() if table.get("rows_reading")}
 
 
 def scales() -> list[str]:

@@ -11,13 +11,15 @@ import pandas as pd
 from xsample.heartbeat import staleness
 from xsample.methods import graph_label
 
-LABELS = ("table", "scale", "method", "dataset", "dataset_used", "setting", "variant", "seed")
+LABELS = ("table", "scale", "layout", "comparability", "method", "method_role", "method_targets", "dataset", "dataset_used", "setting", "variant", "seed")
 # Two runs with the same identity are the same experiment: the newest one counts. The variant (what a
 # run's config changes beyond its table's grid, e.g. "method.temperature=0.2") is part of it.
 IDENTITY = ("table", "scale", "method", "dataset", "setting", "variant", "seed")
 # "stale": result.json says running, but its heartbeat stopped and its process or SLURM job is gone.
-STATUSES = ("completed", "running", "stale", "failed", "missing", "corrupt")
-READABLE_STATUSES = ("completed", "running", "stale", "failed")  # a result.json was read
+# "interrupted": a signal stopped a local run after its checkpoint; relaunching resumes it.
+STATUSES = ("completed", "running", "stale", "failed", "missing", "corrupt", "interrupted")
+READABLE_STATUSES = ("completed", "running", "stale", "interrupted", "failed")  # a result.json was read
+RECORDED_STATUSES = ("completed", "running", "interrupted", "failed")  # what the library writes
 PLAN_FILE = "sweep_plan.json"
 # What the known-answer checks read from a run's config: its sanity check and its graph (graph_label).
 CONFIG_COLUMNS = ("sanity", "graph")
@@ -63,7 +65,7 @@ def _read_result(result_file: Path, path: str) -> dict[str, Any]:
         result = json.loads(result_file.read_text())
         if not isinstance(result, dict):
             raise ValueError("top level is not a JSON object")
-        if result.get("status") not in ("completed", "running", "failed"):
+        if result.get("status") not in RECORDED_STATUSES:
             raise ValueError(f"unknown status {result.get('status')!r}")
         experiment = result.get("experiment")
         if not isinstance(experiment, dict):
@@ -134,12 +136,11 @@ def _flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
 
 
 def _plan_entries(plan_file: Path) -> list[tuple[str, dict[str, Any]]]:
-    """(run_dir, labels) of every planned run. Accepts {"runs": [{"run_dir", "experiment"}]} and
-    {"jobs": [{"run_dir", "labels"}]}; an unreadable plan is ignored (the results still count)."""
+    """(run_dir, labels) of every planned run ({"runs": [{"run_dir", "experiment"}]}, as experiments/plan.py
+    writes it); an unreadable plan is ignored (the results still count)."""
     try:
         plan = json.loads(plan_file.read_text())
-        jobs = plan.get("runs", plan.get("jobs", []))
-        return [(str(job["run_dir"]), dict(job.get("experiment") or job.get("labels") or {})) for job in jobs]
+        return [(str(run["run_dir"]), dict(run["experiment"])) for run in plan["runs"]]
     except (OSError, ValueError, AttributeError, KeyError, TypeError):
         return []
 

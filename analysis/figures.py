@@ -15,9 +15,9 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from analysis.output import write_atomic  # noqa: E402
-from analysis.tables import completed_runs, compute_table, histograms, row_label  # noqa: E402
+from analysis.tables import completed_runs, compute_table, histograms, row_label, table_facts  # noqa: E402
 
-TINY_NOTE = "tiny analog: only orderings and signs are meaningful"
+MINIATURE_NOTE = "miniature analog: only orderings and signs are meaningful"
 
 
 def save_figure(figure: plt.Figure, out: Path, stem: str) -> list[Path]:
@@ -27,19 +27,16 @@ def save_figure(figure: plt.Figure, out: Path, stem: str) -> list[Path]:
     return written
 
 
-def _title(text: str, scale: str) -> str:
-    return f"{text}\n({TINY_NOTE})" if scale == "tiny" else text
+def _title(text: str, comparability: str) -> str:
+    return f"{text}\n({MINIATURE_NOTE})" if comparability == "miniature" else text
 
 
 def write_table_figures(runs: pd.DataFrame, table: str, scale: str, out: Path) -> list[Path]:
-    """The figures a table has, when its data exist."""
-    if table == "fig3":
-        return data_scarcity_figure(runs, scale, out)
-    if table == "fig5":
-        return graph_similarity_figure(runs, scale, out)
-    if table == "compute":
-        return compute_figure(runs, scale, out)
-    return []
+    """The figures of the table's layout (configs/table/*.yaml table.layout), when their data exist."""
+    layout, comparability = table_facts(runs, table, scale)
+    draw = {"data_scarcity": data_scarcity_figure, "graph_similarity": graph_similarity_figure,
+            "compute": compute_figure}.get(layout)
+    return draw(runs, table, scale, comparability, out) if draw is not None else []
 
 
 def training_curves_figure(runs: pd.DataFrame, table: str, scale: str, out: Path, stem: str) -> list[Path]:
@@ -60,7 +57,8 @@ def training_curves_figure(runs: pd.DataFrame, table: str, scale: str, out: Path
     figure, axes = plt.subplots(figsize=(6, 4))
     sns.lineplot(data=data.sort_values("row"), x="step", y="loss", hue="row", errorbar="sd", ax=axes)
     axes.set(xlabel="training step", ylabel="training loss",
-             title=_title(f"Training curves, {'table ' + table if table.isdigit() else table}: mean ± std over seeds", scale))
+             title=_title(f"Training curves, {'table ' + table if table.isdigit() else table}: mean ± std over seeds",
+                          table_facts(runs, table, scale)[1]))
     axes.legend(fontsize=7, title=None)
     return save_figure(figure, out, f"{stem}_training_curves")
 
@@ -80,8 +78,8 @@ def _imagenet_stand_in(runs: pd.DataFrame) -> str:
     return f"{', '.join(sorted(used))} (ImageNet analog)" if used else "ImageNet"
 
 
-def data_scarcity_figure(runs: pd.DataFrame, scale: str, out: Path) -> list[Path]:
-    done = completed_runs(runs, "fig3", scale, own_only=True)
+def data_scarcity_figure(runs: pd.DataFrame, table: str, scale: str, comparability: str, out: Path) -> list[Path]:
+    done = completed_runs(runs, table, scale, own_only=True)
     if "imagenet.top1" not in done:
         return []
     data = done.assign(fraction=done["setting"].map(_fraction)).dropna(subset=["fraction", "imagenet.top1"])
@@ -90,12 +88,12 @@ def data_scarcity_figure(runs: pd.DataFrame, scale: str, out: Path) -> list[Path
     figure, axes = plt.subplots(figsize=(5, 3.5))
     sns.lineplot(data=data, x="fraction", y="imagenet.top1", hue="method", errorbar="sd", marker="o", ax=axes)
     axes.set(xlabel="fraction of training data", ylabel=f"{_imagenet_stand_in(data)} top-1 (%)",
-             title=_title("Data scarcity (Fig. 3a)", scale))
-    return save_figure(figure, out, f"fig3_{scale}")
+             title=_title("Data scarcity (Fig. 3a)", comparability))
+    return save_figure(figure, out, f"{table}_{scale}")
 
 
-def graph_similarity_figure(runs: pd.DataFrame, scale: str, out: Path) -> list[Path]:
-    found = histograms(runs, scale)
+def graph_similarity_figure(runs: pd.DataFrame, table: str, scale: str, comparability: str, out: Path) -> list[Path]:
+    found = histograms(runs, table, scale)
     if not found:
         return []
     # Rebuild the histograms from the stored counts: one weighted sample per bin centre.
@@ -105,24 +103,24 @@ def graph_similarity_figure(runs: pd.DataFrame, scale: str, out: Path) -> list[P
     figure, axes = plt.subplots(figsize=(5, 3.5))
     sns.histplot(data=data, x="similarity", weights="count", hue="graph", bins=edges, stat="density",
                  common_norm=False, element="step", ax=axes)
-    axes.set(xlabel="pairwise graph similarity (cosine)", title=_title("Graph similarity distribution (Fig. 5a)", scale))
-    return save_figure(figure, out, f"fig5_{scale}")
+    axes.set(xlabel="pairwise graph similarity (cosine)", title=_title("Graph similarity distribution (Fig. 5a)", comparability))
+    return save_figure(figure, out, f"{table}_{scale}")
 
 
-def compute_figure(runs: pd.DataFrame, scale: str, out: Path) -> list[Path]:
-    frame, settings = compute_table(runs, scale)
+def compute_figure(runs: pd.DataFrame, table: str, scale: str, comparability: str, out: Path) -> list[Path]:
+    frame, settings = compute_table(runs, table, scale)
     frame = frame.dropna(subset=["step_ms"])
     if frame.empty:
         return []
     figure, axes = plt.subplots(figsize=(5, 3.5))
     sns.barplot(data=frame, x="method", y="step_ms", hue="method", legend=False, ax=axes)
-    for position, ratio in enumerate(frame["ratio_vs_simclr"]):
+    for position, ratio in enumerate(frame["ratio"]):
         if not math.isnan(ratio):
-            axes.annotate(f"{ratio:.2f}× SimCLR", (position, frame["step_ms"].iloc[position]),
+            axes.annotate(f"{ratio:.2f}× {settings['overhead_against']}", (position, frame["step_ms"].iloc[position]),
                           ha="center", va="bottom", fontsize=8)
-    batch = f", batch {settings['batch_size']}" if settings.get("batch_size") else ""
-    axes.set(ylabel="training step (ms)", title=_title(f"Compute per step{batch}", scale))
-    return save_figure(figure, out, f"compute_{scale}")
+    batch = f", batch {settings['batch_size']} per GPU" if settings.get("batch_size") else ""
+    axes.set(ylabel="training step (ms)", title=_title(f"Compute per step{batch}", comparability))
+    return save_figure(figure, out, f"{table}_{scale}")
 
 
 def comparison_figure(points: list[dict], scale: str, out: Path) -> list[Path]:
@@ -145,6 +143,6 @@ def comparison_figure(points: list[dict], scale: str, out: Path) -> list[Path]:
                       yerr=(point["reproduced_high"] - point["reproduced_low"]) / 2,
                       fmt="o", color=color, label=point["label"], capsize=3)
     axes.set(xlim=line, ylim=line, xlabel="reported by the paper (pt)", ylabel="reproduced (pt)",
-             title=_title("Reproduced vs reported", scale))
+             title="Reproduced vs reported")
     axes.legend(fontsize=6, loc="upper left")
     return save_figure(figure, out, f"reproduced_vs_reported_{scale}")

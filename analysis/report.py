@@ -16,7 +16,6 @@ from analysis.reported import DEFAULT_FILE, QUALITATIVE_KINDS, ReportedNumber, l
 from analysis.tables import (
     GRAPH_DIAGNOSTIC_FIELDS,
     MIN_SEEDS_FOR_VERDICT,
-    MINIATURE_SCALES,
     SANITY_TOLERANCE_POINTS,
     claim_seeds,
     claims,
@@ -29,12 +28,14 @@ from analysis.tables import (
     method_comparisons,
     metric_cells,
     row_label,
+    table_facts,
 )
 
-TINY_BANNER = ("Tiny analogs on embedded data: absolute values are not comparable with the paper's; "
-               "only orderings and signs are meaningful.")
-REHEARSAL_BANNER = ("Dress rehearsal on miniature fixtures (scale=rehearsal): the numbers measure nothing; "
-                    "the report shows that the paper-scale path runs end to end.")
+# What a report says above a table whose scale is not comparable with the paper (scale.comparability).
+BANNERS = {"miniature": "Miniature analogs on embedded data: absolute values are not comparable with the paper's; "
+                        "only orderings and signs are meaningful.",
+           "plumbing": "Dress rehearsal on miniature fixtures: the numbers measure nothing; the report shows that "
+                       "the paper-scale path runs end to end."}
 FLAG_MD, FLAG_TEX = "⚠", r"\textdagger{}"
 # How the report names a fact that is not the paper's own statement (analysis/reported_numbers.yaml `origin`).
 ORIGIN_LABELS = {"paper": "", "review": "a review's reading", "third_party": "third-party reading"}
@@ -145,13 +146,15 @@ class TableReport:
     def __init__(self, runs: pd.DataFrame, table: str, scale: str, reported: list[ReportedNumber], paper_version: str):
         self.runs, self.table, self.scale, self.paper_version = runs, table, scale, paper_version
         self.reported = [entry for entry in reported if entry.table == table]
+        self.layout, comparability = table_facts(runs, table, scale)
         # Scales whose values are not comparable with the paper's: no differences, no flags, a banner.
-        self.tiny = scale in MINIATURE_SCALES
-        self.banner = REHEARSAL_BANNER if scale == "rehearsal" else TINY_BANNER
+        self.tiny = comparability != "paper"
+        self.banner = BANNERS.get(comparability)
         # Files are named after what they hold: table1_tiny, fig3_tiny, compute_tiny.
         self.stem = f"{'table' if table.isdigit() else ''}{table}_{scale}"
-        self.cells = metric_cells(runs, table, scale, self.reported) if table not in ("compute", "fig5") else None
-        self.claims = claims(runs, table, scale, self.reported)
+        self.cells = metric_cells(runs, table, scale, self.reported, comparable=not self.tiny) \
+            if self.layout in ("metrics", "data_scarcity") else None
+        self.claims = claims(runs, table, scale, self.reported, comparable=not self.tiny)
         self.checks = known_answer_checks(self.cells)
         self.comparisons = method_comparisons(self.cells)
         self.graph_diagnostics = graph_diagnostics_table(runs, table, scale)
@@ -169,9 +172,9 @@ class TableReport:
     # ---- main table ---------------------------------------------------------------------------
     def main_table(self) -> tuple[list[str], list[list[str]], pd.DataFrame, list[str]]:
         """(header, rows of cell texts, CSV frame, notes) of the table proper."""
-        if self.table == "compute":
+        if self.layout == "compute":
             return self._compute_table()
-        if self.table == "fig5":
+        if self.layout == "graph_similarity":
             return self._graph_similarity_table()
         return self._metric_table()
 
@@ -235,11 +238,12 @@ class TableReport:
         return " · ".join(parts)
 
     def _compute_table(self):
-        frame, settings = compute_table(self.runs, self.scale)
+        frame, settings = compute_table(self.runs, self.table, self.scale)
         reported = {entry.row: entry.describe() for entry in self.reported if entry.kind == "absolute"}
         frame["reported_ratio"] = [reported.get(method, "not public") for method in frame["method"]]
-        header = ["method", "step (ms)", "images/s", "step time vs SimCLR", "peak memory (MB)", "paper"]
-        rows = [[r.method, _number(r.step_ms, 2), _number(r.images_per_s, 0), f"{_number(r.ratio_vs_simclr, 2)}×",
+        header = ["method", "step (ms)", "images/s", f"step time vs {settings.get('overhead_against') or '—'}",
+                  "peak memory (MB)", "paper"]
+        rows = [[r.method, _number(r.step_ms, 2), _number(r.images_per_s, 0), f"{_number(r.ratio, 2)}×",
                  _number(r.peak_mem_mb, 0), r.reported_ratio] for r in frame.itertuples(index=False)]
         notes = ["Paper (Section 4.5): overhead described as minimal; no number is public."]
         if settings:
@@ -247,7 +251,7 @@ class TableReport:
         return header, rows, frame, notes
 
     def _graph_similarity_table(self):
-        frame = graph_similarity_table(self.runs, self.scale)
+        frame = graph_similarity_table(self.runs, self.table, self.scale)
         header = list(frame.columns)
         rows = [[value if isinstance(value, str) else _number(value, 0 if float(value).is_integer() else 3)
                  for value in row.values()] for row in frame.to_dict("records")]
@@ -356,7 +360,7 @@ class TableReport:
         current = mine[mine["superseded_by"].isna()]
         counts = current["status"].value_counts()
         lines = ["Counts: " + ", ".join(f"{status} {int(counts.get(status, 0))}" for status in STATUSES)]
-        for status in ("failed", "stale", "running", "missing", "corrupt"):
+        for status in ("failed", "stale", "interrupted", "running", "missing", "corrupt"):
             for run in current[current["status"] == status].itertuples(index=False):
                 lines.append(f"- {status}: `{run.path}`" + (f": {run.error}" if isinstance(run.error, str) else ""))
         for run in mine[mine["superseded_by"].notna()].itertuples(index=False):

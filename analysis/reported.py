@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,6 @@ from typing import Any
 import yaml
 
 from analysis.catalog import table_names
-from xsample.methods import BASELINES, METHODS
 
 DEFAULT_FILE = Path(__file__).with_name("reported_numbers.yaml")
 PAPER_VERSIONS = ("workshop", "v1", "v2")
@@ -34,8 +34,8 @@ EVALUATION_COLUMNS = ("imagenet.top1", "imagenet.knn_top1", "zero_shot.imagenet"
                       "few_label.top1_1pct", "few_label.top1_10pct", "heldout_classes.top1", "heldout_classes.knn_top1")
 # What the compute table measures per method (xsample/train/compute.py).
 COMPUTE_FIELDS = ("step_ms", "images_per_s", "peak_mem_mb")
-COMPUTE_COLUMNS = ("compute.xclr_over_simclr", *(f"compute.{method}.{field}" for method in METHODS
-                                                 if method not in BASELINES for field in COMPUTE_FIELDS))
+# compute.<method>.<field>, and the overhead ratio compute.<method>_over_<reference> (configs/table/compute.yaml).
+COMPUTE_COLUMN_PATTERN = re.compile(rf"compute\.(\w+_over_\w+|\w+\.({'|'.join(COMPUTE_FIELDS)}))")
 GRAPH_COLUMN_PREFIX = "graph_similarity."
 TOP_LEVEL_FIELDS = ("default_tolerance", "entries")
 ENTRY_FIELDS = ("id", "table", "kind", "row", "setting", "dataset", "datasets", "column", "columns", "value", "low",
@@ -149,7 +149,7 @@ def _default_tolerances(filename: str, raw: Any) -> dict[str, float]:
 
 
 def known_column(column: str) -> bool:
-    return column in EVALUATION_COLUMNS or column in COMPUTE_COLUMNS or column.startswith(GRAPH_COLUMN_PREFIX)
+    return column in EVALUATION_COLUMNS or COMPUTE_COLUMN_PATTERN.fullmatch(column) is not None or column.startswith(GRAPH_COLUMN_PREFIX)
 
 
 def _is_number(value: Any) -> bool:
@@ -207,7 +207,7 @@ def _parse_entry(filename: str, index: int, raw: Any, tolerances: dict[str, floa
     for column in columns:
         if not known_column(column):
             raise fail("column" if kind != "difference_range" else "columns",
-                       f"names unknown metric {column!r}; known: {', '.join(EVALUATION_COLUMNS + COMPUTE_COLUMNS)}, "
+                       f"names unknown metric {column!r}; known: {', '.join(EVALUATION_COLUMNS)}, compute.<method>.<{'|'.join(COMPUTE_FIELDS)}>, "
                        f"{GRAPH_COLUMN_PREFIX}*")
 
     fields: dict[str, Any] = {}

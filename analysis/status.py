@@ -25,7 +25,7 @@ def status_text(sweep_dir: Path | str, runs: pd.DataFrame | None = None) -> str:
     lines = []
     for run in runs.itertuples(index=False):
         line = f"{run.status:<10} {run.path}  [{_label(run)}]"
-        if run.status in ("failed", "stale", "corrupt") and isinstance(run.error, str):
+        if run.status in ("failed", "stale", "interrupted", "corrupt") and isinstance(run.error, str):
             line += f"  {run.error}"
         if isinstance(run.superseded_by, str):
             line += f"  (superseded by {run.superseded_by}; not counted)"

@@ -11,19 +11,27 @@ import pandas as pd
 
 from analysis.collect import current_runs
 from analysis.reported import COMPUTE_FIELDS, EVALUATION_COLUMNS, ReportedNumber
-from xsample.methods import BASELINES, graph_label
+from xsample.methods import graph_label
 
 # Metrics with their own table layout, kept out of the generic evaluation columns.
 SPECIAL_PREFIXES = ("compute.", "graph_similarity.", "graph_diagnostics.")
-# Scales whose absolute values are not comparable with the paper's (miniature models and data).
-MINIATURE_SCALES = ("tiny", "rehearsal")
-CELL_COLUMNS = ["method", "setting", "variant", "dataset", "sanity", "graph", "column", "mean", "std", "n",
-                "gain_over_untrained", "reported", "paper_version", "source", "diff", "tolerance", "flag"]
-# The baseline every trained method's gain is measured against: the same network at initialisation.
-UNTRAINED = "untrained"
-# Methods that use no labels, class names or graph: the level a sanity run (supervision detached from the
-# images) must fall to. X-CLR on captions falls to CLIP, which still pairs each image with its caption.
-LABEL_FREE_METHODS = ("simclr", "clip")
+# How a scale's values stand against the paper's (configs/scale/*.yaml scale.comparability, recorded in each
+# run's experiment block): only "paper" values are set against reported numbers; "miniature" tables keep
+# orderings and signs; "plumbing" numbers (scale=rehearsal) measure nothing.
+COMPARABILITIES = ("paper", "miniature", "plumbing")
+# How a table is laid out (configs/table/*.yaml table.layout, recorded likewise).
+LAYOUTS = ("metrics", "data_scarcity", "graph_similarity", "compute")
+CELL_COLUMNS = ["method", "method_role", "method_targets", "setting", "variant", "dataset", "sanity", "graph", "column",
+                "mean", "std", "n", "gain_over_untrained", "reported", "paper_version", "source", "diff", "tolerance",
+                "flag"]
+# Each run records its method's role and targets (xsample.methods, result.json experiment.method_role and
+# method_targets): gains are measured against the "untrained" row (the same network at initialisation); every
+# trained row must clear the rows that train nothing; "label_free" rows (no labels, class names or graph) are
+# the level a sanity run (supervision detached from the images) must fall to. X-CLR on captions falls to CLIP,
+# which still pairs each image with its caption.
+UNTRAINED_ROLE = "untrained"
+NOT_TRAINED_ROLES = ("untrained", "baseline")
+LABEL_FREE_ROLE = "label_free"
 # A sanity run within this many points of the label-free method (or below it) has lost its supervised
 # advantage (issue 9's criterion); more means the loss still sees labels or graph rows matching the images.
 SANITY_TOLERANCE_POINTS = 2.0
@@ -34,7 +42,8 @@ PERMUTED_GRAPH = "permuted_graph"
 # stay with the method that trains on the true classes.
 NO_EDGE_GRAPH = graph_label({"source": "random", "granularity": "sample"})
 CLASS_ONLY_GRAPH = graph_label({"source": "random", "granularity": "class"})
-TRUE_CLASS_METHOD = "supcon"
+# The row a class-only graph must stay level with: the method whose targets are the true classes (SupCon).
+TRUE_CLASS_TARGETS = "labels"
 # Fewer seeds than this on either side of a comparison give no verdict: one seed has no spread to measure
 # the difference against, so a check or claim then reads "untested" instead of yes or no.
 MIN_SEEDS_FOR_VERDICT = 2
@@ -63,6 +72,19 @@ def completed_runs(runs: pd.DataFrame, table: str, scale: str, *, own_only: bool
     return runs[pd.Series(mask, index=runs.index, dtype=bool)]
 
 
+def table_facts(runs: pd.DataFrame, table: str, scale: str) -> tuple[str, str]:
+    """(layout, comparability) of a table at a scale, as its runs recorded them from configs/."""
+    mine = runs[[_matches(t, table) and _matches(s, scale) for t, s in zip(runs["table"], runs["scale"], strict=True)]]
+    facts = []
+    for label, allowed in (("layout", LAYOUTS), ("comparability", COMPARABILITIES)):
+        values = {value for value in mine[label] if isinstance(value, str)}
+        if len(values) != 1 or not values <= set(allowed):
+            raise ValueError(f"the runs of table {table} at scale {scale} record {label} {sorted(values) or 'none'}; "
+                             f"expected one of {', '.join(allowed)} (rerun them with the current configs/)")
+        facts.append(values.pop())
+    return facts[0], facts[1]
+
+
 def evaluation_columns(runs: pd.DataFrame) -> list[str]:
     """Metric columns ("imagenet.top1", ...) with at least one value among `runs`."""
     return [column for column in runs.columns
@@ -88,20 +110,24 @@ def _std(values: pd.Series) -> float:
     return float(values.std(ddof=1)) if len(values) > 1 else math.nan
 
 
-def metric_cells(runs: pd.DataFrame, table: str, scale: str, reported: list[ReportedNumber]) -> pd.DataFrame:
+def metric_cells(runs: pd.DataFrame, table: str, scale: str, reported: list[ReportedNumber],
+                 comparable: bool) -> pd.DataFrame:
     """One row per (method, setting, variant, dataset, evaluation column): reproduced mean/std/n over completed
     seeds next to the reported absolute value (only for the table's own runs: a variant is compared with
     nothing the paper reports). Reported cells without a run appear with n = 0."""
     done = completed_runs(runs, table, scale)
     # Miniature scales measure other data and models: their cells are never set against the paper's values.
-    absolute = [entry for entry in reported if entry.table == table and entry.kind == "absolute"
-                and scale not in MINIATURE_SCALES]
+    absolute = [entry for entry in reported if entry.table == table and entry.kind == "absolute" and comparable]
     keys = {(m, None if _matches(s, None) else s, None if _matches(v, None) else v, d)
             for m, s, v, d in zip(done["method"], done["setting"], done["variant"], done["dataset"], strict=True)}
     keys |= {(entry.row, entry.setting, None, entry.dataset) for entry in absolute if entry.dataset is not None}
     columns = evaluation_columns(done)
     columns += sorted({entry.column for entry in absolute if entry.column not in columns
                        and not entry.column.startswith(SPECIAL_PREFIXES)})
+    roles = {method: role for method, role in zip(done["method"], done["method_role"], strict=True)
+             if isinstance(role, str)}
+    targets = {method: target for method, target in zip(done["method"], done["method_targets"], strict=True)
+               if isinstance(target, str)}
     cells = []
     for method, setting, variant, dataset in sorted(keys, key=lambda key: tuple(str(part) for part in key)):
         selected = _select(done, method, dataset, setting, variant)
@@ -115,7 +141,8 @@ def metric_cells(runs: pd.DataFrame, table: str, scale: str, reported: list[Repo
             reported_value = entry.value if entry is not None and entry.value is not None else math.nan
             diff = mean - reported_value
             cells.append({
-                "method": method, "setting": setting, "variant": variant, "dataset": dataset,
+                "method": method, "method_role": roles.get(method), "method_targets": targets.get(method),
+                "setting": setting, "variant": variant, "dataset": dataset,
                 "sanity": _run_setting(selected, "sanity"), "graph": _run_setting(selected, "graph"), "column": column,
                 "mean": mean, "std": _std(values), "n": len(values), "gain_over_untrained": math.nan,
                 "reported": reported_value, "paper_version": _versions(entry), "source": entry.source if entry else None,
@@ -127,15 +154,26 @@ def metric_cells(runs: pd.DataFrame, table: str, scale: str, reported: list[Repo
     return frame
 
 
+def _methods_where(cells: pd.DataFrame, label: str, *values: str) -> list[str]:
+    """The methods whose recorded ``label`` (method_role, method_targets) is one of ``values``."""
+    return sorted({method for method, value in zip(cells["method"], cells[label], strict=True) if value in values})
+
+
+def _first_reference(cells: pd.DataFrame, cell, methods: list[str]):
+    """The reference cell (``_reference_cell``) of the first of ``methods`` that has one, else None."""
+    return next((found for method in methods for found in [_reference_cell(cells, cell, method)] if found is not None),
+                None)
+
+
 def _run_setting(runs: pd.DataFrame, column: str) -> str | None:
     """A row's sanity check or graph label, as its runs record it (None when they record none)."""
     return next((value for value in runs[column] if isinstance(value, str)), None) if column in runs else None
 
 
 def _gain_over_untrained(cells: pd.DataFrame, cell) -> float:
-    if cell.method == UNTRAINED or cell.n == 0:
+    if cell.method_role == UNTRAINED_ROLE or cell.n == 0:
         return math.nan
-    baseline = _reference_cell(cells, cell, UNTRAINED)
+    baseline = _first_reference(cells, cell, _methods_where(cells, "method_role", UNTRAINED_ROLE))
     return cell.mean - baseline.mean if baseline is not None else math.nan
 
 
@@ -169,13 +207,15 @@ def known_answer_checks(cells: pd.DataFrame) -> pd.DataFrame:
     if cells is None or cells.empty:
         return pd.DataFrame(columns=CHECK_COLUMNS)
     primary = min(dict.fromkeys(cells["column"]), key=column_rank)
+    baselines = _methods_where(cells, "method_role", *NOT_TRAINED_ROLES)
+    label_free_methods = _methods_where(cells, "method_role", LABEL_FREE_ROLE)
+    true_class_methods = _methods_where(cells, "method_targets", TRUE_CLASS_TARGETS)
     rows = []
     for cell in cells[(cells["column"] == primary) & (cells["n"] > 0)].itertuples(index=False):
         sanity = cell.sanity if isinstance(cell.sanity, str) and cell.sanity != "none" else None
-        if cell.method in BASELINES or (isinstance(cell.variant, str) and not cell.variant.startswith("sanity=")):
+        if cell.method_role in NOT_TRAINED_ROLES or (isinstance(cell.variant, str) and not cell.variant.startswith("sanity=")):
             continue
-        label_free = next((found for method in LABEL_FREE_METHODS if method != cell.method
-                           for found in [_reference_cell(cells, cell, method)] if found is not None), None)
+        label_free = _first_reference(cells, cell, [method for method in label_free_methods if method != cell.method])
         if sanity == PERMUTED_GRAPH:
             # The class identity survives the permutation: the run must lose the graph's values, not SupCon's level.
             rows += _permuted_graph_checks(cells, cell)
@@ -187,13 +227,13 @@ def known_answer_checks(cells: pd.DataFrame) -> pd.DataFrame:
                                        passes=_verdict(cell, label_free, cell.mean - label_free.mean <= SANITY_TOLERANCE_POINTS)))
             if sanity is not None:
                 continue
-        for baseline in BASELINES:
+        for baseline in baselines:
             reference = _reference_cell(cells, cell, baseline)
             if reference is not None:
                 rows.append(_check_row(cell, reference, "clears the baseline", passes=_clears(cell, reference)))
-        if cell.method not in LABEL_FREE_METHODS and label_free is not None and cell.graph != NO_EDGE_GRAPH:
+        if cell.method_role != LABEL_FREE_ROLE and label_free is not None and cell.graph != NO_EDGE_GRAPH:
             rows.append(_check_row(cell, label_free, "beats the label-free method", passes=_clears(cell, label_free)))
-        true_class = _reference_cell(cells, cell, TRUE_CLASS_METHOD) if cell.graph == CLASS_ONLY_GRAPH else None
+        true_class = _first_reference(cells, cell, true_class_methods) if cell.graph == CLASS_ONLY_GRAPH else None
         if true_class is not None:
             rows.append(_check_row(cell, true_class, "stays at the true-class method's level",
                                    passes=_verdict(cell, true_class, true_class.mean - cell.mean <= SANITY_TOLERANCE_POINTS)))
@@ -289,7 +329,7 @@ def _versions(entry: ReportedNumber | None) -> str | None:
     return ",".join(entry.paper_versions) if entry is not None else None
 
 
-def claims(runs: pd.DataFrame, table: str, scale: str, reported: list[ReportedNumber]) -> pd.DataFrame:
+def claims(runs: pd.DataFrame, table: str, scale: str, reported: list[ReportedNumber], comparable: bool) -> pd.DataFrame:
     """Each claim of `table` evaluated on the table's own runs (variants excluded), completed seeds only:
     a difference as mean(minuend) - mean(subtrahend); an upper bound on a cell (comparable scales only);
     a qualitative ordering of two rows; a gain that shrinks from one dataset to another. A claim whose
@@ -298,7 +338,7 @@ def claims(runs: pd.DataFrame, table: str, scale: str, reported: list[ReportedNu
     done = completed_runs(runs, table, scale, own_only=True)
     rows = []
     for entry in reported:
-        if entry.table != table or entry.kind == "absolute" or (entry.kind == "upper_bound" and scale in MINIATURE_SCALES):
+        if entry.table != table or entry.kind == "absolute" or (entry.kind == "upper_bound" and not comparable):
             continue
         if entry.kind == "gain_shrinks":
             rows.append(_evaluate_gain_shrinks(entry, done))
@@ -410,10 +450,10 @@ def _runs_with_values(runs: pd.DataFrame, columns: tuple[str, ...]) -> int:
     return int(runs[present].notna().any(axis=1).sum()) if present else 0
 
 
-def compute_table(runs: pd.DataFrame, scale: str) -> tuple[pd.DataFrame, dict]:
+def compute_table(runs: pd.DataFrame, table: str, scale: str) -> tuple[pd.DataFrame, dict]:
     """Per method: step time, throughput, step-time ratio vs SimCLR, peak memory (mean over completed
     compute runs), and the shared settings (batch size, backbone, graph precompute)."""
-    done = completed_runs(runs, "compute", scale, own_only=True)
+    done = completed_runs(runs, table, scale, own_only=True)
     measurements = [run["compute"] for run in done["metrics"] if isinstance(run, dict) and isinstance(run.get("compute"), dict)]
     # The methods are those the runs timed (configs/table/compute.yaml), in the order they were timed.
     methods = dict.fromkeys(key for m in measurements for key, value in m.items() if isinstance(value, dict))
@@ -425,9 +465,11 @@ def compute_table(runs: pd.DataFrame, scale: str) -> tuple[pd.DataFrame, dict]:
         rows.append({"method": method, **{key: _mean([r.get(key) for r in per_run])
                                           for key in COMPUTE_FIELDS}, "n": len(per_run)})
     frame = pd.DataFrame(rows, columns=["method", *COMPUTE_FIELDS, "n"])
-    simclr = frame.loc[frame["method"] == "simclr", "step_ms"]
-    frame.insert(3, "ratio_vs_simclr", frame["step_ms"] / simclr.iloc[0] if len(simclr) else math.nan)
-    settings = {key: measurements[-1].get(key) for key in ("batch_size", "backbone", "graph_precompute_s",
+    # The method the overhead is measured against (configs/table/compute.yaml compute.overhead, as recorded).
+    against = next((m["overhead_against"] for m in reversed(measurements) if m.get("overhead_against")), None)
+    reference = frame.loc[frame["method"] == against, "step_ms"]
+    frame.insert(3, "ratio", frame["step_ms"] / reference.iloc[0] if len(reference) else math.nan)
+    settings = {key: measurements[-1].get(key) for key in ("overhead_against", "batch_size", "backbone", "graph_precompute_s",
                                                            "graph_precompute_samples")} if measurements else {}
     return frame, settings
 
@@ -461,9 +503,9 @@ def graph_diagnostics_table(runs: pd.DataFrame, table: str, scale: str) -> pd.Da
     return pd.DataFrame(rows, columns=header)
 
 
-def graph_similarity_table(runs: pd.DataFrame, scale: str) -> pd.DataFrame:
+def graph_similarity_table(runs: pd.DataFrame, table: str, scale: str) -> pd.DataFrame:
     """Fig. 5 summary statistics per graph (class names vs captions), mean over completed runs."""
-    done = completed_runs(runs, "fig5", scale, own_only=True)
+    done = completed_runs(runs, table, scale, own_only=True)
     stats = [c for c in done.columns if c.startswith("graph_similarity.") and done[c].notna().any()]
     if done.empty or not stats:
         return pd.DataFrame(columns=["setting", "n"])
@@ -476,9 +518,9 @@ def graph_similarity_table(runs: pd.DataFrame, scale: str) -> pd.DataFrame:
     return frame.reset_index()
 
 
-def histograms(runs: pd.DataFrame, scale: str) -> list[dict]:
+def histograms(runs: pd.DataFrame, table: str, scale: str) -> list[dict]:
     """The stored similarity histograms of the fig5 runs: setting, graph, edges, counts."""
-    done = completed_runs(runs, "fig5", scale, own_only=True)
+    done = completed_runs(runs, table, scale, own_only=True)
     found = []
     for setting, metrics in zip(done["setting"], done["metrics"], strict=True):
         similarity = metrics.get("graph_similarity", {}) if isinstance(metrics, dict) else {}

@@ -23,7 +23,7 @@ from experiments.plan import PlannedRun
 from xsample.heartbeat import process_gone
 from xsample.io import read_json
 from xsample.train.lifecycle import RunOutcome, execute_run
-from xsample.train.preemption import Preempted
+from xsample.train.preemption import Preempted, RunInterrupted
 from xsample.train.run import CONFIG_NAME
 
 # The hydra.launcher keys submitit's executors take without their executor's prefix.
@@ -179,6 +179,8 @@ def wait_for(launch: Launch, log: Callable[[str], None] = _log) -> None:
 
 def interrupted_exit_code(error: BaseException) -> int:
     """128 + the signal number, as a shell reports a process stopped by that signal."""
+    if isinstance(error, RunInterrupted):  # a run that stopped itself on SIGINT or SIGTERM
+        return 128 + error.signum
     if isinstance(error, KeyboardInterrupt):
         return 130
     return 143 if isinstance(error, Preempted) else 1

@@ -28,7 +28,6 @@ from experiments.run_config import (
     ConfigError,
     InvalidValues,
     build_run_config,
-    resources,
     value_problems,
 )
 from xsample.heartbeat import process_gone
@@ -161,8 +160,7 @@ def plan_run(context: PlanningContext, overrides: list[str]) -> PlannedRun:
     reference = context.reference(tuple(o for o in overrides if override_key(o) in (*REFERENCE_KEYS, *grid)))
     departures = variant(config, reference)
     config["experiment"].update(variant=variant_label(departures), variant_tag=variant_tag(departures))
-    job_resources = resources(composed)
-    config["resources"] = job_resources
+    job_resources = config["resources"]
     run_dir = Path(hydra_node["sweep_dir"]) / "runs" / run_name(config["experiment"])
     planned = PlannedRun(config, run_dir, overrides, composed, hydra_node["launcher"], job_resources)
     if composed.get("finetune_from"):

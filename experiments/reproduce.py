@@ -10,7 +10,9 @@ saved as its run's config.json before anything runs or is submitted, and each jo
 file. Runs already completed with their config are not launched again. When the runs have ended, the
 table's report is regenerated (analysis/) and the command ends with where it is and whether its
 known-answer checks pass. Hydra's own flags (--help, --cfg, --info, --resolve, --package) print and exit.
-Under ``torchrun --nproc_per_node N`` a single run (no -m) trains as N ranks; rank 0 plans and reports.
+Under ``torchrun --nproc_per_node N`` a single run (no -m) trains as N ranks; rank 0 plans and reports. A
+signal that stops a local run ends the command with one line (result.json says interrupted; the same
+command resumes) and status 128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from experiments.plan import (  # noqa: E402
     quote_table_ids,
 )
 from experiments.run_config import ConfigError  # noqa: E402
-from xsample.train.preemption import Preempted  # noqa: E402
+from xsample.train.preemption import Preempted, RunInterrupted  # noqa: E402
 from xsample.train.provenance import config_hash  # noqa: E402
 from xsample.train.run import RESULT_NAME, ownership_problem, read_result  # noqa: E402
 
@@ -263,6 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     rank = _torchrun_rank()
     if rank is not None and multirun:
         raise Refused(["torchrun runs one run as several ranks: drop -m (sweeps go to SLURM, one DDP job per run)"])
+    if rank is not None and option(overrides, "launcher") not in (None, "local"):
+        raise Refused([f"launcher={option(overrides, 'launcher')} under torchrun: the ranks of the run are the "
+                       "processes torchrun started; drop launcher= (or use launcher=local)"])
     launcher, why = _launcher(overrides, plan_only)
     detach = str(option(overrides, "detach")).lower() == "true"
     if detach and launcher != "slurm" and not plan_only:
@@ -289,8 +294,14 @@ def main(argv: list[str] | None = None) -> int:
         _log(_state_counts(plan))
         _report_state_details(plan)
     if rank not in (None, 0):  # another rank of a torchrun run: rank 0 saves and reports
-        if plan.to_launch:
-            run_in_process(plan.to_launch)
+        # Rank 0 may have started the run while this rank planned (its result.json then reads running): join
+        # every run that is not done; one rank 0 does not launch ends this rank at the collective timeout.
+        joined = [run for run in plan.runs if run.state.name not in ("completed", "refused")]
+        try:
+            if joined:
+                run_in_process(joined)
+        except RunInterrupted as error:  # rank 0 says so
+            return interrupted_exit_code(error)
         return 0
     saved = SavedPlan(plan)
     try:
@@ -307,8 +318,11 @@ def main(argv: list[str] | None = None) -> int:
         saved.take_back()
         raise Refused([f"the scheduler refused the job array: {error}"], "nothing was submitted") from None
     except (KeyboardInterrupt, Preempted) as error:
-        stderr(f"xsample: stopped ({type(error).__name__}); every run keeps its checkpoint and resumes when the same "
-               "command is launched again")
+        if isinstance(error, RunInterrupted):  # the run says where it stopped and how to resume
+            stderr(f"xsample: interrupted: {error}")
+        else:
+            stderr(f"xsample: stopped ({type(error).__name__}); every run keeps its checkpoint and resumes when the "
+                   "same command is launched again")
         _summarise(plan)
         return interrupted_exit_code(error)
     if detach:

@@ -15,7 +15,8 @@ from typing import Any
 from xsample.data.augment import AugmentRecipe
 from xsample.data.registry import UNLABELLED_DATASETS
 from xsample.eval.zero_shot import zero_shot_problem
-from xsample.methods import GRAPH_METHOD, reads_captions, reads_labels
+from xsample.methods import METHODS, UnknownMethodError, reads_captions, reads_labels
+from xsample.methods import method as registered_method
 from xsample.train.sampling import augment_problem
 from xsample.train.sanity import SANITY_CHECKS
 from xsample.train.side_information import RANDOM_GRANULARITIES
@@ -82,10 +83,17 @@ def experiment_labels(cfg: dict[str, Any]) -> dict[str, Any]:
 
     The run's variant (what else departs from the table's grid point) is added by sweep.plan_run."""
     table = cfg["table"]
+    method = {"compute": "all", "graph_stats": "none"}.get(table["task"], cfg["method"]["name"])
     return {
         "table": str(table["id"]),
         "scale": cfg["scale"]["name"],
-        "method": {"compute": "all", "graph_stats": "none"}.get(table["task"], cfg["method"]["name"]),
+        "method": method,
+        # How reports compare the row (xsample.methods.ROLES), so that analysis needs no registry.
+        "method_role": METHODS[method].role if method in METHODS else None,
+        "method_targets": METHODS[method].targets if method in METHODS else None,
+        # How reports lay out the table and set its values against the paper's (declared in configs/).
+        "layout": table["layout"],
+        "comparability": cfg["scale"]["comparability"],
         "dataset": cfg["dataset"],
         "dataset_used": _training_data(cfg)["name"],
         "setting": None if table.get("setting") in (None, "None") else str(table["setting"]),
@@ -98,6 +106,7 @@ def experiment_labels(cfg: dict[str, Any]) -> dict[str, Any]:
 def build_run_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """The resolved, self-contained config of one run (what result.json records and hashes)."""
     scale_cfg, table, method = cfg["scale"], cfg["table"], cfg["method"]
+    trait = registered_method(method["name"])
     labels = experiment_labels(cfg)
     data = _training_data(cfg)
     data["fraction"] = float(cfg["data_fraction"])
@@ -126,22 +135,26 @@ def build_run_config(cfg: dict[str, Any]) -> dict[str, Any]:
         "method": _method_settings(method),
         # The training views' recipe; a run that trains nothing draws none (nor forks on the choice).
         "augment": copy.deepcopy(cfg["augment"]) if optim is not None else None,
-        "graph": copy.deepcopy(cfg["graph"]) if method["name"] == "xclr" or table["task"] == "graph_stats" else None,
+        "graph": copy.deepcopy(cfg["graph"]) if trait.uses_graph or table["task"] == "graph_stats" else None,
         "data": data,
         "model": copy.deepcopy(cfg["model"]),
         "optim": optim,
         "eval": {"evaluations": evaluations, "probe": copy.deepcopy(scale_cfg["probe"]),
                  # false, or eval.zero_shot's settings for a CLIP run tested on ImageNet (or its analog)
-                 "zero_shot": copy.deepcopy(cfg["eval"]["zero_shot"]) if method["name"] == "clip" and "imagenet" in wanted else False,
+                 "zero_shot": copy.deepcopy(cfg["eval"]["zero_shot"]) if trait.zero_shot and "imagenet" in wanted else False,
                  "not_available": [name for name in wanted if name not in suite["evaluations"]]},
         "init_from": None,
         "runtime": copy.deepcopy(cfg["runtime"]),
         "paths": copy.deepcopy(cfg["paths"]),
+        # Where the job runs (placement, outside the config hash): a run asking for GPUs refuses the CPU.
+        "resources": resources(cfg),
     }
     if table["task"] == "compute":
         contenders = cfg["compute"]["method_configs"]
         run["compute"] = {**copy.deepcopy(cfg["compute"]), "methods": list(contenders),
-                          "method_configs": {name: _method_settings(settings) for name, settings in contenders.items()}}
+                          "method_configs": {name: _method_settings(settings) for name, settings in contenders.items()},
+                          # the step is timed at the batch one GPU of the training job holds (this job has one GPU)
+                          "training_ranks": int(scale_cfg["resources"]["nodes"]) * int(scale_cfg["resources"]["tasks_per_node"])}
         run["graph"] = copy.deepcopy(cfg["graph"])
     if table["task"] == "graph_stats":
         run["graph_stats"] = copy.deepcopy(cfg["graph_stats"])
@@ -184,9 +197,8 @@ def _number(value: Any) -> float | None:
 def value_problems(cfg: dict[str, Any]) -> list[str]:
     """One line per setting outside its range, named as it is set on the command line."""
     problems = []
-    known_methods = sorted(path.stem for path in (CONFIGS_DIR / "method").glob("*.yaml"))
-    if cfg["method"].get("name") not in known_methods:
-        problems.append(f"method.name={cfg['method'].get('name')!r} is not a method; choose one of {', '.join(known_methods)} (method=NAME)")
+    if cfg["method"]["name"] not in METHODS:
+        problems.append(str(UnknownMethodError.for_name(cfg["method"]["name"])))
     methods = {"method": cfg["method"]}
     methods.update({f"compute.method_configs.{name}": settings
                     for name, settings in ((cfg.get("compute") or {}).get("method_configs") or {}).items()})
@@ -242,6 +254,7 @@ def inert_setting_problems(cfg: dict[str, Any]) -> list[str]:
     problems = []
     method, graph, dataset, task = cfg["method"]["name"], cfg["graph"], cfg["dataset"], cfg["table"]["task"]
     graph_stats = task == "graph_stats"  # Fig. 5: no method trains, the graph itself is measured
+    graph_method = method in METHODS and METHODS[method].uses_graph
     noise = _number(cfg.get("caption_noise"))
     if noise is not None and noise > 0:
         data = _training_data(cfg)
@@ -250,21 +263,21 @@ def inert_setting_problems(cfg: dict[str, Any]) -> list[str]:
                             f"scale trains on {data['name']}, which is not read with caption noise "
                             f"(configs/datasets/{dataset}.yaml); caption noise acts on dataset=cc3m or cc12m")
         elif not (graph["source"] == "captions" if graph_stats else reads_captions(method, graph["source"])):
-            reader = f"graph={graph['source']}" if graph_stats or method == GRAPH_METHOD else f"method={method}"
+            reader = f"graph={graph['source']}" if graph_stats or graph_method else f"method={method}"
             problems.append(f"caption_noise={cfg['caption_noise']} cannot act: {reader} reads no caption "
                             "(captions are read by method=clip and by X-CLR with graph=captions); leave caption_noise=0")
-    uses_graph = graph_stats or method == GRAPH_METHOD
+    uses_graph = graph_stats or graph_method
     if uses_graph and graph["source"] == "random" and graph["granularity"] not in RANDOM_GRANULARITIES:
         problems.append(f"graph.granularity={graph['granularity']!r} is not a granularity; choose one of "
                         f"{', '.join(RANDOM_GRANULARITIES)}")
     data_name = _training_data(cfg)["name"]
     if data_name in UNLABELLED_DATASETS and (reads_labels(method, graph) or (graph_stats and graph["source"] == "class_names")):
-        reader = f"graph={graph['source']}" if graph_stats or method == GRAPH_METHOD else f"method={method}"
+        reader = f"graph={graph['source']}" if graph_stats or graph_method else f"method={method}"
         problems.append(f"{reader} reads class labels, and dataset={dataset} at {cfg['scale']['name']} scale trains on "
                         f"{data_name}, which has none; use graph=captions (X-CLR) or a labelled dataset")
-    if cfg.get("sanity") == "permuted_graph" and not (task == "pretrain" and method == GRAPH_METHOD
+    if cfg.get("sanity") == "permuted_graph" and not (task == "pretrain" and graph_method
                                                       and graph["source"] in ("class_names", "captions")):
-        what = f"graph={graph['source']}" if method == GRAPH_METHOD else f"method={method} trains on no graph"
+        what = f"graph={graph['source']}" if graph_method else f"method={method} trains on no graph"
         problems.append(f"sanity=permuted_graph cannot act: it permutes the text graph X-CLR trains on "
                         f"(graph=class_names or captions), and {what}")
     return problems

@@ -6,6 +6,7 @@ import json
 import struct
 from pathlib import Path
 
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
@@ -13,6 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from experiments.plan import PlannedRun, plan_sweep
 from experiments.run_config import build_run_config
+from xsample.data import AugmentRecipe
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,6 +23,11 @@ SMALL = [
     "scale.epochs=2", "scale.batch_size=128", "scale.checkpoint_every_steps=2",
     "datasets.fashion_mnist.tiny.options.max_samples=1024", "scale.probe.epochs=30",
 ]
+
+
+def augment_recipe(name: str) -> AugmentRecipe:
+    """The augmentation recipe of configs/augment/<name>.yaml."""
+    return AugmentRecipe.from_config(yaml.safe_load((REPO / "configs" / "augment" / f"{name}.yaml").read_text()))
 
 
 def tensorboard_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:

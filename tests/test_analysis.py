@@ -14,6 +14,11 @@ from analysis.collect import collect_runs
 from analysis.report import write_report
 from analysis.reported import ReportedNumbersError, load_all, load_reported
 from analysis.status import status_text
+from xsample.methods import METHODS
+
+# What configs/ declares and a run records (configs/table/*.yaml table.layout, configs/scale/*.yaml).
+LAYOUTS = {"fig3": "data_scarcity", "fig5": "graph_similarity", "compute": "compute"}
+COMPARABILITIES = {"tiny": "miniature", "rehearsal": "plumbing", "paper": "paper"}
 
 
 def write_result(sweep: Path, name: str, *, table: str = "1", method: str = "simclr", dataset: str = "imagenet",
@@ -30,6 +35,9 @@ def write_result(sweep: Path, name: str, *, table: str = "1", method: str = "sim
     result = {
         "status": status,
         "experiment": {"table": table, "scale": scale, "method": method, "dataset": dataset,
+                       "layout": LAYOUTS.get(table, "metrics"), "comparability": COMPARABILITIES[scale],
+                       "method_role": METHODS[method].role if method in METHODS else None,
+                       "method_targets": METHODS[method].targets if method in METHODS else None,
                        "dataset_used": "fashion_mnist", "setting": setting, "seed": seed, "variant": variant},
         "config": {"sanity": sanity, "graph": graph},
         "metrics": metrics or {}, "config_hash": config_hash, "seed": seed,
@@ -175,7 +183,7 @@ def test_table1_report_cells_status_and_figures(table1_sweep, tmp_path):
     assert cell(cells, "simclr", "imagenet_real.top1")["mean"] == 73.0
 
     markdown = (out / "table1_tiny.md").read_text()
-    assert "Tiny analog" in markdown
+    assert "Miniature analogs on embedded data" in markdown
     table_rows = [line for line in markdown.splitlines() if line.startswith("| ")]
     assert "| 72.0 ± 2.0 (n=3) |" in markdown and not any("paper" in line for line in table_rows)
     assert markdown.startswith("# Table 1, tiny scale (miniature analog, not comparable with the paper)")
@@ -259,7 +267,8 @@ def test_claims_use_the_requested_paper_version(table3_sweep, tmp_path):
 
 def test_tiny_claims_report_sign_only(table3_sweep, tmp_path):
     for result in table3_sweep.rglob("result.json"):  # relabel as a tiny analog
-        result.write_text(result.read_text().replace('"scale": "paper"', '"scale": "tiny"'))
+        result.write_text(result.read_text().replace('"scale": "paper"', '"scale": "tiny"')
+                          .replace('"comparability": "paper"', '"comparability": "miniature"'))
     out = tmp_path / "out"
     write_report(table3_sweep, out)
     markdown = (out / "table3_tiny.md").read_text()
@@ -270,7 +279,7 @@ def test_compute_fig3_and_fig5_tables_and_figures(tmp_path):
     sweep = tmp_path / "sweep"
     compute = {method: {"step_ms": step, "images_per_s": 256_000 / step, "peak_mem_mb": None}
                for method, step in {"simclr": 10.0, "supcon": 10.5, "xclr": 11.0, "clip": 12.0}.items()}
-    compute.update(xclr_over_simclr=1.1, batch_size=256, backbone="resnet_tiny", graph_precompute_s=0.5,
+    compute.update(xclr_over_simclr=1.1, overhead_against="simclr", batch_size=256, backbone="resnet_tiny", graph_precompute_s=0.5,
                    graph_precompute_samples=6000)
     write_result(sweep, "compute", table="compute", method="all", metrics={"compute": compute})
     for method, base in {"simclr": 50.0, "supcon": 60.0, "xclr": 58.0}.items():
@@ -289,7 +298,7 @@ def test_compute_fig3_and_fig5_tables_and_figures(tmp_path):
     write_report(sweep, out)
 
     compute_rows = pd.read_csv(out / "compute_tiny.csv").set_index("method")
-    assert compute_rows.loc["xclr", "ratio_vs_simclr"] == pytest.approx(1.1)
+    assert compute_rows.loc["xclr", "ratio"] == pytest.approx(1.1)
     assert compute_rows.loc["xclr", "reported_ratio"] == "not public"
     fig3 = read_cells(out, "fig3_tiny")
     quarter = fig3[(fig3["method"] == "supcon") & (fig3["setting"] == "fraction=0.25")].iloc[0]

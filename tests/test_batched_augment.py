@@ -5,8 +5,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +15,15 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.io import encode_jpeg
 from torchvision.transforms import functional as TF
+from torchvision.transforms import v2
 
+from experiments import bench_input
 from xsample.data import AugmentRecipe, build_dataset, training_augmentation
 from xsample.data.batched_augment import (
     AutoAugmentDecisions,
     BatchedViews,
     EncodedImage,
+    _autocontrast,
     _gaussian_blur,
     _jitter_operation,
     autoaugmented,
@@ -145,6 +146,12 @@ def test_autoaugment_operations_equal_torchvision_given_the_same_decisions():
     difference = (ours.int() - theirs.int()).abs()
     assert difference.max() <= 2 and (difference > 0).float().mean() < 0.01, difference.max()
     assert not torch.equal(ours, smooth), "the operations changed the pixels"
+
+
+def test_autocontrast_without_mask_writes_equals_torchvision():
+    images = torch.randint(40, 200, (4, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    images[1, 2] = 77  # one flat channel: left as it is
+    assert torch.equal(_autocontrast(images), v2.functional.autocontrast(images))
 
 
 def test_autoaugment_decisions_follow_torchvision_law():
@@ -283,12 +290,13 @@ def test_non_jpeg_and_damaged_files_fall_back_to_pil_and_are_counted(tmp_path):
             batched(dataset[2], 0)
 
 
-def test_the_input_benchmark_runs_and_ends_with_its_json_line():
-    """A few batches of experiments/bench_input.py on the CPU: the script builds its ImageNet-layout folder,
-    measures both input paths and the step, and prints one JSON object last."""
-    out = subprocess.run([sys.executable, "experiments/bench_input.py", "--device", "cpu", "--image-size", "32",
-                          "--workers", "0", "--batch-size", "16", "--batches", "3", "--steps", "2"],
-                         cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    rates = json.loads(out.stdout.strip().splitlines()[-1])
-    assert all(rates[key] > 0 for key in ("pil_samples_per_s", "batched_samples_per_s", "step_samples_per_s")), rates
+@pytest.mark.slow  # two short trainings (about 20 s on 2 busy cores)
+def test_the_input_benchmark_runs_and_ends_with_its_json_line(capsys):
+    """A few batches of experiments/bench_input.py on the CPU (in this process: the imports are shared): the
+    script writes its fixture images, measures both input paths, the step, and training with each path, and
+    prints one JSON object last."""
+    bench_input.main(["--device", "cpu", "--image-size", "32", "--workers", "0", "--batch-size", "8", "--batches", "4",
+                      "--steps", "2"])
+    rates = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert all(rates[key] > 0 for key in ("pil_samples_per_s", "batched_samples_per_s", "step_samples_per_s",
+                                          "training_batched_samples_per_s", "training_pil_samples_per_s")), rates

@@ -99,3 +99,35 @@ def test_the_launch_path_has_no_argv_rewriting_and_no_private_hydra():
     sources = {path: path.read_text() for folder in ("experiments", "xsample") for path in (REPO / folder).rglob("*.py")}
     assert not [path for path, text in sources.items() if "sys.argv =" in text or "sys.argv=" in text]
     assert not [path for path, text in sources.items() if "hydra._internal" in text]
+
+
+def test_a_method_defined_only_in_this_test_trains_evaluates_and_reaches_the_report(tmp_path, monkeypatch):
+    """Issue 21: a new method is one YAML file plus one registry entry, nothing else changed."""
+    from analysis.report import write_report
+    from experiments import plan as planning
+    from experiments.launch import run_in_process
+    from xsample import methods
+
+    configs = tmp_path / "configs"
+    shutil.copytree(REPO / "configs", configs)
+    (configs / "method" / "views_warm.yaml").write_text(
+        "name: views_warm\ntemperature: 0.5\noptim_recipe: lars\n")
+    monkeypatch.setattr(planning, "CONFIGS_DIR", configs)
+    sweeps = tmp_path / "sweeps"
+    overrides = ["launcher=local", "table='2'", "row=augmentation", "method=views_warm", "seed=0",
+                 f"paths.sweeps={sweeps}", f"paths.cache={tmp_path / 'cache'}", *FEW_STEPS]
+    unregistered = planning.plan_sweep(overrides, multirun=True)
+    assert any("is not a registered method" in problem and "xsample.methods" in problem
+               for problem in unregistered.problems), unregistered.problems
+    monkeypatch.setitem(methods.METHODS, "views_warm", methods.Method("views_warm", role="label_free", targets="views"))
+    plan = planning.plan_sweep(overrides, multirun=True)
+    assert not plan.problems, plan.problems
+    (run,) = plan.runs
+    planning.SavedPlan(plan).write()
+    run_in_process(plan.to_launch)
+    result = json.loads((run.run_dir / "result.json").read_text())
+    assert result["status"] == "completed", result.get("error")
+    assert result["experiment"]["method"] == "views_warm" and result["experiment"]["method_role"] == "label_free"
+    assert result["metrics"]["imagenet"]["top1"] > 0
+    write_report(sweeps, tmp_path / "report", scale="tiny")
+    assert "| views_warm" in (tmp_path / "report" / "table2_tiny.md").read_text()

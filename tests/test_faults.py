@@ -130,7 +130,8 @@ def _running_result(run_dir: Path, pid: int, seconds_ago: float, seed: int) -> N
                  "last_update": _iso(seconds_ago), "log_interval_s": 5.0}
     atomic_write_json(run_dir / "result.json", {
         "status": "running", "heartbeat": heartbeat, "metrics": {},
-        "experiment": {"table": "1", "scale": "tiny", "method": "simclr", "dataset": "imagenet", "seed": seed}})
+        "experiment": {"table": "1", "scale": "tiny", "layout": "metrics", "comparability": "miniature",
+                       "method": "simclr", "dataset": "imagenet", "seed": seed}})
 
 
 def test_killed_run_is_reported_stale_live_and_recent_ones_running(tmp_path, capsys):

@@ -18,11 +18,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Every pretraining table carries its untrained baseline (and the Fashion-MNIST analogs a raw_pixels row). At tiny
 # scale every table with known-answer checks runs 3 seeds (no verdict from one); at paper scale Table 1 runs 3.
-# Fig. 3 sweeps two more data fractions at tiny scale (0.05 and 0.1).
+# Fig. 3 sweeps 4 data fractions at tiny scale (0.05, 0.1, 0.25, 1.0).
 RUNS_PER_SEED = {"1": 4, "2": 9, "3": 8, "4": 5, "finetune": 5, "compute": 1, "fig3": 15, "fig5": 2}
 EXPECTED_JOBS = {"tiny": {table: runs * (1 if table in ("compute", "fig5") else 3) for table, runs in RUNS_PER_SEED.items()},
                  "paper": {**RUNS_PER_SEED, "1": 12}}
-EXPECTED_JOBS["tiny"]["fig3"] = 25 * 3
+EXPECTED_JOBS["tiny"]["fig3"] = 20 * 3  # 4 fractions
 
 
 def test_every_table_has_a_config():
@@ -58,10 +58,12 @@ def test_tiny_scale_maps_paper_datasets_onto_analogs():
 
 def test_a_tiny_analog_sets_its_own_pretraining_length_and_an_override_still_wins():
     configs = {overrides: build_run_config(_composed(list(overrides)))
-               for overrides in (("table='1'", "method=supcon"), ("table=fig3", "method=supcon"),
-                                 ("table='2'", "row=minilm"), ("table='2'", "row=minilm", "scale.epochs=3"),
+               for overrides in (("table='1'", "method=supcon"),
+                                 ("table=fig3", "method=supcon", "datasets.fashion_mnist.tiny.epochs=20"),
+                                 ("table='2'", "row=minilm", "datasets.fashion_mnist.tiny.epochs=20"),
+                                 ("table='2'", "row=minilm", "scale.epochs=3"),
                                  ("table='1'", "method=supcon", "scale=paper"))}
-    assert [config["optim"]["epochs"] for config in configs.values()] == [12, 24, 24, 3, 100]
+    assert [config["optim"]["epochs"] for config in configs.values()] == [12, 20, 20, 3, 100]
     assert not any("epochs" in config["data"] for config in configs.values()), "recorded once, as optim.epochs"
 
 
@@ -173,3 +175,16 @@ def test_a_config_that_cannot_compose_is_a_one_line_error(override, message):
                          cwd=REPO, capture_output=True, text=True)
     assert out.returncode != 0
     assert out.stderr.strip() == f"xsample: {message}"
+
+
+def test_every_extra_sweep_a_table_declares_plans_without_problems():
+    """configs/table/*.yaml extra_sweeps (what make demo and make preview add to a table's grid) are valid."""
+    from experiments.plan import TABLES, plan_sweep
+    from experiments.preview import extra_sweeps
+
+    declared = {table: extra for table in TABLES if (extra := extra_sweeps(table))}
+    assert "1" in declared, "Table 1's sanity rows are declared"
+    for table, sweeps in declared.items():
+        for overrides in sweeps:
+            plan = plan_sweep(["launcher=local", f"table='{table}'", "scale=tiny", *overrides], multirun=True)
+            assert plan.runs and not plan.problems, (table, overrides, plan.problems)

@@ -102,8 +102,8 @@ def test_the_offline_wandb_run_holds_the_same_scalars_and_the_run_config(tiny_ru
 
 @pytest.mark.slow  # trains a tiny run (about 15 s on 2 idle cores)
 def test_a_crashed_and_resumed_run_has_each_step_once(tmp_path, monkeypatch):
-    """The first process dies at step 6 after checkpointing step 4 and writing events up to step 5;
-    TensorBoard and W&B (offline) each show every step once."""
+    """The first process dies at step 7 after checkpointing step 4 and writing events up to step 6 (the
+    loop writes each window's losses at its log step); TensorBoard and W&B (offline) each show every step once."""
     monkeypatch.setenv("WANDB_MODE", "offline")
     config = _tiny_config(tmp_path / "cache", "scale.checkpoint_every_steps=4", BOTH_LOGGERS)
     build = components.build_training_setup
@@ -114,7 +114,7 @@ def test_a_crashed_and_resumed_run_has_each_step_once(tmp_path, monkeypatch):
 
         def compute_loss(*loss_args):
             calls.append(1)
-            if len(calls) == 6:
+            if len(calls) == 7:
                 raise RuntimeError("simulated crash")
             return losses(*loss_args)
 
@@ -128,7 +128,7 @@ def test_a_crashed_and_resumed_run_has_each_step_once(tmp_path, monkeypatch):
     record = run_experiment(config, tmp_path / "run")
 
     assert record["resumed_from"] == 4
-    assert _raw_loss_steps(tmp_path / "run") == [1, 2, 3, 4, 5, 5, 6, 7], "step 5 was written twice on disk"
+    assert _raw_loss_steps(tmp_path / "run") == [1, 2, 3, 4, 5, 6, 5, 6, 7], "steps 5 and 6 were written twice"
     loss = tensorboard_scalars(tmp_path / "run")["train/loss"]
     assert [step for step, _ in loss] == list(range(1, STEPS + 1)), "TensorBoard shows it once"
     assert loss == [(step, pytest.approx(value, abs=1e-5)) for step, value in record["loss_curve"]]

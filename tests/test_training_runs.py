@@ -100,8 +100,8 @@ def _reproduce(sweeps: Path, *extra: str) -> subprocess.Popen:
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
-@pytest.mark.parametrize("augment", ["batched", "pil"])
-def test_sigterm_then_restart_resumes_and_matches_an_uninterrupted_run(tmp_path, augment):
+@pytest.mark.parametrize(("augment", "signum"), [("batched", signal.SIGTERM), ("pil", signal.SIGINT)])
+def test_a_stopped_local_run_is_interrupted_then_resumes_and_matches_an_uninterrupted_run(tmp_path, augment, signum):
     reference = _reproduce(tmp_path / "reference", f"runtime.augment={augment}")
     assert reference.wait(timeout=600) == 0, reference.stdout.read()
     (ref_dir,) = (tmp_path / "reference" / "table2_tiny" / "runs").iterdir()
@@ -113,10 +113,13 @@ def test_sigterm_then_restart_resumes_and_matches_an_uninterrupted_run(tmp_path,
         if result.exists() and (json.loads(result.read_text()).get("checkpoint_step") or 0) >= 3:
             break
         time.sleep(0.2)
-    interrupted.send_signal(signal.SIGTERM)
+    interrupted.send_signal(signum)
     output = interrupted.communicate(timeout=120)[0]
-    assert "checkpoint saved" in output, output
-    assert json.loads(result.read_text())["status"] == "running"
+    name = signal.Signals(signum).name
+    assert interrupted.returncode == 128 + signum and "Traceback" not in output, output
+    assert f"xsample: interrupted: stopped by {name}; checkpoint saved at step" in output, output
+    record = json.loads(result.read_text())
+    assert record["status"] == "interrupted" and record["error"].startswith(f"stopped by {name}")
 
     resumed = _reproduce(tmp_path / "interrupted", f"runtime.augment={augment}")
     output = resumed.communicate(timeout=600)[0]

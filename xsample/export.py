@@ -27,6 +27,7 @@ from safetensors.torch import save
 from xsample.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from xsample.heartbeat import staleness
 from xsample.io import atomic_write_bytes, atomic_write_json
+from xsample.methods import method as registered_method
 from xsample.models.backbones import CUSTOM_BACKBONES, EXPORT_CONFIG, EXPORT_WEIGHTS, build_backbone
 from xsample.models.classifier import PROBE_WEIGHTS, probe_metadata
 from xsample.train.checkpoint import CHECKPOINT_NAME, ConfigMismatchError, load_checkpoint
@@ -144,7 +145,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, allow_incomplete: bool 
     model, feature_dim = build_backbone(model_cfg["backbone"], **stem)
     model.load_state_dict(backbone)
     not_timm = _timm_loadable(model_cfg)
-    is_clip = config["method"]["name"] == "clip"
+    is_clip = registered_method(config["method"]["name"]).model == "clip"
     weights_path = out_dir / EXPORT_WEIGHTS
     loaders = {"xsample": f"xsample.models.load_backbone({str(out_dir)!r})",
                "timm": None if not_timm else (

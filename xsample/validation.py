@@ -7,6 +7,7 @@ values are not JSON compliant"), and ``int(1.5)`` would silently run seed 1.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 
@@ -35,7 +36,7 @@ def non_finite_problem(key: str, value: float) -> str:
 # Seeds feed torch, numpy and Python generators alike; numpy's legacy seeding stops at 2**32 - 1.
 MAX_SEED = 2**31 - 1
 # runtime.* choices the library understands (checked before anything runs, and again where they are used).
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = ("auto", "cpu", "cuda", "cuda:N")  # cuda:N: one GPU, for a single process
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
@@ -54,9 +55,16 @@ def choice_problem(key: str, value: Any, choices: tuple[str, ...]) -> str | None
     return None if value in choices else f"{key}={value!r} is not a choice; use one of {', '.join(choices)}"
 
 
+def device_problem(value: Any) -> str | None:
+    """The line that says ``runtime.device=value`` is not a device choice, or None."""
+    if value in DEVICES[:-1] or (isinstance(value, str) and re.fullmatch(r"cuda:\d+", value)):
+        return None
+    return f"runtime.device={value!r} is not a choice; use one of {', '.join(DEVICES)}"
+
+
 def runtime_problems(runtime: dict[str, Any]) -> list[str]:
     """One line per runtime.* value the library would not understand (device, precision)."""
-    found = [choice_problem("runtime.device", runtime["device"], DEVICES),
+    found = [device_problem(runtime["device"]),
              choice_problem("runtime.precision", runtime["precision"], PRECISIONS)]
     return [problem for problem in found if problem is not None]
 

@@ -38,10 +38,11 @@ def test_finetune_table_completes_with_two_tasks_per_job(slurm_cluster, fixtures
     out = reproduce(fixtures, tmp_path, "-m", "table=finetune", *TWO_TASKS, launcher="slurm")
     assert out.returncode == 0, out.stdout + out.stderr
     results = run_results(tmp_path / "tablefinetune_rehearsal")
+    # The SimCLR base, then X-CLR, SimCLR and SupCon each continuing it for the same extra epochs (the controls).
     assert {name: r["status"] for name, r in results.items()} == {
-        "simclr_imagenet_base_simclr_seed0": "completed", "xclr_imagenet_simclr_then_xclr_seed0": "completed",
-        "untrained_imagenet_untrained_seed0": "completed"}
-    finetuned = results["xclr_imagenet_simclr_then_xclr_seed0"]
+        "simclr_imagenet_base_simclr_seed0": "completed", "untrained_imagenet_untrained_seed0": "completed",
+        **{f"{method}_imagenet_continued_from_base_seed0": "completed" for method in ("xclr", "simclr", "supcon")}}
+    finetuned = results["xclr_imagenet_continued_from_base_seed0"]
     assert finetuned["hardware"]["world_size"] == 2
     assert finetuned["config"]["init_from"]["run_dir"].endswith("simclr_imagenet_base_simclr_seed0")
     assert (tmp_path / "figures" / "rehearsal" / "finetune_rehearsal.md").is_file()

@@ -17,7 +17,10 @@ REPO = Path(__file__).resolve().parents[2]
 SMALL = ["scale.epochs=2", "scale.batch_size=128", "scale.checkpoint_every_steps=1", "scale.probe.epochs=30",
          "datasets.fashion_mnist.tiny.options.max_samples=1024"]
 
+# Whole sweeps through SLURM take minutes each: make test-long runs them (make test keeps the cluster smoke and
+# fault tests, and the refused submission below).
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+LONG = pytest.mark.long
 
 
 def _reproduce(sweeps: Path, *overrides: str) -> subprocess.Popen:
@@ -46,6 +49,7 @@ def _wait_for_checkpoint(result: Path, step: int, timeout_s: float) -> None:
     pytest.fail(f"no checkpoint at step {step} in {result} after {timeout_s} s")
 
 
+@LONG
 def test_table1_tiny_sweep_completes_as_a_slurm_job_array(slurm_cluster, tmp_path):
     output = _finish(_reproduce(tmp_path, "-m", "table=1", "scale=tiny", "seed=0", "scale.epochs=1"), 900)
     assert output.splitlines()[0].startswith("xsample: launcher=slurm (auto: sbatch found")
@@ -60,6 +64,7 @@ def test_table1_tiny_sweep_completes_as_a_slurm_job_array(slurm_cluster, tmp_pat
     assert (tmp_path / "figures" / "tiny" / "table1_tiny.md").is_file()
 
 
+@LONG
 def test_scontrol_requeue_resumes_and_matches_an_uninterrupted_run(slurm_cluster, tmp_path):
     single = ["table=2", "row=augmentation", "seed=0", "scale.epochs=3"]
     _finish(_reproduce(tmp_path / "reference", *single, "launcher=local"), 600)
@@ -79,6 +84,7 @@ def test_scontrol_requeue_resumes_and_matches_an_uninterrupted_run(slurm_cluster
     assert final["metrics"] == expected["metrics"]
 
 
+@LONG
 def test_local_submitit_time_limit_signal_checkpoints_and_requeues(tmp_path):
     """The local launcher's time-out path: SIGUSR2 (what submitit sends before a time limit) makes the
     run save a checkpoint and hand over to submitit, which restarts it; the restart resumes."""
@@ -117,6 +123,7 @@ def _submitted_arrays(output: str) -> list[str]:
     return [line.split("job array ")[1].split()[0] for line in output.splitlines() if "as job array" in line]
 
 
+@LONG
 def test_a_relaunch_submits_only_the_runs_that_are_not_completed(slurm_cluster, tmp_path):
     first = _run(tmp_path, *TWO_ROWS)
     assert first.returncode == 0, first.stdout + first.stderr
@@ -135,6 +142,7 @@ def test_a_relaunch_submits_only_the_runs_that_are_not_completed(slurm_cluster, 
     assert json.loads((missing / "result.json").read_text())["status"] == "completed"
 
 
+@LONG
 def test_detach_returns_while_the_array_runs_and_the_report_matches_an_attached_run(slurm_cluster, tmp_path):
     attached = _run(tmp_path / "attached", *TWO_ROWS)
     assert attached.returncode == 0, attached.stdout + attached.stderr

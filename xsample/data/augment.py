@@ -131,12 +131,16 @@ def training_augmentation(recipe: AugmentRecipe, image_size: int, min_crop_scale
     return T.Compose([*steps, T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 
+def eval_resize(image_size: int) -> int:
+    """The short side the evaluation transform resizes to before its centre crop: 8/7 of the crop (256 for
+    224); tiny images are only resized."""
+    return int(round(image_size * 256 / 224)) if image_size >= 128 else image_size
+
+
 def eval_transform(image_size: int) -> T.Compose:
-    """Resize the short side to 8/7 of the crop (256 for 224) and centre-crop, as the probes expect;
-    tiny images are only resized."""
-    resize = int(round(image_size * 256 / 224)) if image_size >= 128 else image_size
+    """Resize the short side to ``eval_resize`` and centre-crop, as the probes expect."""
     return T.Compose([
-        T.Resize(resize, antialias=True),
+        T.Resize(eval_resize(image_size), antialias=True),
         T.CenterCrop(image_size),
         T.ToTensor(),
         T.Normalize(IMAGENET_MEAN, IMAGENET_STD),

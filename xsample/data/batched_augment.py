@@ -15,6 +15,12 @@ every random number of view ``v`` is the ``v * DRAWS_PER_VIEW + j``-th output of
 that seed. So the views of a sample do not depend on worker count, batch composition or device, and a
 resumed run draws the views an uninterrupted run would have drawn.
 
+No step waits for the device: which views each operation touches is known on the host (the view
+parameters are drawn there), so the index arrays travel with the parameters in one asynchronous copy;
+nothing is read back. Workers hand over a batch as one flat uint8 tensor plus host-side offsets and
+sizes (one shared-memory segment per batch, not one per image). An image the batched decoder and PIL
+both refuse is replaced by another image of the batch and flagged in ``skipped``, like an unreadable file.
+
 Images are loaded with their longest side capped (FFCV-style maximum resolution), so that a batch of
 differently sized images pads to a bounded size; crop boxes are drawn on each image's original size
 and scaled onto the loaded pixels, so the crop law is torchvision's relative to the original image.
@@ -51,6 +57,7 @@ from xsample.data.augment import (
     GaussianBlur,
     _blur_kernel,
     default_min_crop_scale,
+    eval_resize,
 )
 
 log = logging.getLogger(__name__)
@@ -74,6 +81,16 @@ _SPLITMIX_GAMMA = np.uint64(0x9E3779B97F4A7C15)
 def max_loaded_side(image_size: int) -> int:
     """Longest side images are loaded at: twice the evaluation resize (512 for 224 px crops)."""
     return 2 * int(round(image_size * 256 / 224))
+
+
+def pack_images(images: list[Tensor]) -> dict:
+    """Images of differing sizes as one flat uint8 tensor with host-side offsets and sizes (``unpack``
+    undoes it): ``(3, H, W)`` pixels, or 1-D JPEG bytes, whose size is (0, 0) until decoded."""
+    lengths = np.array([image.numel() for image in images], dtype=np.int64)
+    return {"pixels": torch.cat([image.reshape(-1) for image in images]),
+            "offsets": np.concatenate([[0], np.cumsum(lengths)]),
+            "loaded_size": np.array([image.shape[1:] if image.dim() == 3 else (0, 0) for image in images],
+                                    dtype=np.int64)}
 
 
 def splitmix_uniforms(seeds: np.ndarray, count: int) -> np.ndarray:
@@ -265,10 +282,21 @@ _COLOUR_OPERATIONS: dict[str, Callable[[Tensor, float], Tensor]] = {
     "Sharpness": lambda images, m: _sharpened(images, 1.0 + m),
     "Posterize": lambda images, m: v2.functional.posterize(images, int(m)),
     "Solarize": lambda images, m: v2.functional.solarize(images, m),
-    "AutoContrast": lambda images, m: v2.functional.autocontrast(images),
+    "AutoContrast": lambda images, m: _autocontrast(images),
     "Equalize": lambda images, m: v2.functional.equalize(images),
     "Invert": lambda images, m: v2.functional.invert(images),
 }
+
+
+def _autocontrast(images: Tensor) -> Tensor:
+    """torchvision's autocontrast of uint8 images, with ``torch.where`` for its two boolean-mask writes (each
+    would make the host wait for the device)."""
+    pixels = images.float()
+    minimum = pixels.amin(dim=(-2, -1), keepdim=True)
+    maximum = pixels.amax(dim=(-2, -1), keepdim=True)
+    flat = maximum == minimum
+    inv_scale = torch.where(flat, 1.0, maximum.sub_(minimum).mul_(1.0 / 255))
+    return pixels.sub_(torch.where(flat, 0.0, minimum)).div_(inv_scale).clamp_(0, 255).to(torch.uint8)
 
 
 def _sharpened(images: Tensor, factor: float) -> Tensor:
@@ -299,7 +327,7 @@ def _sampling_matrix(name: str, magnitude: float, size: int) -> np.ndarray:
 
 def _to_device(array: np.ndarray, device: torch.device) -> Tensor:
     """A host array on ``device`` without waiting for it (pinned, non-blocking on a GPU)."""
-    tensor = torch.from_numpy(array)
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
     return tensor.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else tensor
 
 
@@ -348,13 +376,6 @@ def resized_crops(batch: Tensor, boxes: Tensor, size: int) -> Tensor:
     resize when enlarging, an area-averaging (antialiased) one when shrinking, as RandomResizedCrop."""
     crops = roi_align(batch.float(), boxes, (size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
     return crops.div_(255).clamp_(0, 1)
-
-
-def _apply_to(images: Tensor, selected: Tensor, operation) -> None:
-    """``images[selected] = operation(images[selected], positions)`` in place, skipping empty selections."""
-    positions = selected.nonzero().squeeze(1)
-    if len(positions):
-        images[positions] = operation(images[positions], positions)
 
 
 # --- loading: what workers hand over, and turning it into one padded uint8 batch ----------------------
@@ -494,6 +515,7 @@ class BatchedViews:
         self.blur_kernel = _blur_kernel(image_size)
         self.max_side = max_loaded_side(image_size)
         self.decode_fallbacks = 0  # images libjpeg (or the GPU decoder) could not read, decoded by PIL instead
+        self._normalisers: dict[torch.device, tuple[Tensor, Tensor]] = {}
 
     def describe(self) -> dict:
         """What result.json records about the input path."""
@@ -510,7 +532,7 @@ class BatchedViews:
         else:
             # A dataset asked for encoded images hands over decoded ones only where it had to decode itself.
             pixels, size, fallback = pil_to_uint8(image, self.max_side), (image.size[1], image.size[0]), self.encoded_source
-        return {"image": pixels, "original_size": torch.tensor(size), "seed": sample_seed,
+        return {"image": pixels, "original_size": np.array(size, dtype=np.int64), "seed": sample_seed,
                 "decode_fallback": int(fallback), **item_fields(item)}
 
     def _load_encoded(self, image: EncodedImage) -> tuple[Tensor, tuple[int, int], bool]:
@@ -530,43 +552,48 @@ class BatchedViews:
         return _fit(decoded, self.max_side), tuple(decoded.shape[1:]), fallback
 
     def collate(self, items: list[dict]) -> dict:
-        """Images stay a list (their sizes differ) until ``draw_views``; everything else stacks."""
-        batch = {"images": [item["image"] for item in items],
-                 "original_size": torch.stack([item["original_size"] for item in items]),
-                 "seed": torch.tensor([item["seed"] for item in items], dtype=torch.int64),
+        """One packed batch: the pixels (or JPEG bytes) of all items in one flat uint8 tensor with host-side
+        offsets and sizes, the labels as a tensor, every other field as a host array."""
+        batch = {**pack_images([item["image"] for item in items]),
+                 "original_size": np.stack([np.asarray(item["original_size"]) for item in items]),
+                 "seed": np.array([item["seed"] for item in items], dtype=np.uint64),
                  "decode_fallbacks": sum(item["decode_fallback"] for item in items),
-                 "index": torch.tensor([item["index"] for item in items]),
+                 "index": np.array([item["index"] for item in items], dtype=np.int64),
                  "label": torch.tensor([item["label"] for item in items]),
                  "caption": [item["caption"] for item in items],
-                 "skipped": torch.tensor([item["skipped"] for item in items])}
+                 "skipped": np.array([item["skipped"] for item in items], dtype=np.int64)}
         return self.draw_views(batch, torch.device("cpu")) if self.augment_in_workers else batch
 
     # --- where the views are drawn ---------------------------------------------------------------------
     def on_device(self, batch: dict, device: torch.device) -> dict:
         """The training process's part: the batch with ``view1`` .. ``viewN`` on ``device``."""
-        if "images" in batch:
+        if "pixels" in batch:
             batch = self.draw_views(batch, device)
         self.decode_fallbacks += int(batch.pop("decode_fallbacks"))
         return batch
 
     def draw_views(self, batch: dict, device: torch.device) -> dict:
-        """Replaces the batch's images by ``view1`` .. ``viewN`` (normalised float, channels_last, on ``device``)."""
-        images, originals, fallbacks = self.decode(batch.pop("images"), device)
+        """Replaces the batch's pixels by ``view1`` .. ``viewN`` (normalised float, channels_last, on ``device``)."""
+        images, originals, fallbacks = self.decode(unpack(batch, device), device)
         batch["decode_fallbacks"] += fallbacks
-        sizes = batch.pop("original_size").tolist()
-        sizes = [tuple(size) if size[0] else original for size, original in zip(sizes, originals, strict=True)]
+        unreadable = [position for position, image in enumerate(images) if image is None]
+        if unreadable:
+            stand_in_for_unreadable(batch, images, originals, unreadable)
+        sizes = [tuple(size) if size[0] else original
+                 for size, original in zip(batch.pop("original_size").tolist(), originals, strict=True)]
         views = self.augment(pad_to_batch(images), [tuple(image.shape[1:]) for image in images], sizes,
-                             batch.pop("seed").numpy())
+                             batch.pop("seed"))
         batch.update({f"view{k + 1}": view for k, view in enumerate(views)})
         return batch
 
-    def decode(self, images: list[Tensor], device: torch.device) -> tuple[list[Tensor], list[tuple[int, int]], int]:
-        """Decoded images on ``device`` (capped to ``max_side``), their original sizes ((0, 0) for those
-        that arrived decoded) and how many needed PIL. Encoded ones go through one batched ``decode_jpeg``;
-        when it fails, each is retried alone and the unreadable ones are decoded by PIL."""
+    def decode(self, images: list[Tensor], device: torch.device) -> tuple[list[Tensor | None], list[tuple[int, int]], int]:
+        """Decoded images on ``device`` (capped to ``max_side``; None where unreadable), their original sizes
+        ((0, 0) for those that arrived decoded) and how many needed PIL. Encoded ones go through one batched
+        ``decode_jpeg``; when it fails, each is retried alone, the refused ones are decoded by PIL, and the
+        ones PIL refuses too are unreadable."""
         encoded = [position for position, image in enumerate(images) if image.dim() == 1]
-        decoded = {position: images[position].to(device, non_blocking=True) for position in range(len(images))
-                   if images[position].dim() == 3}
+        decoded: dict[int, Tensor | None] = {position: images[position].to(device, non_blocking=True)
+                                             for position in range(len(images)) if images[position].dim() == 3}
         originals, fallbacks = [(0, 0)] * len(images), 0
         if encoded:
             target = device if device.type == "cuda" else "cpu"
@@ -580,8 +607,15 @@ class BatchedViews:
                     except RuntimeError:
                         fallbacks += 1
                         log.warning("the batched JPEG decoder refused one image; PIL decodes it")
-                        pixels.append(decode_on_cpu(images[position].numpy().tobytes(), "in this batch"))
+                        try:
+                            pixels.append(decode_on_cpu(images[position].numpy().tobytes(), "in this batch"))
+                        except CorruptImageError as error:
+                            log.warning("%s; skipped (another image of the batch stands in for it)", error)
+                            pixels.append(None)
             for position, image in zip(encoded, pixels, strict=True):
+                if image is None:
+                    decoded[position] = None
+                    continue
                 originals[position] = tuple(image.shape[1:])
                 decoded[position] = _fit(image.to(device), self.max_side)
         return [decoded[position] for position in range(len(images))], originals, fallbacks
@@ -604,24 +638,133 @@ class BatchedViews:
         per_view = np.concatenate([params.jitter_factors, params.sigma[:, None],
                                    np.stack([params.flip, params.jitter, params.grayscale, params.blur], 1),
                                    params.jitter_order], axis=1)
-        # One host-to-device copy for all parameters.
-        moved = torch.from_numpy(np.concatenate([boxes, per_view], axis=1)).to(device, torch.float32)
-        boxes, factors, sigma = moved[:, :5], moved[:, 5:9], moved[:, 9]
-        flip, jitter, grayscale, blur = (moved[:, 10 + k] > 0.5 for k in range(4))
-        order = moved[:, 14:18].long()
+        # Which views each operation touches, known here on the host: each jitter operation at each stage of
+        # the per-view order, then grayscale, then blur. Their indices ride along with the parameters
+        # (exact in float32), so one copy moves everything and nothing is read back from the device.
+        selections = [params.jitter & (params.jitter_order[:, stage] == operation)
+                      for stage in range(4) for operation in range(4)] + [params.grayscale, params.blur]
+        positions = [np.flatnonzero(selected) for selected in selections]
+        starts = np.concatenate([[0], np.cumsum([len(chosen) for chosen in positions])])
+        table = np.concatenate([boxes, per_view], axis=1).astype(np.float32)
+        moved = _to_device(np.concatenate([table.reshape(-1), *positions]).astype(np.float32), device)
+        parameters, indices = moved[:table.size].view(table.shape), moved[table.size:].long()
+        boxes, factors, sigma = parameters[:, :5], parameters[:, 5:9], parameters[:, 9]
+        flip = parameters[:, 10] > 0.5
+
+        def apply(selection: int, operation) -> None:
+            """views[chosen] = operation(views[chosen], chosen) for the selection's views, in place."""
+            if starts[selection + 1] > starts[selection]:
+                chosen = indices[starts[selection]:starts[selection + 1]]
+                views[chosen] = operation(views[chosen], chosen)
 
         views = resized_crops(batch, boxes, self.image_size)
         views = torch.where(flip.view(-1, 1, 1, 1), views.flip(-1), views)
         for stage in range(4):
             for operation in range(4):
-                _apply_to(views, jitter & (order[:, stage] == operation),
-                          lambda chosen, at, op=operation: _jitter_operation(chosen, op, factors[at, op]))
-        _apply_to(views, grayscale, lambda chosen, at: _gray(chosen).expand(-1, 3, -1, -1))
-        _apply_to(views, blur, lambda chosen, at: _gaussian_blur(chosen, sigma[at], self.blur_kernel))
+                apply(4 * stage + operation,
+                      lambda chosen, at, op=operation: _jitter_operation(chosen, op, factors[at, op]))
+        apply(16, lambda chosen, at: _gray(chosen).expand(-1, 3, -1, -1))
+        apply(17, lambda chosen, at: _gaussian_blur(chosen, sigma[at], self.blur_kernel))
         if params.autoaugment is not None:  # on uint8 pixels, as the PIL path's AutoAugment sees them
             quantised = views.mul_(255).round_().to(torch.uint8)
             views = autoaugmented(quantised, params.autoaugment, self.sub_policies).float().div_(255)
-        mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+        mean, std = self.normalisation(device)
         views = ((views - mean) / std).contiguous(memory_format=torch.channels_last)
         return list(views.chunk(self.num_views))
+
+    def normalisation(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        """ImageNet mean and std as ``(1, 3, 1, 1)`` tensors on ``device``, made once per device."""
+        if device not in self._normalisers:
+            self._normalisers[device] = tuple(torch.tensor(values).view(1, 3, 1, 1).to(device)
+                                              for values in (IMAGENET_MEAN, IMAGENET_STD))
+        return self._normalisers[device]
+
+
+def unpack(batch: dict, device: torch.device) -> list[Tensor]:
+    """The images of a packed batch (``collate``): views into its flat tensor, ``(3, H, W)`` pixels or
+    1-D JPEG bytes. A batch of decoded pixels moves to ``device`` in one copy; JPEG bytes stay on the host
+    for the decoder. Removes the packing fields."""
+    pixels, offsets, loaded = batch.pop("pixels"), batch.pop("offsets"), batch.pop("loaded_size")
+    if loaded[:, 0].all():
+        pixels = pixels.to(device, non_blocking=True)
+    images = []
+    for position, (height, width) in enumerate(loaded.tolist()):
+        segment = pixels[offsets[position]:offsets[position + 1]]
+        images.append(segment.view(3, height, width) if height else segment)
+    return images
+
+
+def stand_in_for_unreadable(batch: dict, images: list[Tensor | None], originals: list[tuple[int, int]],
+                            unreadable: list[int]) -> None:
+    """Replace each unreadable image by the next readable one of the batch (its pixels, size, index, label
+    and caption; the unreadable sample keeps its seed, so the views differ) and flag its position in
+    ``skipped``, as a dataset does for an unreadable file. A batch with no readable image is a broken copy."""
+    readable = [position for position, image in enumerate(images) if image is not None]
+    if not readable:
+        raise UnreadableRunError(f"no image of a batch of {len(images)} could be decoded; check the dataset's files")
+    for position in unreadable:
+        source = next((p for p in readable if p > position), readable[0])
+        batch["skipped"][position] = batch["index"][position]
+        images[position], originals[position] = images[source], originals[source]
+        batch["original_size"][position] = batch["original_size"][source]
+        batch["index"][position] = batch["index"][source]
+        batch["label"][position] = batch["label"][source]
+        batch["caption"][position] = batch["caption"][source]
+
+
+# BatchedEvalViews uses BatchedViews for its decoding only: it draws no training views, so no recipe acts.
+_DECODE_ONLY = AugmentRecipe("decode only", None, 0.0, None, None)
+
+
+class BatchedEvalViews:
+    """The evaluation transform (``augment.eval_transform``: short side to ``eval_resize``, centre crop,
+    normalisation) for a whole batch on the device, for datasets that hand over JPEG bytes: DataLoader
+    workers only read the files, the evaluating process decodes the batch (``decode_jpeg`` on the GPU) and
+    crops every image in one ``roi_align``. Close to the PIL transform, not bit-equal (a continuous crop
+    window, an area-averaging resize): it serves GPU evaluation, so CPU runs keep the PIL numbers."""
+
+    def __init__(self, image_size: int):
+        self.image_size = image_size
+        self.decoder = BatchedViews(image_size, 1, _DECODE_ONLY, encoded_source=True, decode_on_device=True)
+
+    def prepare(self, image: EncodedImage | Image.Image) -> dict:
+        """A worker's part for one image: its bytes (or PIL-decoded pixels) and original size; for an image
+        neither decoder reads, a one-pixel placeholder (``readable`` False) whose features are left out."""
+        try:
+            item = self.decoder({"image": image, "index": 0}, 0)
+        except CorruptImageError as error:
+            log.warning("%s; left out of the evaluation", error)
+            return {"image": torch.zeros((3, 1, 1), dtype=torch.uint8), "original_size": np.array([1, 1]),
+                    "decode_fallback": 0, "readable": False}
+        return {**{key: item[key] for key in ("image", "original_size", "decode_fallback")}, "readable": True}
+
+    def collate(self, items: list[dict]) -> dict:
+        batch = {**pack_images([item["image"] for item in items]),
+                 "original_size": np.stack([np.asarray(item["original_size"]) for item in items]),
+                 "decode_fallbacks": sum(item["decode_fallback"] for item in items),
+                 "readable": np.array([item["readable"] for item in items])}
+        return {**batch, **{key: [item[key] for item in items] for key in items[0] if key not in batch
+                            and key not in ("image", "decode_fallback")}}
+
+    def on_device(self, batch: dict, device: torch.device) -> tuple[Tensor, np.ndarray]:
+        """The batch's normalised centre crops on ``device`` and which images could be read (the others'
+        rows hold a stand-in: drop them)."""
+        images, originals, fallbacks = self.decoder.decode(unpack(batch, device), device)
+        self.decoder.decode_fallbacks += batch.pop("decode_fallbacks") + fallbacks
+        readable = batch.pop("readable") & np.array([image is not None for image in images])
+        if not readable.any():
+            raise UnreadableRunError(f"no image of an evaluation batch of {len(images)} could be decoded")
+        stand_in = images[int(np.flatnonzero(readable)[0])]
+        images = [image if image is not None else stand_in for image in images]
+        original = np.array([size if size[0] else tuple(known) for size, known in
+                             zip(originals, batch.pop("original_size").tolist(), strict=True)], dtype=np.float64)
+        loaded = np.array([image.shape[1:] for image in images], dtype=np.float64)
+        original = np.where(original > 0, original, loaded)  # an image no decoder read: its stand-in's size
+        side = original.min(axis=1) * self.image_size / eval_resize(self.image_size)
+        top, left = (original[:, 0] - side) / 2, (original[:, 1] - side) / 2
+        scale = loaded / original
+        boxes = np.stack([np.arange(len(images)), left * scale[:, 1], top * scale[:, 0],
+                          (left + side) * scale[:, 1], (top + side) * scale[:, 0]], axis=1)
+        crops = resized_crops(pad_to_batch(images), _to_device(boxes.astype(np.float32), device), self.image_size)
+        mean, std = self.decoder.normalisation(device)
+        return ((crops - mean) / std).contiguous(memory_format=torch.channels_last), readable

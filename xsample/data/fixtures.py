@@ -5,10 +5,12 @@
 
 What is real: folder trees, file names and formats, the metadata files the loaders read (real.json,
 in_to_in9.json, ObjectNet's mappings/, img2dataset's *_stats.json), ImageNet-1k wnids and their class
-order, JPEGs of a few hundred pixels, ObjectNet's 1-pixel red frame, failed downloads missing from the
-CC shards. What is not: the pictures (shapes on textures, upscaled) and the class count (10 of the world's
-classes, each mapped onto a real wnid, together covering ImageNet-9's super-classes). ``scale=rehearsal``
-trains on it.
+order, JPEGs of varied sizes around a few hundred pixels, the files a decoder trips over that ImageNet's
+training set holds (progressive, grayscale and CMYK JPEGs, PNG data named .JPEG, junk bytes between JPEG
+markers: every HARD_CASE_EVERY-th training image per class is one of them), ObjectNet's 1-pixel red frame,
+failed downloads missing from the CC shards. What is not: the pictures (shapes on textures, upscaled) and
+the class count (10 of the world's classes, each mapped onto a real wnid, together covering ImageNet-9's
+super-classes). ``scale=rehearsal`` trains on it.
 
 The same writers build the small hand-made layouts of the loader tests.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import shlex
 import tarfile
 from collections.abc import Iterable
@@ -56,6 +59,9 @@ OBJECTNET_ONLY_LABEL = ("alarm_clock", "Alarm clock")
 CC_SHARD_SIZE = 64
 CC_FAILED_DOWNLOAD_EVERY = 10  # img2dataset keeps no member for a failed download; its stats count it
 ENV_NAMES = ("imagenet", "imagenet_real", "imagenet9", "objectnet", "mit_states", "cc3m", "cc12m")
+HARD_JPEG_CASES = ("progressive", "grayscale", "cmyk", "png_named_jpeg", "garbage_between_markers")
+HARD_CASE_EVERY = 4
+SIZE_FACTORS = (0.75, 1.0, 1.25, 1.5)  # short sides around --image-px, as ImageNet's vary
 
 
 # --- writers shared with the loader tests --------------------------------------------------------
@@ -63,6 +69,27 @@ ENV_NAMES = ("imagenet", "imagenet_real", "imagenet9", "objectnet", "mit_states"
 def jpeg_bytes(image: Image.Image | None = None, size: int = 8, quality: int = 90) -> bytes:
     buffer = io.BytesIO()
     (image or Image.new("RGB", (size, size), (200, 30, 30))).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def hard_jpeg(image: Image.Image, case: str, quality: int = 88) -> bytes:
+    """``image`` as one of HARD_JPEG_CASES: a file named .JPEG that a decoder may trip over but that holds
+    a readable picture (PIL reads every case)."""
+    buffer = io.BytesIO()
+    if case == "progressive":
+        image.save(buffer, format="JPEG", quality=quality, progressive=True)
+    elif case == "grayscale":
+        image.convert("L").save(buffer, format="JPEG", quality=quality)
+    elif case == "cmyk":
+        image.convert("CMYK").save(buffer, format="JPEG", quality=quality)
+    elif case == "png_named_jpeg":
+        image.save(buffer, format="PNG")
+    elif case == "garbage_between_markers":  # libjpeg: "extraneous bytes before marker 0xda", and decodes
+        data = jpeg_bytes(image, quality=quality)
+        start_of_scan = data.index(b"\xff\xda")
+        return data[:start_of_scan] + bytes(range(1, 40)) + data[start_of_scan:]
+    else:
+        raise ValueError(f"unknown hard JPEG case {case!r}; choose one of {', '.join(HARD_JPEG_CASES)}")
     return buffer.getvalue()
 
 
@@ -102,7 +129,7 @@ def write_shard(root: Path, shard: str, samples: list[dict], *, failed: int = 0,
 # --- the miniature paper datasets ----------------------------------------------------------------
 
 class _Renderer:
-    """Shapes-world pictures upscaled to a realistic JPEG size (short side ``px``, varied aspect ratios)."""
+    """Shapes-world pictures upscaled to a realistic JPEG size (short side around ``px``, varied aspect ratios)."""
 
     def __init__(self, px: int, seed: int):
         self.px = px
@@ -110,7 +137,8 @@ class _Renderer:
 
     def upscale(self, image: Image.Image) -> Image.Image:
         aspect = float(self.rng.choice([1.0, 4 / 3, 3 / 2, 3 / 4]))
-        width, height = (round(self.px * aspect), self.px) if aspect >= 1 else (self.px, round(self.px / aspect))
+        short = round(self.px * float(self.rng.choice(SIZE_FACTORS)))
+        width, height = (round(short * aspect), short) if aspect >= 1 else (short, round(short / aspect))
         return image.resize((width, height), Image.BICUBIC)
 
     def jpeg(self, image: Image.Image) -> bytes:
@@ -138,7 +166,12 @@ def write_imagenet(root: Path, per_class: int, renderer: _Renderer, synset_mappi
         folder = root / "train" / wnids[label]
         folder.mkdir(parents=True, exist_ok=True)
         for n, index in enumerate(indices):
-            (folder / f"{wnids[label]}_{n}.JPEG").write_bytes(renderer.jpeg(train[index]["image"]))
+            if n % HARD_CASE_EVERY == HARD_CASE_EVERY - 1:
+                case = HARD_JPEG_CASES[(label + n // HARD_CASE_EVERY) % len(HARD_JPEG_CASES)]
+                data = hard_jpeg(renderer.upscale(train[index]["image"]), case)
+            else:
+                data = renderer.jpeg(train[index]["image"])
+            (folder / f"{wnids[label]}_{n}.JPEG").write_bytes(data)
     test = ShapesWorld("test")
     per_val_class = max(2, per_class // 4)
     val = sorted((index, label) for label, indices in
@@ -160,6 +193,16 @@ def write_imagenet(root: Path, per_class: int, renderer: _Renderer, synset_mappi
         lines = [f"{wnid} {name}" for wnid, name in zip(imagenet_wnids(), ImageNetInfo().label_descriptions(),
                                                         strict=True)]
         (root / "LOC_synset_mapping.txt").write_text("\n".join(lines) + "\n")
+
+
+def write_training_images(root: Path, unique_per_class: int, image_px: int, total: int) -> None:
+    """An ImageNet layout whose train folder holds ``total`` files for throughput measurements: the images
+    ``write_imagenet`` renders (varied sizes, the hard cases), then hard links to them."""
+    write_imagenet(root, unique_per_class, _Renderer(image_px, seed=0), synset_mapping=False)
+    files = sorted((root / "train").rglob("*.JPEG"))
+    for copy in range(len(files), total):
+        source = files[copy % len(files)]
+        os.link(source, source.with_name(f"{source.stem}_copy{copy}.JPEG"))
 
 
 def write_imagenet9(root: Path, per_class: int, renderer: _Renderer) -> None:

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from xsample.data.batched_augment import EncodedImage, first_readable, open_rgb
+from xsample.data.batched_augment import CorruptImageError, EncodedImage, first_readable, open_rgb
 from xsample.data.registry import check_split, register_dataset, require_root
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,10 @@ class ImageFileDataset(Dataset):
 
     def load_image(self, position: int) -> Image.Image | EncodedImage:
         if self.images_encoded:
-            return EncodedImage(Path(self.files[position]).read_bytes(), self.files[position])
+            try:
+                return EncodedImage(Path(self.files[position]).read_bytes(), self.files[position])
+            except OSError as error:  # vanished, unreadable, an I/O error of the mount: skipped like corrupt data
+                raise CorruptImageError(f"cannot read image {self.files[position]} ({error}); delete or replace it") from error
         return open_rgb(self.files[position])
 
     def extras(self, position: int) -> dict:

@@ -160,7 +160,8 @@ class CaptionedShards(IterableDataset):
         """Reseeds shard resampling, so each epoch (and its rerun after a restart) draws the same shards."""
         self.epoch = int(epoch)
 
-    def _skip(self, count: int, reason: str) -> None:
+    def count_skipped(self, count: int, reason: str) -> None:
+        """Count ``count`` samples as skipped (for any DataLoader worker) and log why."""
         self._counters[_SKIPPED] += count
         log.warning("dataset %s: skipped %d sample(s): %s (%d skipped so far)", self.name, count, reason,
                     self.samples_skipped)
@@ -188,13 +189,13 @@ class CaptionedShards(IterableDataset):
             self._counters[_TRUNCATED] += 1
             log.warning("dataset %s: %s is truncated after %d of %d samples (%s); skipping the rest", self.name, shard,
                         position, size, damage)
-            self._skip(size - position, f"truncated shard {shard.name}")
+            self.count_skipped(size - position, f"truncated shard {shard.name}")
 
     def _decode(self, sample: dict[str, bytes], index: int, shard: Path, caption: str | None) -> dict | None:
         """The item of one sample, with ``caption`` in place of its own when given (caption noise)."""
         image_bytes = next((sample[ext] for ext in IMAGE_EXTENSIONS if ext in sample), None)
         if image_bytes is None or CAPTION_EXTENSION not in sample:
-            self._skip(1, f"sample {index} in {shard.name} lacks an image or a caption")
+            self.count_skipped(1, f"sample {index} in {shard.name} lacks an image or a caption")
             return None
         if self.images_encoded and is_complete_jpeg(image_bytes):
             image = EncodedImage(image_bytes, f"sample {index} in {shard.name}")
@@ -203,7 +204,7 @@ class CaptionedShards(IterableDataset):
                 with Image.open(io.BytesIO(image_bytes)) as opened:
                     image = opened.convert("RGB")
             except (OSError, SyntaxError, ValueError) as error:
-                self._skip(1, f"sample {index} in {shard.name} has an undecodable image ({error})")
+                self.count_skipped(1, f"sample {index} in {shard.name} has an undecodable image ({error})")
                 return None
         if caption is None:
             caption = _caption_text(sample)

@@ -59,7 +59,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from xsample.data.views import class_balanced_positions
-from xsample.eval.features import extract_features
+from xsample.eval.features import batched_eval_views, encode_dataset
 from xsample.eval.knn import knn_predict
 from xsample.eval.metrics import (
     IMAGENET9_GAP_VARIANTS,
@@ -198,8 +198,11 @@ class _Session:
 
     def __init__(self, encoder: nn.Module, *, transform: Callable, device: torch.device, batch_size: int,
                  num_workers: int, builder: Callable[..., Dataset], data_roots: Mapping[str, Any],
-                 probe_config: dict[str, Any], seed: int, needed_fields: dict[DatasetSpec, set[str]]):
+                 probe_config: dict[str, Any], seed: int, needed_fields: dict[DatasetSpec, set[str]],
+                 image_size: int | None = None, autocast: Callable[[], Any] | None = None):
         self.encoder, self.transform, self.device = encoder, transform, device
+        self.image_size, self.autocast = image_size, autocast
+        self.skipped: dict[DatasetSpec, int] = {}  # unreadable images left out of each dataset's features
         self.batch_size, self.num_workers = batch_size, num_workers
         self.builder, self.data_roots = builder, data_roots
         self.probe_config, self.seed, self.needed_fields = probe_config, seed, needed_fields
@@ -213,9 +216,11 @@ class _Session:
         if spec not in self._features:
             dataset = spec.build(self.builder, self.data_roots)
             started = time.perf_counter()
-            self._features[spec] = extract_features(
-                self.encoder, dataset, self.transform, batch_size=self.batch_size, device=self.device,
-                num_workers=self.num_workers, extra_keys=sorted(self.needed_fields[spec]))
+            transform = batched_eval_views(dataset, self.image_size, self.device) or self.transform
+            features, fields, self.skipped[spec] = encode_dataset(
+                self.encoder, dataset, transform, batch_size=self.batch_size, device=self.device,
+                num_workers=self.num_workers, extra_keys=sorted(self.needed_fields[spec]), autocast=self.autocast)
+            self._features[spec] = (features, fields)
             log.info("encoded %s: %d items in %.1f s", spec.describe(), len(dataset), time.perf_counter() - started)
             if getattr(dataset, "imagenet_class_map", None) is not None:
                 self._dataset_class_maps[spec] = tuple(int(v) for v in dataset.imagenet_class_map)
@@ -581,15 +586,18 @@ def run_evaluations(
     seed: int = 0,
     batch_size: int = 256,
     num_workers: int = 0,
+    autocast: Callable[[], Any] | None = None,
     scored_probes: dict[str, ScoredProbe] | None = None,
 ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, Any]]]:
     """Run every evaluation spec with the frozen ``encoder`` (images -> [B, D] features).
 
     Returns ``(metrics, details)``: ``metrics[eval name][metric]`` in percent, exactly the result.json
-    contract; ``details[eval name]`` holds the chosen probe learning rate, held-out accuracies and sizes.
-    ``transform`` defaults to ``xsample.data.eval_transform(image_size)`` and ``dataset_builder`` to
-    ``xsample.data.build_dataset``. ``scored_probes``, when given, receives the probe of every ``imagenet``
-    evaluation under its name (a run keeps it: the exported classifier).
+    contract; ``details[eval name]`` holds the chosen probe learning rate, held-out accuracies and sizes, and
+    ``images_skipped`` (unreadable images left out, per dataset read). ``transform`` defaults to
+    ``xsample.data.eval_transform(image_size)`` (on a GPU, image-file datasets take the batched decode path
+    instead) and ``dataset_builder`` to ``xsample.data.build_dataset``; ``autocast()`` wraps the encoder.
+    ``scored_probes``, when given, receives the probe of every ``imagenet`` evaluation under its name (a run
+    keeps it: the exported classifier).
     """
     parsed = _parse_evaluations(evaluations)
     checked_probe_config = _checked_probe_config(probe_config)
@@ -609,12 +617,15 @@ def run_evaluations(
             needed_fields.setdefault(spec, set()).add(field)
     session = _Session(encoder, transform=transform, device=torch.device(device), batch_size=batch_size,
                        num_workers=num_workers, builder=dataset_builder, data_roots=dict(data_roots or {}),
-                       probe_config=checked_probe_config, seed=seed, needed_fields=needed_fields)
+                       probe_config=checked_probe_config, seed=seed, needed_fields=needed_fields,
+                       image_size=image_size, autocast=autocast)
     metrics, details = {}, {}
     for name, evaluation in parsed:
         started = time.perf_counter()
         metrics[name], details[name] = evaluation.run(session)
         details[name]["seconds"] = round(time.perf_counter() - started, 3)
+        details[name]["images_skipped"] = {spec.describe(): session.skipped[spec]
+                                           for spec, _ in evaluation.needs() if session.skipped.get(spec)}
         log.info("%s: %s", name, metrics[name])
         if scored_probes is not None and isinstance(evaluation, _ImageNet):
             scored_probes[name] = ScoredProbe(session.probe(evaluation.train, evaluation.label_key),

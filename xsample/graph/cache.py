@@ -171,7 +171,7 @@ class CaptionEmbeddingCache:
         return int(self.manifest["dim"])
 
     def rows(self, indices: torch.Tensor | Sequence[int]) -> torch.Tensor:
-        index = torch.as_tensor(indices).cpu().numpy()
+        index = np.asarray(indices, dtype=np.int64)  # host indices: a batch's field, never a device tensor
         if index.size and (index.min() < 0 or index.max() >= len(self)):
             raise IndexError(f"sample index out of range for a cache of {len(self)} rows")
         return torch.from_numpy(np.ascontiguousarray(self.embeddings[index]))

@@ -78,36 +78,41 @@ def target_shares(embeddings: Tensor, labels: Tensor | None, graph_temperature: 
 
 
 class GraphDiagnostics:
-    """Means of ``target_shares`` over the batches added (a training run adds its first TRAINING_BATCHES)."""
+    """Means of ``target_shares`` over the batches added (a training run adds its first TRAINING_BATCHES).
+
+    ``add`` only keeps a copy of the batch where it lies: a training step never waits for the host here. The
+    shares are computed when ``summary`` is read, after training."""
 
     def __init__(self, graph_temperature: float, mask_self: bool = True, batches: int = TRAINING_BATCHES):
         self.graph_temperature, self.mask_self, self.batches = float(graph_temperature), bool(mask_self), int(batches)
-        self.sums: dict[str, float] = {}
-        self.seen = 0
-        self.batch_size = 0
-        self.rows_digest = hashlib.sha256()
+        self.recorded: list[tuple[Tensor, Tensor | None]] = []
+
+    @property
+    def seen(self) -> int:
+        return len(self.recorded)
 
     @property
     def wanted(self) -> bool:
         return self.seen < self.batches
 
     def add(self, embeddings: Tensor, labels: Tensor | None) -> None:
-        shares = target_shares(embeddings, labels, self.graph_temperature, self.mask_self)
-        for key, value in shares.items():
-            if value is not None:
-                self.sums[key] = self.sums.get(key, 0.0) + value
-        self.seen += 1
-        self.batch_size = int(embeddings.shape[0])
-        # float16, as the caption cache stores rows: the last bits of a float32 encoder output do not count.
-        self.rows_digest.update(embeddings.detach().to("cpu", torch.float16).numpy().tobytes())
+        self.recorded.append((embeddings.detach().clone(), None if labels is None else labels.detach().clone()))
 
     def summary(self) -> dict[str, Any] | None:
         """The recorded means (None before any batch), with how they were measured."""
-        if not self.seen:
+        if not self.recorded:
             return None
-        means = {key: round(self.sums[key] / self.seen, 5) if key in self.sums else None for key in FIELDS}
-        return {**means, "batches": self.seen, "batch_size": self.batch_size, "graph_temperature": self.graph_temperature,
-                "rows_fingerprint": self.rows_digest.hexdigest()[:16]}
+        sums: dict[str, float] = {}
+        rows_digest = hashlib.sha256()
+        for embeddings, labels in self.recorded:
+            for key, value in target_shares(embeddings, labels, self.graph_temperature, self.mask_self).items():
+                if value is not None:
+                    sums[key] = sums.get(key, 0.0) + value
+            # float16, as the caption cache stores rows: the last bits of a float32 encoder output do not count.
+            rows_digest.update(embeddings.to("cpu", torch.float16).numpy().tobytes())
+        means = {key: round(sums[key] / self.seen, 5) if key in sums else None for key in FIELDS}
+        return {**means, "batches": self.seen, "batch_size": int(self.recorded[-1][0].shape[0]),
+                "graph_temperature": self.graph_temperature, "rows_fingerprint": rows_digest.hexdigest()[:16]}
 
 
 def batch_diagnostics(rows_of: Callable[[np.ndarray], Tensor], labels: np.ndarray | None, count: int, *,

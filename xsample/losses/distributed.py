@@ -8,6 +8,9 @@ gradients then equals the gradient of the single-process loss on the concatenate
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_autograd
@@ -39,8 +42,31 @@ def gather_without_grad(tensor: Tensor) -> Tensor:
     return torch.cat(pieces, dim=0)
 
 
+_agreed_local_size: int | None = None  # set by ``equal_local_batches``
+
+
+@contextmanager
+def equal_local_batches(local_size: int, device: torch.device, check_over_ranks: bool = True) -> Iterator[None]:
+    """Within the block every rank's local batch holds ``local_size`` samples, checked once here over the
+    ranks (a training loop with drop_last keeps it so); the losses then compare their batch with it on the
+    host, with no collective and no device sync per step."""
+    global _agreed_local_size
+    if check_over_ranks:
+        check_equal_local_batches(local_size, device)
+    previous, _agreed_local_size = _agreed_local_size, local_size
+    try:
+        yield
+    finally:
+        _agreed_local_size = previous
+
+
 def check_equal_local_batches(local_size: int, device: torch.device) -> None:
     """ValueError unless every rank holds ``local_size`` samples (the gathered layout assumes it)."""
+    if _agreed_local_size is not None:
+        if local_size != _agreed_local_size:
+            raise ValueError(f"this rank's batch holds {local_size} samples, but the ranks agreed on "
+                             f"{_agreed_local_size} each; keep drop_last=True and one batch size for all ranks")
+        return
     sizes = gather_without_grad(torch.tensor([local_size], device=device)).tolist()
     if len(set(sizes)) > 1:
         raise ValueError(

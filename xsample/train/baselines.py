@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.data import Dataset, IterableDataset
 
 from xsample.data import eval_transform
+from xsample.methods import method as registered_method
 from xsample.train.components import TrainingSetup
 from xsample.train.loop import TrainOutcome
 
@@ -68,7 +69,7 @@ def baseline_outcome(config: dict[str, Any], setup: TrainingSetup, device: torch
     model = setup.model.to(device)
     started = time.perf_counter()
     used = 0
-    if method["name"] == "untrained":
+    if registered_method(method["name"]).batchnorm_pass:
         used = recompute_batchnorm_statistics(
             model, setup.train_dataset, eval_transform(int(config["data"]["image_size"])),
             images=int(method["batchnorm_images"]), batch_size=int(method["batchnorm_batch_size"]), device=device,

@@ -24,7 +24,7 @@ from xsample.data import (
 from xsample.data.batched_augment import BatchedViews
 from xsample.graph.diagnostics import GraphDiagnostics
 from xsample.losses.distributed import gather_without_grad
-from xsample.methods import BASELINES, METHODS
+from xsample.methods import method as registered_method
 from xsample.models import CLIPModel, ContrastiveModel, PixelFeatures, ProjectionHead, build_backbone
 from xsample.train.optim import build_optimizer, cosine_schedule_with_warmup
 from xsample.train.sampling import PILViews, augment_problem
@@ -75,7 +75,7 @@ def build_views(config: dict[str, Any], dataset: Dataset, num_views: int,
     image_size = int(config["data"]["image_size"])
     # Baselines draw no training views (their run has no recipe): their dataset keeps handing decoded
     # images to the BatchNorm pass, which uses the evaluation transform.
-    if config["method"]["name"] in BASELINES:
+    if not registered_method(config["method"]["name"]).trains:
         return PILViews(eval_transform(image_size), num_views)
     recipe = AugmentRecipe.from_config(config["augment"])
     if config["runtime"].get("augment", "auto") == "pil":
@@ -90,15 +90,15 @@ def build_views(config: dict[str, Any], dataset: Dataset, num_views: int,
 
 
 def build_model(config: dict[str, Any]) -> nn.Module:
-    model_cfg, method = config["model"], config["method"]["name"]
-    if method == "raw_pixels":
+    model_cfg, kind = config["model"], registered_method(config["method"]["name"]).model
+    if kind == "pixels":
         return PixelFeatures(int(config["method"]["max_side"]))
     backbone, feature_dim = build_backbone(
         model_cfg["backbone"], small_image_stem=bool(model_cfg.get("small_image_stem", False)),
         stem_stride=int(model_cfg.get("stem_stride", 1)),
         pretrained=bool(model_cfg.get("pretrained", False)),
     )
-    if method == "clip":
+    if kind == "clip":
         clip_cfg = model_cfg["clip"]
         return CLIPModel(backbone, feature_dim, int(clip_cfg["embed_dim"]), dict(clip_cfg["text"]),
                          init_logit_scale=float(clip_cfg["init_logit_scale"]))
@@ -108,6 +108,14 @@ def build_model(config: dict[str, Any]) -> nn.Module:
     return ContrastiveModel(backbone, feature_dim, projector)
 
 
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on ``device`` without a host sync: copied asynchronously from pinned memory on a GPU
+    (the DataLoader pins what it hands over; side information made here is pinned first)."""
+    if device.type == "cuda" and not tensor.is_pinned():
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=True)
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
 
@@ -115,7 +123,7 @@ def _unwrap(model: nn.Module) -> nn.Module:
 def graph_diagnostics_for(config: dict[str, Any]) -> GraphDiagnostics | None:
     """The recorder of a graph-using run's target shares (X-CLR), None for the other methods."""
     method = config["method"]
-    if method["name"] != "xclr":
+    if not registered_method(method["name"]).uses_graph:
         return None
     return GraphDiagnostics(float(method["graph_temperature"]), mask_self=bool(method["mask_self"]))
 
@@ -127,17 +135,15 @@ def build_loss_fn(config: dict[str, Any], train_dataset: Dataset, device: torch.
     batch's rows and labels are gathered over ranks, as the loss gathers them, so the shares are the
     global batch's."""
     method_cfg = config["method"]
-    name = method_cfg["name"]
-    if name not in METHODS:
-        raise ValueError(f"unknown method.name={name!r}; choose one of {', '.join(METHODS)}")
-    if name in BASELINES:
+    targets = registered_method(method_cfg["name"]).targets
+    if targets is None:
         return None, 0.0
 
-    if name == "clip":
+    if targets == "captions":
         criterion = losses.ClipLoss()
 
         def clip_step(model, batch, device):
-            tokens = _unwrap(model).tokenize(list(batch["caption"])).to(device)
+            tokens = to_device(_unwrap(model).tokenize(list(batch["caption"])), device)
             images = batch["view1"].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             image_features, text_features, logit_scale = model(images, tokens)
             return criterion(image_features, text_features, logit_scale)
@@ -145,12 +151,11 @@ def build_loss_fn(config: dict[str, Any], train_dataset: Dataset, device: torch.
         return clip_step, 0.0
 
     temperature = float(method_cfg["temperature"])
-    if name == "simclr":
+    graph_seconds = 0.0
+    if targets == "views":
         criterion = losses.SimCLRLoss(temperature)
-        side = None
-    elif name == "supcon":
+    elif targets == "labels":
         criterion = losses.SupConLoss(temperature)
-        side = None
     else:
         criterion = losses.XCLRLoss(temperature, float(method_cfg["graph_temperature"]),
                                     mask_self=bool(method_cfg.get("mask_self", True)))
@@ -163,16 +168,16 @@ def build_loss_fn(config: dict[str, Any], train_dataset: Dataset, device: torch.
         images = torch.cat([batch["view1"], batch["view2"]]).to(device, non_blocking=True)
         images = images.contiguous(memory_format=torch.channels_last)
         z1, z2 = model(images).chunk(2)
-        if name == "simclr":
+        if targets == "views":
             return criterion(z1, z2)
-        if name == "supcon":
-            return criterion(z1, z2, batch["label"].to(device))
-        rows = side(batch).to(device)
+        if targets == "labels":
+            return criterion(z1, z2, to_device(batch["label"], device))
+        rows = to_device(side(batch), device)
         if diagnostics is not None and diagnostics.wanted:
-            diagnostics.add(gather_without_grad(rows), gather_without_grad(batch["label"].to(device)))
+            diagnostics.add(gather_without_grad(rows), gather_without_grad(to_device(batch["label"], device)))
         return criterion(z1, z2, rows)
 
-    return contrastive_step, (graph_seconds if name == "xclr" else 0.0)
+    return contrastive_step, graph_seconds
 
 
 def build_training_setup(config: dict[str, Any], device: torch.device) -> TrainingSetup:
@@ -188,7 +193,7 @@ def build_training_setup(config: dict[str, Any], device: torch.device) -> Traini
         scheduler = cosine_schedule_with_warmup(optimizer, min(warmup, total_steps), total_steps)
         return optimizer, scheduler
 
-    num_views = 1 if config["method"]["name"] == "clip" else 2
+    num_views = registered_method(config["method"]["name"]).views
     return TrainingSetup(
         model=build_model(config), train_dataset=train_dataset,
         views=build_views(config, train_dataset, num_views, device),

@@ -1,5 +1,9 @@
 """Section 4.5 analog: per-step cost of each method on the same backbone and batch, in one process,
-interleaved in rounds so that machine drift affects every method alike."""
+interleaved in rounds so that machine drift affects every method alike.
+
+The batch is what one GPU holds in training: the global batch (``optim.batch_size``) over the training
+job's ranks (``compute.training_ranks``: the scale's nodes x tasks per node, one task per GPU), not over
+this timing job's own (one GPU)."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from xsample.data import AugmentRecipe, training_augmentation
+from xsample.methods import method as registered_method
 from xsample.train.components import build_loss_fn, build_model, build_train_dataset
 from xsample.train.sampling import PILViews, SeededViewsDataset
 
@@ -21,12 +26,23 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def per_gpu_batch(config: dict[str, Any]) -> tuple[int, int]:
+    """(global batch, the batch one rank of the training job holds)."""
+    global_batch = int(config["optim"]["batch_size"])
+    ranks = int(config["compute"]["training_ranks"])
+    if global_batch % ranks:
+        raise ValueError(f"optim.batch_size={global_batch} is not divisible by the training job's {ranks} ranks "
+                         "(scale.resources: nodes x tasks_per_node)")
+    return global_batch, global_batch // ranks
+
+
 def compute_overhead_metrics(config: dict[str, Any], device: torch.device) -> dict[str, Any]:
     spec = config["compute"]
     dataset = build_train_dataset(config)
     augmentation = training_augmentation(AugmentRecipe.from_config(config["augment"]), int(config["data"]["image_size"]))
     views = SeededViewsDataset(dataset, PILViews(augmentation, num_views=2), seed=config["seed"])
-    batch = next(iter(DataLoader(views, batch_size=int(config["optim"]["batch_size"]), shuffle=True)))
+    global_batch, batch_size = per_gpu_batch(config)
+    batch = next(iter(DataLoader(views, batch_size=batch_size, shuffle=True)))
 
     contenders: dict[str, tuple] = {}
     metrics: dict[str, Any] = {}
@@ -37,7 +53,7 @@ def compute_overhead_metrics(config: dict[str, Any], device: torch.device) -> di
         loss_fn, graph_seconds = build_loss_fn(method_config, dataset, device)
         optimizer = torch.optim.SGD(model.parameters(), lr=1e-4)
         contenders[name] = (model, loss_fn, optimizer)
-        if name == "xclr":
+        if registered_method(name).uses_graph:
             metrics["graph_precompute_s"] = round(graph_seconds, 4)
             metrics["graph_precompute_samples"] = len(dataset)
 
@@ -64,14 +80,16 @@ def compute_overhead_metrics(config: dict[str, Any], device: torch.device) -> di
             times[name].append(step(name))
             if device.type == "cuda":
                 peak[name] = max(peak.get(name) or 0.0, torch.cuda.max_memory_allocated(device) / 2**20)
-    batch_size = int(config["optim"]["batch_size"])
     for name, samples in times.items():
         median = statistics.median(samples)
         metrics[name] = {"step_ms": round(1000 * median, 3), "images_per_s": round(batch_size / median, 1),
                          # CPU allocations are not tracked per method: memory is reported on GPU only.
                          "peak_mem_mb": round(peak[name], 1) if name in peak else None}
-    if "simclr" in metrics and "xclr" in metrics:
-        metrics["xclr_over_simclr"] = round(metrics["xclr"]["step_ms"] / metrics["simclr"]["step_ms"], 4)
-    metrics["batch_size"] = batch_size
+    overhead, against = spec["overhead"]["method"], spec["overhead"]["against"]
+    if overhead in metrics and against in metrics:
+        metrics[f"{overhead}_over_{against}"] = round(metrics[overhead]["step_ms"] / metrics[against]["step_ms"], 4)
+        metrics["overhead_against"] = against
+    metrics["batch_size"] = batch_size  # per GPU, as measured
+    metrics["global_batch_size"] = global_batch
     metrics["backbone"] = config["model"]["backbone"]
     return metrics

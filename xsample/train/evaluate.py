@@ -17,6 +17,7 @@ from xsample.eval import ScoredProbe, extract_features, run_evaluations, zero_sh
 from xsample.eval.zero_shot import zero_shot_classifier
 from xsample.io import atomic_write_bytes
 from xsample.models.classifier import PROBE_WEIGHTS, probe_file
+from xsample.train.loop import autocast
 
 # The evaluation whose probe a run keeps: its top-1 is the headline number the export reproduces.
 KEPT_PROBE = "imagenet"
@@ -63,12 +64,16 @@ def zero_shot_accuracies(model: nn.Module, config: dict[str, Any], device: torch
 
 
 def evaluate_model(model: nn.Module, config: dict[str, Any], device: torch.device) -> Evaluation:
+    """Metrics in the result.json contract, details such as the chosen probe lr, and the kept probe.
+    Features are extracted at training speed: the training precision, channels_last, batched decoding."""
     eval_cfg = config["eval"]
+    model = model.to(memory_format=torch.channels_last)
     scored_probes: dict[str, ScoredProbe] = {}
     metrics, details = run_evaluations(
         _Call(model, "features"), eval_cfg["evaluations"], device=device, probe_config=eval_cfg["probe"],
         image_size=int(config["data"]["image_size"]), data_roots=_data_roots(config), seed=int(config["seed"]),
-        num_workers=int(config["runtime"].get("num_workers", 0)), scored_probes=scored_probes,
+        num_workers=int(config["runtime"]["num_workers"]), scored_probes=scored_probes,
+        autocast=lambda: autocast(device, config["runtime"]["precision"]),
     )
     zero_shot = eval_cfg["zero_shot"]
     if zero_shot:  # false for runs without a text tower or an ImageNet (analog) test set

@@ -37,11 +37,10 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
         reduce_dims = [0, *range(2, x.dim())]
-        count = torch.tensor([x.numel() / x.shape[1]], dtype=torch.float64, device=x.device)
         stats = torch.cat([x.sum(reduce_dims), (x * x).sum(reduce_dims)]).double()
         stats = _AllReduceSum.apply(stats)
-        dist.all_reduce(count)
-        total = count.item()
+        # Every rank holds as many values per channel (equal local batches): the count needs no collective.
+        total = x.numel() / x.shape[1] * dist.get_world_size()
         mean, mean_sq = stats.chunk(2)
         mean, var = mean / total, mean_sq / total - (mean / total) ** 2
         with torch.no_grad():

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -58,7 +59,7 @@ def run_state(run_dir: Path | str, config: dict[str, Any], *, force: bool = Fals
 
 @dataclass(frozen=True)
 class RunOutcome:
-    status: str              # completed | failed | refused
+    status: str              # completed | failed | refused | interrupted (ranks other than 0 of a requeued job)
     run_dir: Path
     error: str | None = None
     skipped: bool = False    # completed earlier with the same config; nothing ran
@@ -94,7 +95,11 @@ def execute_run(config: dict[str, Any], run_dir: Path | str, *, force: bool = Fa
                 log: Callable[[str], None] = print) -> RunOutcome:
     """Run ``config`` in its own directory ``run_dir`` as the module docstring describes.
 
-    Failures are recorded in result.json and returned, not raised, so a sweep goes on with its other runs."""
+    Failures are recorded in result.json and returned, not raised, so a sweep goes on with its other runs.
+    A signal that stops a local run raises ``RunInterrupted`` (xsample/train/preemption.py; a
+    KeyboardInterrupt, so a sweep stops too): its ``str()`` is the one line to show, ``signum`` the signal,
+    result.json says ``interrupted``, and the same call resumes from the checkpoint. Under a scheduler, rank 0 raises ``Preempted`` after handing
+    the job to the scheduler's requeue, and the other ranks return an ``interrupted`` outcome."""
     run_dir = Path(run_dir)
     try:
         return _execute_locked(config, run_dir, force, log)
@@ -121,9 +126,12 @@ def _execute_locked(config: dict[str, Any], run_dir: Path, force: bool, log: Cal
         try:
             record = run_experiment(config, run_dir)
         except Exception as error:  # recorded in result.json by run_experiment when it can write there
-            line = f"{type(error).__name__}: {error}".splitlines()[0]
-            recorded = (read_result(run_dir) or {}).get("status") == "failed"
+            result = read_result(run_dir) or {}
+            recorded = result.get("status") == "failed" and (result.get("heartbeat") or {}).get("pid") == os.getpid()
+            # The recorded error names the root cause (another rank's failure, where this rank only stopped).
+            line = str(result["error"] if recorded else f"{type(error).__name__}: {error}").splitlines()[0]
             where = f"see {run_dir / RESULT_NAME}" if recorded else "result.json could not record it"
-            log(f"xsample: {name} failed: {line} ({where})")
+            if environment_rank() == 0:
+                log(f"xsample: {name} failed: {line} ({where})")
             return RunOutcome("failed", run_dir, error=line)
     return RunOutcome(record["status"], run_dir)

@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from xsample.heartbeat import beat, new_heartbeat, public
 from xsample.io import atomic_write_json, read_json, remove_orphaned_temp_files
 from xsample.train.checkpoint import CHECKPOINT_NAME, ConfigMismatchError
-from xsample.train.distributed import DistInfo, barrier, init_distributed
+from xsample.train.distributed import (
+    DistInfo,
+    FailureWatchdog,
+    environment_ranks,
+    init_distributed,
+    leave,
+    report_failure,
+)
 from xsample.train.identity import config_differences, describe_differences
+from xsample.train.preemption import RunInterrupted, interruptible
 from xsample.train.provenance import config_hash, git_state, hardware, package_versions
 from xsample.validation import check_run_config
 
@@ -77,11 +88,14 @@ class ResultWriterError(OSError):
 
 class ResultWriter:
     """Keeps result.json current; only the main rank writes. Every write refreshes the heartbeat
-    (host, pid, SLURM ids, last_update) that `analysis status` uses to tell a dead run from a live one."""
+    (host, pid, SLURM ids, last_update) that `analysis status` uses to tell a dead run from a live one.
+    Thread-safe: the failure watchdog records another rank's failure from its own thread."""
 
-    def __init__(self, run_dir: Path, config: dict[str, Any], info: DistInfo):
+    def __init__(self, run_dir: Path, config: dict[str, Any], info: DistInfo,
+                 previous_failure: dict[str, Any] | None = None):
         self.path = Path(run_dir) / RESULT_NAME
         self.info = info
+        self.previous_failure = previous_failure  # the last attempt's, to tell a deterministic failure
         self.record: dict[str, Any] = {
             "status": "running",
             "experiment": config.get("experiment", {}),
@@ -97,6 +111,7 @@ class ResultWriter:
             "seed": config.get("seed"),
         }
         self._heartbeat = new_heartbeat()
+        self._lock = threading.RLock()
 
     def update(self, **fields: Any) -> None:
         self._write(fields, log_step=None)
@@ -105,15 +120,50 @@ class ResultWriter:
         """Heartbeat at a training log step."""
         self._write({}, log_step=step)
 
+    def record_failure(self, report: dict[str, Any]) -> None:
+        """status failed with ``report`` (rank, step, error[, traceback]); the first report of a run stays.
+        A failure at the step where the previous attempt failed too is marked deterministic (``repeats``)."""
+        with self._lock:
+            if self.record.get("status") == "failed":
+                return
+            previous = self.previous_failure or {}
+            repeats = previous.get("repeats", 1) + 1 if "step" in previous and previous["step"] == report["step"] else 1
+            where = "before training" if report["step"] is None else f"at step {report['step']}"
+            error = report["error"] if self.info.world_size == 1 else f"rank {report['rank']}: {report['error']}"
+            if repeats > 1:
+                error += (f" (attempt {repeats} to fail {where}: the failure is deterministic; fix its cause "
+                          "before relaunching)")
+            self.update(status="failed", error=error, traceback=report.get("traceback"),
+                        failure={"rank": report["rank"], "step": report["step"], "repeats": repeats})
+
     def _write(self, fields: dict[str, Any], log_step: int | None) -> None:
-        self.record.update(fields)
-        if self.info.is_main:
-            beat(self._heartbeat, log_step)
-            self.record["heartbeat"] = public(self._heartbeat)
-            atomic_write_json(self.path, self.record)
+        with self._lock:
+            self.record.update(fields)
+            if self.info.is_main:
+                beat(self._heartbeat, log_step)
+                self.record["heartbeat"] = public(self._heartbeat)
+                atomic_write_json(self.path, self.record)
 
 
-def _train_and_evaluate(config: dict[str, Any], run_dir: Path, info: DistInfo, writer: ResultWriter) -> None:
+@dataclass
+class Progress:
+    """Where the run is, for a failure report: the last finished training step (None before training)."""
+    step: int | None = None
+
+
+def _join_ranks(config: dict[str, Any], run_dir: Path, writer: ResultWriter) -> DistInfo:
+    """This rank's device and process group, with the failure watchdog running (see distributed.py)."""
+    info = init_distributed(config["runtime"]["device"], gpus_requested=int(config["resources"]["gpus_per_node"]),
+                            timeout_s=float(config["runtime"]["distributed_timeout_s"]), rendezvous_dir=run_dir)
+    writer.info = info
+    if info.world_size > 1:
+        info.watchdog = FailureWatchdog(info, writer.record_failure).start()
+    writer.update(hardware=hardware(info.device, info.world_size))
+    return info
+
+
+def _train_and_evaluate(config: dict[str, Any], run_dir: Path, info: DistInfo, writer: ResultWriter,
+                        progress: Progress) -> None:
     from xsample.train.baselines import baseline_outcome
     from xsample.train.components import build_training_setup
     from xsample.train.evaluate import evaluate_model, save_run_probe
@@ -133,36 +183,68 @@ def _train_and_evaluate(config: dict[str, Any], run_dir: Path, info: DistInfo, w
             tracker.start(None)
         else:
             outcome = pretrain(
-                config, run_dir, info, setup, writer.record["config_hash"], tracker,
+                config, run_dir, info, setup, writer.record["config_hash"], tracker, progress=progress,
                 on_checkpoint=lambda step: writer.update(checkpoint_step=step), on_log=writer.log_step,
             )
+        if outcome.left_for_requeue:  # a rank other than 0 of a preempted job: rank 0 requeues it
+            writer.record["status"] = "interrupted"
+            return
+        leave(info)  # nobody waits for the evaluation below
+        if not info.is_main:
+            return
         writer.record["resumed_from"] = outcome.resumed_from
         writer.record["data"].update(samples_seen=outcome.samples_seen, samples_skipped=outcome.samples_skipped,
                                      **setup.views.describe())
         timing = {"train_s": round(outcome.train_seconds, 3), "images_per_s": round(outcome.images_per_s, 2),
+                  "steady_images_per_s": round(outcome.steady_images_per_s, 2),
                   "data_wait_fraction": round(outcome.data_wait_fraction, 4),
+                  "input_fraction": round(outcome.input_fraction, 4),
                   "graph_precompute_s": round(setup.graph_seconds, 3), "steps": outcome.steps}
         writer.update(timing=timing, loss_curve=[[s, round(v, 5)] for s, v in outcome.loss_history[:: max(1, len(outcome.loss_history) // 200)]])
-        if info.is_main:
-            started = time.perf_counter()
-            evaluation = evaluate_model(outcome.model, config, info.device)
-            timing["eval_s"] = round(time.perf_counter() - started, 3)
-            save_run_probe(run_dir, evaluation, writer.record["config_hash"], outcome.steps)
-            not_available = config["eval"].get("not_available") or []
-            # X-CLR's target over the first batches this process trained (none when it resumed after the last step).
-            diagnostics = setup.graph_diagnostics.summary() if setup.graph_diagnostics else None
-            recorded = {"graph_diagnostics": diagnostics} if diagnostics else {}
-            writer.update(metrics=evaluation.metrics | recorded, eval_details=evaluation.details,
-                          evals_not_available=not_available, timing=timing,
-                          final_loss=outcome.loss_history[-1][1] if outcome.loss_history else None)
-            tracker.final_metrics(outcome.steps, evaluation.metrics)
-    barrier(info)
+        started = time.perf_counter()
+        evaluation = evaluate_model(outcome.model, config, info.device)
+        timing["eval_s"] = round(time.perf_counter() - started, 3)
+        save_run_probe(run_dir, evaluation, writer.record["config_hash"], outcome.steps)
+        writer.record["data"]["eval_images_skipped"] = sum(
+            count for detail in evaluation.details.values() for count in (detail.get("images_skipped") or {}).values())
+        not_available = config["eval"].get("not_available") or []
+        # X-CLR's target over the first batches this process trained (none when it resumed after the last step).
+        diagnostics = setup.graph_diagnostics.summary() if setup.graph_diagnostics else None
+        recorded = {"graph_diagnostics": diagnostics} if diagnostics else {}
+        writer.update(metrics=evaluation.metrics | recorded, eval_details=evaluation.details,
+                      evals_not_available=not_available, timing=timing,
+                      final_loss=outcome.loss_history[-1][1] if outcome.loss_history else None)
+        tracker.final_metrics(outcome.steps, evaluation.metrics)
+
+
+def _record_failure(error: Exception, info: DistInfo, writer: ResultWriter, progress: Progress) -> None:
+    """Make every rank stop and result.json say who failed where (see distributed.py): a peer's report
+    when this rank only stopped because of it, else this rank's own error, reported to the peers first."""
+    peer = info.watchdog.report if info.watchdog is not None else None
+    if peer is None:
+        line = f"{type(error).__name__}: {error}"
+        report = {"rank": info.rank, "step": progress.step, "error": line,
+                  "traceback": traceback.format_exc(limit=8)}
+        report_failure(info, report)
+    else:
+        report = peer
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    if info.is_main:
+        try:
+            writer.record_failure(report)
+        except OSError as write_error:
+            raise ResultWriterError(f"{type(error).__name__}: {error}; result.json could not record it: "
+                                    f"{write_error}") from error
 
 
 def run_experiment(config: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
-    """Run ``config`` in ``run_dir`` and return the result record (also written to result.json).
+    """Run ``config`` in ``run_dir`` and return the result record (also written to result.json by rank 0).
 
-    A directory holding another config's run is refused (RunDirectoryConflict) before anything is written."""
+    A directory holding another config's run is refused (RunDirectoryConflict) before anything is written.
+    Everything after that is recorded in result.json, device and process-group errors included: an
+    exception leaves status ``failed`` (with the failing rank and step) and is re-raised; a signal that
+    stops a local run leaves ``interrupted`` and raises ``RunInterrupted`` (see preemption.py)."""
     run_dir = Path(run_dir)
     check_run_config(config)
     task = config.get("task", "pretrain")
@@ -171,35 +253,47 @@ def run_experiment(config: dict[str, Any], run_dir: str | Path) -> dict[str, Any
     problem = ownership_problem(run_dir, config)
     if problem is not None:
         raise RunDirectoryConflict(problem)
-    info = init_distributed(config.get("runtime", {}).get("device", "auto"))
-    torch.manual_seed(int(config.get("seed", 0)))
-    if info.is_main:
+    rank, world_size, local_rank = environment_ranks()
+    previous_failure = None
+    if rank == 0:
+        previous_failure = (read_result(run_dir) or {}).get("failure")
         run_dir.mkdir(parents=True, exist_ok=True)
         # A process killed while writing leaves temp files; this run owns the directory now.
         orphans = [path for name in (CHECKPOINT_NAME, RESULT_NAME) for path in remove_orphaned_temp_files(run_dir, name)]
         if orphans:
             print(f"xsample: removed {len(orphans)} partial file(s) a killed run left in {run_dir}", flush=True)
-    barrier(info)
-    writer = ResultWriter(run_dir, config, info)
+    # Until the ranks have joined, this rank knows only what its environment says.
+    info = DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=torch.device("cpu"))
+    writer = ResultWriter(run_dir, config, info, previous_failure)
     writer.update()
+    progress = Progress()
     try:
-        if task == "pretrain":
-            _train_and_evaluate(config, run_dir, info, writer)
-        elif task == "graph_stats":
-            from xsample.train.graph_task import graph_similarity_metrics
+        with interruptible():
+            info = _join_ranks(config, run_dir, writer)
+            torch.manual_seed(int(config.get("seed", 0)))
+            if task == "pretrain":
+                _train_and_evaluate(config, run_dir, info, writer, progress)
+            elif task == "graph_stats":
+                from xsample.train.graph_task import graph_similarity_metrics
 
-            writer.update(metrics=graph_similarity_metrics(config))
-        else:
-            from xsample.train.compute import compute_overhead_metrics
+                writer.update(metrics=graph_similarity_metrics(config))
+            else:
+                from xsample.train.compute import compute_overhead_metrics
 
-            writer.update(metrics={"compute": compute_overhead_metrics(config, info.device)})
-    except Exception as error:
+                writer.update(metrics={"compute": compute_overhead_metrics(config, info.device)})
+    except RunInterrupted as stop:
+        if info.watchdog is not None:
+            info.watchdog.stop()
+        if dist.is_initialized():  # a rank stopped alone releases the peers waiting for it
+            dist.destroy_process_group()
         try:
-            writer.update(status="failed", error=f"{type(error).__name__}: {error}",
-                          traceback=traceback.format_exc(limit=8))
+            writer.update(status="interrupted", error=str(stop))
         except OSError as write_error:
-            raise ResultWriterError(f"{type(error).__name__}: {error}; result.json could not record it: "
-                                    f"{write_error}") from error
+            raise ResultWriterError(f"{stop}; result.json could not record it: {write_error}") from None
         raise
-    writer.update(status="completed")
+    except Exception as error:
+        _record_failure(error, info, writer, progress)
+        raise
+    if writer.record["status"] == "running":
+        writer.update(status="completed")
     return writer.record

@@ -12,7 +12,13 @@ from collections.abc import Callable, Iterator
 import torch
 from torch.utils.data import Dataset, IterableDataset, Sampler, default_collate
 
-from xsample.data.batched_augment import first_readable, item_fields
+from xsample.data.batched_augment import (
+    MAX_CONSECUTIVE_UNREADABLE,
+    CorruptImageError,
+    UnreadableRunError,
+    first_readable,
+    item_fields,
+)
 
 _EPOCH_STRIDE = 1 << 32
 AUGMENT_PATHS = ("auto", "batched", "pil")  # runtime.augment; auto = batched
@@ -135,5 +141,16 @@ class StreamedViews(IterableDataset):
         self.base.set_epoch(self.stream_seed)
 
     def __iter__(self) -> Iterator[dict]:
+        """Items whose image cannot be decoded here (a shard member that looked like a complete JPEG) are
+        skipped and counted by the stream, like those it finds undecodable itself."""
+        unreadable_in_a_row = 0
         for item in self.base:
-            yield self.views(item, _mix(self.seed, self.stream_seed, int(item["index"])))
+            try:
+                yield self.views(item, _mix(self.seed, self.stream_seed, int(item["index"])))
+                unreadable_in_a_row = 0
+            except CorruptImageError as error:
+                unreadable_in_a_row += 1
+                if unreadable_in_a_row >= MAX_CONSECUTIVE_UNREADABLE:
+                    raise UnreadableRunError(f"{unreadable_in_a_row} images in a row of the stream are unreadable "
+                                             f"(the last: {error}); check the shards") from error
+                self.base.count_skipped(1, str(error))

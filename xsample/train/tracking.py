@@ -1,10 +1,11 @@
 """Training curves for TensorBoard and Weights & Biases, written by the main rank only.
 
 ``runtime.logger`` names the loggers: ``tensorboard``, ``wandb``, a list of both (``[tensorboard,wandb]``) or
-``none``. Every logger gets the same scalars: ``train/loss`` at every step; every ``runtime.log_every_steps``
-steps (and the last) also the learning rate, images/s, the fraction of wall time spent waiting for the data
-loader, the gradient norm and, for CLIP, the logit scale; the final evaluation metrics under ``eval/`` at the
-last training step.
+``none``. Every logger gets the same scalars: ``train/loss`` at every step (the loop hands them over in
+windows, at its sync points); every ``runtime.log_every_steps`` steps (and the last) also the learning rate,
+images/s, the fractions of wall time spent waiting for the data loader and preparing batches on the device,
+the gradient norm and, for CLIP, the logit scale; the final evaluation metrics under ``eval/`` at the last
+training step.
 
 TensorBoard: event files in the run directory. A resumed run hides the events a killed process wrote after
 its last checkpoint (TensorBoard's purge step), so its curves continue without duplicated steps.
@@ -90,6 +91,7 @@ class LogWindow(NamedTuple):
     """Throughput over the steps since the previous log step, as the step line prints it."""
     images_per_s: float
     data_wait_fraction: float  # of the window's wall time spent blocked on the data loader
+    input_fraction: float = 0.0  # of the window's wall time spent preparing batches on the device (may overlap)
 
 
 def _numeric_leaves(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
@@ -246,6 +248,7 @@ class ScalarTracker:
                 "train/lr": optimizer.param_groups[0]["lr"],
                 "train/images_per_s": window.images_per_s,
                 "train/data_wait_fraction": min(1.0, window.data_wait_fraction),
+                "train/input_fraction": min(1.0, window.input_fraction),
                 "train/grad_norm": gradient_norm(model),
             })
             logit_scale = getattr(getattr(model, "module", model), "logit_scale", None)
