@@ -232,3 +232,34 @@ def test_class_map_from_the_test_dataset_equals_the_declared_one():
     results = [run_evaluations(CountingEncoder(), specs, device="cpu", probe_config=PROBE, transform=to_tensor,
                                dataset_builder=FakeBuilder(), batch_size=64)[0] for specs in (declared, from_dataset)]
     assert results[0]["objectnet"] == results[1]["objectnet"]
+
+
+class ClassVectorEncoder(nn.Module):
+    """Maps an image to a fixed vector of its class (read from the left half's colour): class means are exact."""
+
+    def __init__(self, vectors: torch.Tensor):
+        super().__init__()
+        self.vectors = vectors
+        self.colours = torch.tensor(CLASS_COLOURS, dtype=torch.float32) / 255
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        left = images[:, :, :, :4].mean(dim=(2, 3))
+        return self.vectors[torch.cdist(left, self.colours).argmin(dim=1)]
+
+
+def test_graph_alignment_reads_the_graph_values_not_only_the_classes():
+    """A representation whose class means are the class names' text embeddings agrees with the text graph
+    (Pearson 100); the same vectors given to the wrong classes keep every value and class identity and lose it."""
+    from xsample.graph import class_caption_embeddings, load_text_encoder
+
+    text = class_caption_embeddings(FakeShapes.class_names, load_text_encoder(), "a photo of a {}")
+    evaluations = [{"name": "graph_alignment", "data": _spec("test")}]
+
+    def alignment(vectors: torch.Tensor) -> float:
+        metrics, details = run_evaluations(ClassVectorEncoder(vectors), evaluations, device="cpu", probe_config=PROBE,
+                                           transform=to_tensor, dataset_builder=FakeBuilder(), batch_size=64)
+        assert details["graph_alignment"]["classes"] == 4
+        return metrics["graph_alignment"]["pearson"]
+
+    assert alignment(text) == pytest.approx(100.0, abs=1e-3)
+    assert alignment(text[[1, 2, 3, 0]]) < 50

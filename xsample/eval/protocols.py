@@ -37,6 +37,14 @@ protocol and is also the metrics key. A *dataset spec* is ``{name, split, root?,
                            the mean over ``draws`` seeded draws (the same labelled items for every run)
     train, test, label_key           as for imagenet
     fractions: [0.01, 0.1], draws: 5
+  name: graph_alignment -> {"pearson"}: whether the representation's class similarities follow the text graph of
+                           the class names (harness evaluation): the cosine of every pair of class-mean features
+                           (L2-normalised items) of ``data``, correlated (Pearson, x 100, over the pairs of distinct
+                           classes) with the cosine of the templated class names' text embeddings. It reads the
+                           graph's *values*: a run trained on the same graph with its class rows permuted keeps
+                           every value and class identity and loses only this agreement.
+    data: <dataset spec>
+    label_key: label, encoder: all-MiniLM-L6-v2, template: "a photo of a {}"
 
 Evaluations whose ``train`` specs are equal share one probe, fitted once: that is how ImageNet-ReaL,
 ImageNet-9 and ObjectNet reuse the ImageNet probe. Every dataset is encoded once per call, whatever the
@@ -69,6 +77,7 @@ from xsample.eval.metrics import (
     top1_accuracy,
 )
 from xsample.eval.probe import LinearProbe, fit_class_mean_probe, fit_linear_probe
+from xsample.graph.encoders import DEFAULT_ENCODER, class_caption_embeddings, load_text_encoder
 
 log = logging.getLogger(__name__)
 
@@ -526,9 +535,45 @@ class _FewLabel:
         return metrics, {"labelled_items_per_draw": labelled, "draws": self.draws, "test_size": len(test_features)}
 
 
+@dataclass(frozen=True)
+class _GraphAlignment:
+    data: DatasetSpec
+    label_key: str
+    encoder: str
+    template: str
+
+    @classmethod
+    def parse(cls, fields: _Fields) -> _GraphAlignment:
+        return cls(fields.dataset("data"), fields.text("label_key", "label"), fields.text("encoder", DEFAULT_ENCODER),
+                   fields.text("template", "a photo of a {}"))
+
+    def needs(self) -> list[tuple[DatasetSpec, str]]:
+        return [(self.data, self.label_key)]
+
+    def run(self, session: _Session) -> tuple[dict[str, float], dict[str, Any]]:
+        features = nn.functional.normalize(session.features(self.data)[0], dim=1)
+        labels = session.labels(self.data, self.label_key)
+        names = session.class_names(self.data, self.label_key)
+        if names is None:
+            raise ValueError(f"graph_alignment: {self.data.describe()} names no classes for {self.label_key!r}")
+        present = [label for label in range(len(names)) if bool((labels == label).any())]
+        if len(present) < 3:
+            raise ValueError(f"graph_alignment: {self.data.describe()} holds {len(present)} classes; "
+                             "a correlation over class pairs needs at least 3")
+        means = nn.functional.normalize(torch.stack([features[labels == label].mean(0) for label in present]), dim=1)
+        text = class_caption_embeddings([names[label] for label in present], load_text_encoder(self.encoder),
+                                        self.template)
+        pairs = ~torch.eye(len(present), dtype=torch.bool)
+        learned, graph = (means @ means.T)[pairs], (text @ text.T)[pairs]
+        pearson = float(torch.corrcoef(torch.stack([learned, graph]))[0, 1])
+        return {"pearson": 100.0 * pearson}, {"classes": len(present), "encoder": self.encoder,
+                                              "template": self.template}
+
+
 PROTOCOLS: dict[str, type] = {
     "imagenet": _ImageNet, "imagenet_real": _ImageNetReaL, "imagenet9": _ImageNet9, "objectnet": _ObjectNet,
     "mit_states": _MITStates, "heldout_classes": _HeldOutClasses, "few_label": _FewLabel,
+    "graph_alignment": _GraphAlignment,
 }
 
 
