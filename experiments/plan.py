@@ -30,6 +30,7 @@ from experiments.run_config import (
     build_run_config,
     value_problems,
 )
+from xsample.config import REPLAN, RunConfig, RunConfigError
 from xsample.heartbeat import process_gone
 from xsample.io import atomic_write_json, read_json
 from xsample.train.identity import run_name, variant, variant_label, variant_tag
@@ -145,6 +146,11 @@ class PlannedRun:
     def hash(self) -> str:
         return config_hash(self.config)
 
+    @property
+    def run_config(self) -> RunConfig:
+        """``config`` as the library reads it (parsed again at each use: ``config`` is the saved record)."""
+        return RunConfig.from_dict(self.config)
+
 
 def plan_run(context: PlanningContext, overrides: list[str]) -> PlannedRun:
     """Compose one job's run and name it by its identity; InvalidValues lists every setting out of range.
@@ -167,6 +173,14 @@ def plan_run(context: PlanningContext, overrides: list[str]) -> PlannedRun:
         planned.base = plan_run(context, [o for o in overrides if override_key(o) != "row"]
                                 + [f"row={composed['finetune_from']}"])
         config["init_from"] = {"run_dir": str(planned.base.run_dir), "config_hash": planned.base.hash}
+    try:  # what the job will parse, checked before anything is saved
+        RunConfig.from_dict(config)
+    except RunConfigError as error:
+        if error.fix != REPLAN:
+            raise InvalidValues([str(error)]) from None
+        raise InvalidValues([f"run config key {error.key} {error.problem}: the files under configs/ this plan "
+                             "composed do not set it as this version of xsample reads it; set it in the YAML of "
+                             "its section (configs/reproduce.yaml or the group file)"]) from None
     return planned
 
 
@@ -227,11 +241,11 @@ def plan_sweep(overrides: list[str], *, multirun: bool, force: bool = False) -> 
     except HydraException as error:
         raise ConfigError(config_error_line(error)) from None
     for run in plan.runs:
-        problems.update(dict.fromkeys(input_problems(run.config)))
+        problems.update(dict.fromkeys(input_problems(run.run_config)))
     plan.problems = list(problems)
     jobs_of_earlier_launches = _submitted_jobs(plan.sweep_dirs)
     for run in plan.runs:
-        run.state = run_state(run.run_dir, run.config, force=force)
+        run.state = run_state(run.run_dir, run.run_config, force=force)
         run.job = jobs_of_earlier_launches.get(run.name)
         if run.state.name in LAUNCHED_STATES and run.job is not None:
             gone, why = process_gone({"slurm_job_id": run.job})

@@ -197,7 +197,7 @@ def _unfinished(runs: list[PlannedRun]) -> list[str]:
         if result is None:
             why = "no readable result.json: the job did not start, was cancelled, or died before writing it"
         elif result.get("config_hash") != config_hash(run.config):
-            why = f"refused: {ownership_problem(run.run_dir, run.config)}"
+            why = f"refused: {ownership_problem(run.run_dir, run.run_config)}"
         elif result.get("status") != "completed":
             error = str(result.get("error") or "no error recorded").splitlines()[0]
             why = f"{result.get('status')}: {error}"

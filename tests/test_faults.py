@@ -3,6 +3,7 @@ directories, the umask, run-lock waits and config values that must be refused up
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -22,6 +23,8 @@ import torch
 import xsample.io
 from analysis.__main__ import main as analysis_cli
 from analysis.reported import ReportedNumbersError, load_all
+from tests.engine_helpers import small_run_config, typed_run_config
+from xsample.config import RunConfigError, TextGraph
 from xsample.data import build_dataset
 from xsample.graph import CacheMismatchError, CaptionEmbeddingCache, cache_directory, dataset_identity
 from xsample.graph.__main__ import main as graph_cli
@@ -33,7 +36,6 @@ from xsample.train.checkpoint import save_checkpoint
 from xsample.train.distributed import DistInfo
 from xsample.train.run import ResultWriter, ResultWriterError, run_experiment
 from xsample.train.side_information import caption_cache
-from xsample.validation import InvalidConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -61,8 +63,11 @@ def test_training_reuses_the_cache_the_cli_built(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr("xsample.graph.cache.load_text_encoder", no_encoding)
     # Training's config spells out the default caption_noise=0.0; the CLI left it out.
-    config = {"graph": {"encoder": "bag_of_words", "template": "{}"}, "paths": {"cache": str(tmp_path)},
-              "data": {"name": "shapes", "root": None, "options": {"size": "3k", "caption_noise": 0.0}}}
+    base = typed_run_config("table='3'", "row=xclr", "dataset=cc3m")
+    config = dataclasses.replace(
+        base, graph=TextGraph(source="captions", encoder="bag_of_words", template="{}"),
+        paths=dataclasses.replace(base.paths, cache=str(tmp_path)),
+        data=dataclasses.replace(base.data, name="shapes", root=None, options={"size": "3k", "caption_noise": 0.0}))
     dataset = build_dataset("shapes", "train", size="3k", caption_noise=0.0)
     cache = caption_cache(config, dataset)
     assert str(cache.directory) == built and len(cache) == 3000
@@ -168,7 +173,7 @@ def test_result_json_carries_a_heartbeat_refreshed_at_log_steps(tmp_path, monkey
     monkeypatch.setenv("SLURM_JOB_ID", "1234")
     monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "1200")
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
-    writer = ResultWriter(tmp_path, {"seed": 0}, DistInfo(0, 1, 0, torch.device("cpu")))
+    writer = ResultWriter(tmp_path, typed_run_config("table='1'", "method=simclr"), DistInfo(0, 1, 0, torch.device("cpu")))
     writer.update()
     writer.log_step(10)
     time.sleep(0.01)
@@ -266,8 +271,10 @@ def test_non_finite_and_non_integer_values_are_refused_before_running(tmp_path):
     assert plan.problems == ["method.temperature must be > 0, got nan",
                              "scale.optim.lars.lr=inf is not a finite number; give a finite value",
                              "seed must be an integer, got 1.5; e.g. seed=1"]
-    with pytest.raises(InvalidConfigError, match=r"optim.lr=inf"):
-        run_experiment({"seed": 0, "optim": {"lr": float("inf")}}, tmp_path / "run")
+    config = small_run_config("table='1'", "method=simclr")
+    config["optim"]["lr"] = float("inf")
+    with pytest.raises(RunConfigError, match=r"^run config key optim.lr is inf, not a finite number: give a finite value$"):
+        run_experiment(config, tmp_path / "run")
     assert not (tmp_path / "run").exists()
 
 

@@ -125,7 +125,7 @@ def test_a_sweep_with_missing_roots_exits_before_creating_any_run_directory(tmp_
 
 @pytest.mark.parametrize("override, message", [
     ("method.temperature=0", "method.temperature must be > 0, got 0"),
-    ("data_fraction=1.5", "data_fraction must be in (0, 1], got 1.5"),
+    ("data_fraction=1.5", "run config key data.fraction is 1.5, not in (0, 1]: set data_fraction in (0, 1]"),
     ("caption_noise=-0.1", "caption_noise must be in [0, 1], got -0.1"),
     ("caption_noise=0.5", "caption_noise=0.5 cannot act: dataset=imagenet at tiny scale trains on shapes"),
     ("scale.epochs=0", "epochs must be an integer >= 1"),

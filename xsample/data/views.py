@@ -26,9 +26,8 @@ def dataset_labels(dataset: Dataset) -> np.ndarray:
 
 
 def class_balanced_subset(dataset: Dataset, fraction: float, seed: int) -> Subset:
-    """The same fraction of every class (at least one sample each), chosen with ``seed``."""
-    if not 0 < fraction <= 1:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    """The same ``fraction`` (in (0, 1]: a run's data.fraction, checked where its config is parsed) of every
+    class (at least one sample each), chosen with ``seed``."""
     labels = dataset_labels(dataset)
     if (labels < 0).all():
         raise ValueError("class_balanced_subset needs a labelled dataset; this one has no labels")

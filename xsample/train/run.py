@@ -5,13 +5,14 @@ from __future__ import annotations
 import threading
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
+from xsample.config import RunConfig
 from xsample.heartbeat import beat, new_heartbeat, public
 from xsample.io import atomic_write_json, read_json, remove_orphaned_temp_files
 from xsample.train.checkpoint import CHECKPOINT_NAME, ConfigMismatchError
@@ -26,14 +27,12 @@ from xsample.train.distributed import (
 from xsample.train.identity import config_differences, describe_differences
 from xsample.train.preemption import RunInterrupted, interruptible
 from xsample.train.provenance import config_hash, git_state, hardware, package_versions
-from xsample.validation import check_run_config
 
 RESULT_NAME = "result.json"
 # The run config a planned job executes (written by the planner before anything is submitted).
 CONFIG_NAME = "config.json"
 # What result.json records about where a run came from (the W&B config carries it too).
 PROVENANCE_KEYS = ("config_hash", "git_commit", "git_dirty", "versions", "hardware")
-TASKS = ("pretrain", "graph_stats", "compute")
 
 
 def read_result(run_dir: Path) -> dict[str, Any] | None:
@@ -58,9 +57,9 @@ def _recorded_hash(run_dir: Path) -> tuple[str | None, dict[str, Any] | None, st
     return None, None, ""
 
 
-def ownership_problem(run_dir: Path | str, config: dict[str, Any]) -> str | None:
+def ownership_problem(run_dir: Path | str, config: RunConfig) -> str | None:
     """Why ``run_dir`` is not ``config``'s own directory, or None when it is (or holds nothing yet)."""
-    run_dir = Path(run_dir)
+    run_dir, config = Path(run_dir), config.to_dict()
     recorded, recorded_config, source = _recorded_hash(run_dir)
     if not source:
         result_file = run_dir / RESULT_NAME
@@ -91,24 +90,25 @@ class ResultWriter:
     (host, pid, SLURM ids, last_update) that `analysis status` uses to tell a dead run from a live one.
     Thread-safe: the failure watchdog records another rank's failure from its own thread."""
 
-    def __init__(self, run_dir: Path, config: dict[str, Any], info: DistInfo,
+    def __init__(self, run_dir: Path, config: RunConfig, info: DistInfo,
                  previous_failure: dict[str, Any] | None = None):
         self.path = Path(run_dir) / RESULT_NAME
         self.info = info
         self.previous_failure = previous_failure  # the last attempt's, to tell a deterministic failure
+        recorded = config.to_dict()
         self.record: dict[str, Any] = {
             "status": "running",
-            "experiment": config.get("experiment", {}),
+            "experiment": recorded["experiment"],
             "metrics": {},
-            "config": config,
-            "config_hash": config_hash(config),
+            "config": recorded,
+            "config_hash": config_hash(recorded),
             **git_state(),
             "versions": package_versions(),
             "hardware": hardware(info.device, info.world_size),
-            "data": {"dataset": config.get("data", {}).get("name")},
+            "data": {"dataset": config.data.name},
             "timing": {},
             "resumed_from": None,
-            "seed": config.get("seed"),
+            "seed": config.seed,
         }
         self._heartbeat = new_heartbeat()
         self._lock = threading.RLock()
@@ -151,10 +151,10 @@ class Progress:
     step: int | None = None
 
 
-def _join_ranks(config: dict[str, Any], run_dir: Path, writer: ResultWriter) -> DistInfo:
+def _join_ranks(config: RunConfig, run_dir: Path, writer: ResultWriter) -> DistInfo:
     """This rank's device and process group, with the failure watchdog running (see distributed.py)."""
-    info = init_distributed(config["runtime"]["device"], gpus_requested=int(config["resources"]["gpus_per_node"]),
-                            timeout_s=float(config["runtime"]["distributed_timeout_s"]), rendezvous_dir=run_dir)
+    info = init_distributed(config.runtime.device, gpus_requested=config.resources.gpus_per_node,
+                            timeout_s=float(config.runtime.distributed_timeout_s), rendezvous_dir=run_dir)
     writer.info = info
     if info.world_size > 1:
         info.watchdog = FailureWatchdog(info, writer.record_failure).start()
@@ -162,7 +162,7 @@ def _join_ranks(config: dict[str, Any], run_dir: Path, writer: ResultWriter) -> 
     return info
 
 
-def _train_and_evaluate(config: dict[str, Any], run_dir: Path, info: DistInfo, writer: ResultWriter,
+def _train_and_evaluate(config: RunConfig, run_dir: Path, info: DistInfo, writer: ResultWriter,
                         progress: Progress) -> None:
     from xsample.train.baselines import baseline_outcome
     from xsample.train.components import build_training_setup
@@ -176,7 +176,7 @@ def _train_and_evaluate(config: dict[str, Any], run_dir: Path, info: DistInfo, w
     with tracker:
         setup = build_training_setup(config, info.device)
         load_initial_weights(setup.model, config, run_dir)
-        writer.update(data={"dataset": config["data"]["name"], "train_size": len(setup.train_dataset),
+        writer.update(data={"dataset": config.data.name, "train_size": len(setup.train_dataset),
                             "samples_seen": 0, "samples_skipped": 0})
         if setup.compute_loss is None:
             outcome = baseline_outcome(config, setup, info.device)
@@ -207,7 +207,7 @@ def _train_and_evaluate(config: dict[str, Any], run_dir: Path, info: DistInfo, w
         save_run_probe(run_dir, evaluation, writer.record["config_hash"], outcome.steps)
         writer.record["data"]["eval_images_skipped"] = sum(
             count for detail in evaluation.details.values() for count in (detail.get("images_skipped") or {}).values())
-        not_available = config["eval"].get("not_available") or []
+        not_available = list(config.eval.not_available)
         # X-CLR's target over the first batches this process trained (none when it resumed after the last step).
         diagnostics = setup.graph_diagnostics.summary() if setup.graph_diagnostics else None
         recorded = {"graph_diagnostics": diagnostics} if diagnostics else {}
@@ -238,18 +238,19 @@ def _record_failure(error: Exception, info: DistInfo, writer: ResultWriter, prog
                                     f"{write_error}") from error
 
 
-def run_experiment(config: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
+def run_experiment(config: RunConfig | dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
     """Run ``config`` in ``run_dir`` and return the result record (also written to result.json by rank 0).
 
     A directory holding another config's run is refused (RunDirectoryConflict) before anything is written.
     Everything after that is recorded in result.json, device and process-group errors included: an
     exception leaves status ``failed`` (with the failing rank and step) and is re-raised; a signal that
-    stops a local run leaves ``interrupted`` and raises ``RunInterrupted`` (see preemption.py)."""
-    run_dir = Path(run_dir)
-    check_run_config(config)
-    task = config.get("task", "pretrain")
-    if task not in TASKS:
-        raise ValueError(f"unknown task={task!r}; choose one of {', '.join(TASKS)}")
+    stops a local run leaves ``interrupted`` and raises ``RunInterrupted`` (see preemption.py). A config
+    that does not parse (xsample.config) raises RunConfigError before anything is written."""
+    run_dir, config = Path(run_dir), RunConfig.of(config)
+    if config.task == "pretrain":  # the evaluation specs' own language, checked before the hours of training
+        from xsample.eval import validate_evaluations
+
+        validate_evaluations(config.eval.evaluation_specs(), asdict(config.eval.probe))
     problem = ownership_problem(run_dir, config)
     if problem is not None:
         raise RunDirectoryConflict(problem)
@@ -270,10 +271,10 @@ def run_experiment(config: dict[str, Any], run_dir: str | Path) -> dict[str, Any
     try:
         with interruptible():
             info = _join_ranks(config, run_dir, writer)
-            torch.manual_seed(int(config.get("seed", 0)))
-            if task == "pretrain":
+            torch.manual_seed(config.seed)
+            if config.task == "pretrain":
                 _train_and_evaluate(config, run_dir, info, writer, progress)
-            elif task == "graph_stats":
+            elif config.task == "graph_stats":
                 from xsample.train.graph_task import graph_similarity_metrics
 
                 writer.update(metrics=graph_similarity_metrics(config))

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch.utils.data import Dataset, IterableDataset, Sampler, default_collate
 
+from xsample.config import AUGMENT_PATHS
 from xsample.data.batched_augment import (
     MAX_CONSECUTIVE_UNREADABLE,
     CorruptImageError,
@@ -21,12 +22,11 @@ from xsample.data.batched_augment import (
 )
 
 _EPOCH_STRIDE = 1 << 32
-AUGMENT_PATHS = ("auto", "batched", "pil")  # runtime.augment; auto = batched
 
 
 def augment_problem(config: dict) -> str | None:
-    """The line that says ``runtime.augment`` is not one of AUGMENT_PATHS, or None."""
-    choice = (config.get("runtime") or {}).get("augment", "auto")
+    """The line that says ``runtime.augment`` of a composed config is not one of AUGMENT_PATHS, or None."""
+    choice = config["runtime"]["augment"]
     return None if choice in AUGMENT_PATHS else f"runtime.augment={choice!r} is not a choice; use one of {', '.join(AUGMENT_PATHS)}"
 
 
