@@ -206,15 +206,17 @@ def test_torch_running_out_of_space_midway_is_named(tmp_path, monkeypatch):
 
 
 def _failing_config(seed=0) -> dict:
-    # graph_stats with no graph section fails at once, after result.json says "running".
-    return {"task": "graph_stats", "seed": seed, "experiment": {"table": "fig5"}}
+    # A graph_stats run (no training) on a dataset nobody registered fails at once, after result.json says "running".
+    config = small_run_config("table=fig5", "row=fig5_class_names", f"seed={seed}")
+    config["data"]["name"] = "unregistered"
+    return config
 
 
 def test_orphaned_checkpoint_temp_files_are_removed_on_the_next_start(tmp_path, capsys):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / ".checkpoint.pt.abc123.tmp").write_bytes(b"half a checkpoint")
-    with pytest.raises(KeyError):
+    with pytest.raises(ValueError, match="unknown dataset 'unregistered'"):
         run_experiment(_failing_config(), run_dir)
     assert not list(run_dir.glob("*.tmp"))
     assert "removed 1 partial file(s)" in capsys.readouterr().out

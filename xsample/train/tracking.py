@@ -67,6 +67,7 @@ def logger_problem(config: dict[str, Any]) -> str | None:
 
 def _logger_problem(value: Any) -> str | None:
     """The line that says the logger choice ``value`` cannot be used (unknown name, W&B not installed), or None."""
+    value = list(value) if isinstance(value, tuple) else value  # shown as the command line writes a list
     names = _requested(value)
     allowed = [NO_LOGGER] if names == [NO_LOGGER] else LOGGERS
     if names is None or any(name not in allowed for name in names):
