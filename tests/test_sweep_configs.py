@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 from experiments.plan import TABLES
 from experiments.run_config import build_run_config
 from tests.engine_helpers import planned
+from xsample.config import RunConfig
 from xsample.train.provenance import config_hash
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,6 +42,9 @@ def test_table_sweep_expands(table, scale):
     assert {run.config["experiment"]["scale"] for run in runs} == {scale}
     assert {run.config["experiment"]["table"] for run in runs} == {table}
     assert len({run.sweep_dir for run in runs}) == 1
+    for run in runs:  # the typed config a job parses gives back exactly what was saved (so the same config hash)
+        saved = json.loads(json.dumps(run.config))
+        assert RunConfig.from_dict(saved).to_dict() == saved, run.name
 
 
 def test_command_line_sweeps_compose_with_the_table_grid():
