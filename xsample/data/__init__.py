@@ -1,4 +1,5 @@
-"""Datasets by name (tiny embedded ones and paper-scale loaders), augmentations and view wrappers."""
+"""Datasets by name (tiny embedded ones and paper-scale loaders), image decoding, the training item's fields,
+labels and class-balanced subsets; the augmentations live in xsample/views/."""
 
 # Importing a loader module registers its datasets.
 from xsample.data import fashion_mnist, paper_datasets, shapes, webdataset_cc  # noqa: E402,F401
