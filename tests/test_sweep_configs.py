@@ -12,7 +12,7 @@ import pytest
 from experiments.plan import TABLES
 from experiments.run_config import build_run_config
 from tests.engine_helpers import planned
-from xsample.train.provenance import config_hash
+from xsample.rundir.provenance import config_hash
 
 REPO = Path(__file__).resolve().parents[1]
 

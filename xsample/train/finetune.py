@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from xsample.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from xsample.train.run import read_result
+from xsample.rundir.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from xsample.rundir.result import read_result
 
 BACKBONE_PREFIX = "backbone."
 

@@ -40,8 +40,8 @@ import torch
 from torch import nn
 
 from xsample.io import atomic_write_json
+from xsample.rundir.preemption import Preempted
 from xsample.train.distributed import DistInfo
-from xsample.train.preemption import Preempted
 
 LOGGERS = ("tensorboard", "wandb")
 NO_LOGGER = "none"
