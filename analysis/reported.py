@@ -30,7 +30,7 @@ EVALUATION_COLUMNS = ("imagenet.top1", "imagenet.knn_top1", "zero_shot.imagenet"
                       "imagenet9.original", "imagenet9.only_fg", "imagenet9.no_fg", "imagenet9.mixed_same",
                       "imagenet9.mixed_rand", "imagenet9.bg_gap", "objectnet.top1", "mit_states.objects",
                       "mit_states.attributes")
-# What the compute table measures per method (xsample/train/compute.py).
+# What the compute table measures per method (xsample/tasks/compute.py).
 COMPUTE_FIELDS = ("step_ms", "images_per_s", "peak_mem_mb")
 # compute.<method>.<field>, and the overhead ratio compute.<method>_over_<reference> (configs/table/compute.yaml).
 COMPUTE_COLUMN_PATTERN = re.compile(rf"compute\.(\w+_over_\w+|\w+\.({'|'.join(COMPUTE_FIELDS)}))")

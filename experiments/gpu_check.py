@@ -45,17 +45,17 @@ from torch.utils.data import DataLoader  # noqa: E402
 
 from experiments.run_config import build_run_config  # noqa: E402
 from xsample.config import RunConfig  # noqa: E402
-from xsample.data import AugmentRecipe  # noqa: E402
-from xsample.data.batched_augment import BatchedViews, unpack  # noqa: E402
 from xsample.data.fixtures import HARD_JPEG_CASES, hard_jpeg, jpeg_bytes, write_training_images  # noqa: E402
 from xsample.data.paper_datasets import ImageFileDataset  # noqa: E402
+from xsample.rundir.provenance import config_hash  # noqa: E402
 from xsample.train.components import build_training_setup  # noqa: E402
 from xsample.train.distributed import DistInfo  # noqa: E402
 from xsample.train.host_syncs import HostSyncRecorder, cuda_syncs  # noqa: E402
 from xsample.train.loop import pretrain, train_step  # noqa: E402
-from xsample.train.provenance import config_hash  # noqa: E402
 from xsample.train.sampling import SeededViewsDataset  # noqa: E402
 from xsample.train.tracking import ScalarTracker  # noqa: E402
+from xsample.views.batched import BatchedViews, unpack  # noqa: E402
+from xsample.views.recipe import AugmentRecipe  # noqa: E402
 
 LOG_EVERY = 2
 PAPER = {"scale": "paper", "batch": 512, "steps": 12, "unique_per_class": 64, "image_px": 256}

@@ -4,7 +4,7 @@ directory, what each run's directory already holds, and every problem that can b
 The grid is the table's own (``hydra.sweeper.params`` in configs/table/*.yaml) with the command line's
 sweeps composed in, expanded as Hydra's basic sweeper would (a later value list for the same key wins;
 the cartesian product in key order). Every job is composed through Hydra's public compose API, turned
-into its run config (experiments/run_config.py) and named by its identity (xsample.train.identity). The
+into its run config (experiments/run_config.py) and named by its identity (xsample.rundir.identity). The
 resulting ``config.json`` is what the job executes: nothing is composed again on a compute node.
 """
 
@@ -31,20 +31,20 @@ from experiments.run_config import (
     value_problems,
 )
 from xsample.config import REPLAN, RunConfig, RunConfigError
-from xsample.heartbeat import process_gone
 from xsample.io import atomic_write_json, read_json
-from xsample.train.identity import run_name, variant, variant_label, variant_tag
-from xsample.train.lifecycle import RunState, run_state
-from xsample.train.provenance import config_hash
-from xsample.train.run import CONFIG_NAME
-from xsample.train.validate import input_problems
+from xsample.run_inputs import input_problems
+from xsample.rundir.heartbeat import process_gone
+from xsample.rundir.identity import run_name, variant, variant_label, variant_tag
+from xsample.rundir.lifecycle import RunState, run_state
+from xsample.rundir.provenance import config_hash
+from xsample.rundir.result import CONFIG_NAME
 
 TABLES = sorted(path.stem for path in (CONFIGS_DIR / "table").glob("*.yaml"))
 LAUNCHERS = sorted(path.stem for path in (CONFIGS_DIR / "launcher").glob("*.yaml"))
 PLAN_FILE = "sweep_plan.json"
 # What the reference of a run keeps from its overrides besides the table's own grid keys.
 REFERENCE_KEYS = ("table", "scale")
-# Run states (xsample.train.lifecycle.RunState) whose runs a launch runs or submits.
+# Run states (xsample.rundir.lifecycle.RunState) whose runs a launch runs or submits.
 LAUNCHED_STATES = ("new", "resume", "rerun")
 
 
@@ -156,7 +156,7 @@ def plan_run(context: PlanningContext, overrides: list[str]) -> PlannedRun:
     """Compose one job's run and name it by its identity; InvalidValues lists every setting out of range.
 
     The reference is the same table, scale and grid point without the job's other overrides; every
-    difference of the resolved run config against it is the run's variant (xsample.train.identity)."""
+    difference of the resolved run config against it is the run's variant (xsample.rundir.identity)."""
     composed, hydra_node = context.compose(overrides)
     problems = value_problems(composed)
     if problems:

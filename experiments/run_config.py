@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from xsample.config import BUDGETS, RANDOM_GRANULARITIES
-from xsample.data.augment import AugmentRecipe
 from xsample.data.registry import UNLABELLED_DATASETS
 from xsample.eval.zero_shot import zero_shot_problem
 from xsample.methods import METHODS, UnknownMethodError, reads_captions, reads_labels
@@ -28,6 +27,7 @@ from xsample.validation import (
     non_finite_values,
     runtime_problems,
 )
+from xsample.views.recipe import AugmentRecipe
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 

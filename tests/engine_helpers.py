@@ -17,7 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from experiments.plan import PlannedRun, plan_sweep
 from experiments.run_config import build_run_config
 from xsample.config import RunConfig
-from xsample.data import AugmentRecipe
+from xsample.views.recipe import AugmentRecipe
 
 REPO = Path(__file__).resolve().parents[1]
 

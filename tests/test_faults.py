@@ -29,12 +29,13 @@ from xsample.data import build_dataset
 from xsample.graph import CacheMismatchError, CaptionEmbeddingCache, cache_directory, dataset_identity
 from xsample.graph.__main__ import main as graph_cli
 from xsample.graph.cache import MANIFEST_NAME
-from xsample.heartbeat import new_heartbeat, staleness
 from xsample.io import DiskFullError, atomic_torch_save, atomic_write_json
 from xsample.locks import exclusive_lock
-from xsample.train.checkpoint import save_checkpoint
+from xsample.rundir.checkpoint import save_checkpoint
+from xsample.rundir.heartbeat import new_heartbeat, staleness
+from xsample.rundir.result import ResultWriter, ResultWriterError
 from xsample.train.distributed import DistInfo
-from xsample.train.run import ResultWriter, ResultWriterError, run_experiment
+from xsample.train.run import run_experiment
 from xsample.train.side_information import caption_cache
 
 REPO = Path(__file__).resolve().parents[1]
@@ -161,11 +162,11 @@ def test_report_lists_stale_runs_even_with_nothing_completed(tmp_path, capsys):
 
 def test_stale_needs_the_slurm_job_gone(monkeypatch):
     heartbeat = {"host": "node-7", "pid": 4242, "slurm_job_id": "991", "last_update": _iso(3600), "log_interval_s": 30}
-    monkeypatch.setattr("xsample.heartbeat._slurm_job_state", lambda job: "RUNNING")
+    monkeypatch.setattr("xsample.rundir.heartbeat._slurm_job_state", lambda job: "RUNNING")
     assert staleness(heartbeat) is None
-    monkeypatch.setattr("xsample.heartbeat._slurm_job_state", lambda job: "")
+    monkeypatch.setattr("xsample.rundir.heartbeat._slurm_job_state", lambda job: "")
     assert "SLURM job 991 is gone" in staleness(heartbeat)
-    monkeypatch.setattr("xsample.heartbeat._slurm_job_state", lambda job: None)
+    monkeypatch.setattr("xsample.rundir.heartbeat._slurm_job_state", lambda job: None)
     assert staleness(heartbeat) is None, "another host and no SLURM: cannot tell, so not stale"
 
 
@@ -231,13 +232,13 @@ def test_a_failure_result_json_cannot_record_is_named(tmp_path, monkeypatch):
             raise xsample.io.WriteError(13, f"cannot write {path}: Permission denied")
         atomic_write_json(path, obj)
 
-    monkeypatch.setattr("xsample.train.run.atomic_write_json", second_write_fails)
+    monkeypatch.setattr("xsample.rundir.result.atomic_write_json", second_write_fails)
     with pytest.raises(ResultWriterError, match="result.json could not record it: .*Permission denied"):
         run_experiment(_failing_config(), tmp_path / "run")
 
 
 def test_one_runs_io_failure_fails_that_run_not_the_sweep(tmp_path, monkeypatch):
-    from xsample.train import lifecycle
+    from xsample.rundir import lifecycle
 
     lines = []
     (tmp_path / "runs").write_text("a file where the runs directory should be")

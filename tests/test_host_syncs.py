@@ -10,14 +10,14 @@ import torch
 
 from tests.engine_helpers import small_run_config
 from xsample.config import RunConfig
-from xsample.data.batched_augment import BatchedViews
 from xsample.data.fixtures import write_training_images
+from xsample.rundir.provenance import config_hash
 from xsample.train.components import build_training_setup
 from xsample.train.distributed import DistInfo
 from xsample.train.host_syncs import HostSyncRecorder
 from xsample.train.loop import pretrain
-from xsample.train.provenance import config_hash
 from xsample.train.tracking import ScalarTracker
+from xsample.views.batched import BatchedViews
 
 CPU = torch.device("cpu")
 PROBED_STEP = 2  # neither a log step, nor a checkpoint step, nor the last

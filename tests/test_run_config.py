@@ -11,7 +11,7 @@ import pytest
 
 from tests.engine_helpers import small_run_config
 from xsample.config import RunConfig, RunConfigError
-from xsample.train.lifecycle import execute_run
+from xsample.rundir.lifecycle import execute_run
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from experiments.plan import TABLES
 from experiments.run_config import build_run_config
 from tests.engine_helpers import planned
 from xsample.config import RunConfig
-from xsample.train.provenance import config_hash
+from xsample.rundir.provenance import config_hash
 
 REPO = Path(__file__).resolve().parents[1]
 

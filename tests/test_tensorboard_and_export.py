@@ -16,17 +16,18 @@ from tensorboard.backend.event_processing.event_file_loader import EventFileLoad
 import xsample.train.components as components
 from tests.engine_helpers import small_run_config, tensorboard_scalars, wandb_history, wandb_offline_runs
 from xsample.config import RunConfig
-from xsample.data import build_dataset, eval_transform
-from xsample.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from xsample.data import build_dataset
 from xsample.export import ExportError, export_run, main
 from xsample.models import load_backbone, load_probe
-from xsample.train import run_experiment
-from xsample.train.checkpoint import save_checkpoint
+from xsample.rundir.checkpoint import save_checkpoint
+from xsample.rundir.provenance import config_hash
+from xsample.rundir.result import ResultWriter
 from xsample.train.components import build_model
 from xsample.train.distributed import DistInfo
-from xsample.train.provenance import config_hash
-from xsample.train.run import ResultWriter
+from xsample.train.run import run_experiment
 from xsample.train.tracking import WANDB_STATE, LogWindow, ScalarTracker, logger_problem, wandb_mode
+from xsample.views.pil import eval_transform
+from xsample.views.recipe import IMAGENET_MEAN, IMAGENET_STD
 
 STEPS = 7  # one epoch of 896 samples (max_samples=1024, class-balanced) in batches of 128
 BOTH_LOGGERS = "runtime.logger=[tensorboard,wandb]"

@@ -20,11 +20,11 @@ from tests.engine_helpers import REPO, small_run_config, tensorboard_scalars
 from xsample.config import RunConfig
 from xsample.data import build_dataset
 from xsample.eval.zero_shot import TEMPLATE_SETS
-from xsample.train import run_experiment
-from xsample.train.checkpoint import ConfigMismatchError
+from xsample.rundir.checkpoint import ConfigMismatchError
 from xsample.train.components import build_model
 from xsample.train.distributed import free_port
 from xsample.train.evaluate import zero_shot_accuracies
+from xsample.train.run import run_experiment
 
 REQUIRED_KEYS = {"status", "experiment", "metrics", "config", "config_hash", "git_commit", "git_dirty", "versions",
                  "hardware", "data", "timing", "resumed_from", "seed"}

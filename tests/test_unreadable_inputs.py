@@ -12,14 +12,15 @@ import torch
 from PIL import Image
 
 from tests.engine_helpers import augment_recipe, typed_run_config
-from xsample.data import eval_transform
-from xsample.data.batched_augment import BatchedEvalViews, BatchedViews, CorruptImageError, EncodedImage
+from xsample.data.decode import CorruptImageError, EncodedImage
 from xsample.data.fixtures import jpeg_bytes, write_shard
 from xsample.data.paper_datasets import ImageFileDataset
 from xsample.data.webdataset_cc import CaptionedShards
 from xsample.eval.features import encode_dataset
-from xsample.train.compute import per_gpu_batch
+from xsample.tasks.compute import per_gpu_batch
 from xsample.train.sampling import StreamedViews
+from xsample.views.batched import BatchedEvalViews, BatchedViews
+from xsample.views.pil import eval_transform
 
 CPU = torch.device("cpu")
 SUPCON = augment_recipe("supcon")

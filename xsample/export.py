@@ -26,16 +26,16 @@ import torch
 from safetensors.torch import save
 
 from xsample.config import Model, RunConfig, RunConfigError
-from xsample.data.augment import IMAGENET_MEAN, IMAGENET_STD
-from xsample.heartbeat import staleness
 from xsample.io import atomic_write_bytes, atomic_write_json
 from xsample.methods import method as registered_method
 from xsample.models.backbones import CUSTOM_BACKBONES, EXPORT_CONFIG, EXPORT_WEIGHTS, build_backbone
 from xsample.models.classifier import PROBE_WEIGHTS, probe_metadata
-from xsample.train.checkpoint import CHECKPOINT_NAME, ConfigMismatchError, load_checkpoint
+from xsample.rundir.checkpoint import CHECKPOINT_NAME, ConfigMismatchError, load_checkpoint
+from xsample.rundir.heartbeat import staleness
+from xsample.rundir.provenance import git_state
+from xsample.rundir.result import RESULT_NAME, read_result
 from xsample.train.finetune import BACKBONE_PREFIX
-from xsample.train.provenance import git_state
-from xsample.train.run import RESULT_NAME, read_result
+from xsample.views.recipe import IMAGENET_MEAN, IMAGENET_STD
 
 OPEN_CLIP_CONFIG = "open_clip_config.json"
 OPEN_CLIP_WEIGHTS = "open_clip_model.safetensors"  # the name open_clip's local-dir: loader looks for first

@@ -19,10 +19,10 @@ from torch import nn
 from torch.utils.data import Dataset, IterableDataset
 
 from xsample.config import RunConfig
-from xsample.data import eval_transform
 from xsample.methods import method as registered_method
 from xsample.train.components import TrainingSetup
 from xsample.train.loop import TrainOutcome
+from xsample.views.pil import eval_transform
 
 
 def _training_images(dataset: Dataset, images: int, seed: int) -> Iterable:

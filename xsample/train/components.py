@@ -13,23 +13,17 @@ from torch.utils.data import Dataset
 
 from xsample import losses
 from xsample.config import Optim, RunConfig
-from xsample.data import (
-    AugmentRecipe,
-    build_dataset,
-    class_balanced_subset,
-    eval_transform,
-    root_dataset,
-    training_augmentation,
-)
-from xsample.data.batched_augment import BatchedViews
+from xsample.data import build_dataset, class_balanced_subset, root_dataset
 from xsample.graph.diagnostics import GraphDiagnostics
 from xsample.losses.distributed import gather_without_grad
 from xsample.methods import method as registered_method
 from xsample.models import CLIPModel, ContrastiveModel, PixelFeatures, ProjectionHead, build_backbone
 from xsample.train.optim import build_optimizer, cosine_schedule_with_warmup
-from xsample.train.sampling import PILViews
 from xsample.train.sanity import with_sanity
 from xsample.train.side_information import build_side_information
+from xsample.views.batched import BatchedViews
+from xsample.views.pil import PILViews, eval_transform, training_augmentation
+from xsample.views.recipe import AugmentRecipe
 
 
 @dataclass

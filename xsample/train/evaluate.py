@@ -12,13 +12,14 @@ import torch
 from torch import nn
 
 from xsample.config import RunConfig
-from xsample.data import build_dataset, eval_transform
-from xsample.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from xsample.data import build_dataset
 from xsample.eval import ScoredProbe, extract_features, run_evaluations, zero_shot_top1
 from xsample.eval.zero_shot import zero_shot_classifier
 from xsample.io import atomic_write_bytes
 from xsample.models.classifier import PROBE_WEIGHTS, probe_file
 from xsample.train.loop import autocast
+from xsample.views.pil import eval_transform
+from xsample.views.recipe import IMAGENET_MEAN, IMAGENET_STD
 
 # The evaluation whose probe a run keeps: its top-1 is the headline number the export reproduces.
 KEPT_PROBE = "imagenet"

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from xsample.config import RunConfig
-from xsample.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from xsample.train.run import read_result
+from xsample.rundir.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from xsample.rundir.result import read_result
 
 BACKBONE_PREFIX = "backbone."
 

@@ -31,7 +31,8 @@ from torch.utils.data import DataLoader, IterableDataset
 from xsample.config import RunConfig
 from xsample.data import root_dataset
 from xsample.losses.distributed import equal_local_batches
-from xsample.train.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from xsample.rundir.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from xsample.rundir.preemption import PreemptionGuard, leave_preemption_to_the_main_process
 from xsample.train.components import TrainingSetup
 from xsample.train.distributed import (
     DistInfo,
@@ -42,7 +43,6 @@ from xsample.train.distributed import (
     sum_over_ranks,
 )
 from xsample.train.global_batchnorm import convert_batchnorm_for_distributed
-from xsample.train.preemption import PreemptionGuard, leave_preemption_to_the_main_process
 from xsample.train.sampling import ResumableDistributedSampler, SeededViewsDataset, StreamedViews
 from xsample.train.skipped import SkippedSamples
 from xsample.train.tracking import LogWindow, ScalarTracker

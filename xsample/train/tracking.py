@@ -41,8 +41,8 @@ from torch import nn
 
 from xsample.config import RunConfig
 from xsample.io import atomic_write_json
+from xsample.rundir.preemption import Preempted
 from xsample.train.distributed import DistInfo
-from xsample.train.preemption import Preempted
 
 LOGGERS = ("tensorboard", "wandb")
 NO_LOGGER = "none"

@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from xsample.config import RunConfig, RunConfigError
-from xsample.heartbeat import process_gone, staleness
 from xsample.locks import exclusive_lock
-from xsample.train.checkpoint import CHECKPOINT_NAME
+from xsample.rundir.checkpoint import CHECKPOINT_NAME
+from xsample.rundir.heartbeat import process_gone, staleness
+from xsample.rundir.result import RESULT_NAME, ownership_problem, read_result
 from xsample.train.distributed import environment_rank
-from xsample.train.run import RESULT_NAME, ownership_problem, read_result, run_experiment
+from xsample.train.run import run_experiment
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ def execute_run(config: RunConfig | dict[str, Any], run_dir: Path | str, *, forc
     anything in the directory is written.
 
     Failures are recorded in result.json and returned, not raised, so a sweep goes on with its other runs.
-    A signal that stops a local run raises ``RunInterrupted`` (xsample/train/preemption.py; a
+    A signal that stops a local run raises ``RunInterrupted`` (xsample/rundir/preemption.py; a
     KeyboardInterrupt, so a sweep stops too): its ``str()`` is the one line to show, ``signum`` the signal,
     result.json says ``interrupted``, and the same call resumes from the checkpoint. Under a scheduler, rank 0 raises ``Preempted`` after handing
     the job to the scheduler's requeue, and the other ranks return an ``interrupted`` outcome."""

@@ -16,10 +16,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from xsample.config import RunConfig
-from xsample.data import AugmentRecipe, training_augmentation
 from xsample.methods import method as registered_method
 from xsample.train.components import build_loss_fn, build_model, build_train_dataset
-from xsample.train.sampling import PILViews, SeededViewsDataset
+from xsample.train.sampling import SeededViewsDataset
+from xsample.views.pil import PILViews, training_augmentation
+from xsample.views.recipe import AugmentRecipe
 
 
 def _sync(device: torch.device) -> None:
