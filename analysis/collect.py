@@ -8,8 +8,8 @@ from typing import Any
 
 import pandas as pd
 
-from xsample.heartbeat import staleness
 from xsample.methods import graph_label
+from xsample.rundir.heartbeat import staleness
 
 LABELS = ("table", "scale", "layout", "comparability", "method", "method_role", "method_targets", "dataset", "dataset_used", "setting", "variant", "seed")
 # Two runs with the same identity are the same experiment: the newest one counts. The variant (what a

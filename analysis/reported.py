@@ -33,7 +33,7 @@ EVALUATION_COLUMNS = ("imagenet.top1", "imagenet.knn_top1", "zero_shot.imagenet"
                       # The harness's own evaluations (not in the paper's tables) after the paper's columns.
                       "few_label.top1_1pct", "few_label.top1_10pct", "heldout_classes.top1", "heldout_classes.knn_top1",
                       "graph_alignment.pearson")
-# What the compute table measures per method (xsample/train/compute.py).
+# What the compute table measures per method (xsample/tasks/compute.py).
 COMPUTE_FIELDS = ("step_ms", "images_per_s", "peak_mem_mb")
 # compute.<method>.<field>, and the overhead ratio compute.<method>_over_<reference> (configs/table/compute.yaml).
 COMPUTE_COLUMN_PATTERN = re.compile(rf"compute\.(\w+_over_\w+|\w+\.({'|'.join(COMPUTE_FIELDS)}))")

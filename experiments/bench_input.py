@@ -36,10 +36,12 @@ import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 from experiments.gpu_check import PAPER, SMALL, run_config, step_alone_rate, train  # noqa: E402
-from xsample.data import AugmentRecipe, build_dataset, training_augmentation  # noqa: E402
-from xsample.data.batched_augment import BatchedViews  # noqa: E402
+from xsample.data import build_dataset  # noqa: E402
 from xsample.data.fixtures import write_training_images  # noqa: E402
-from xsample.train.sampling import PILViews, SeededViewsDataset  # noqa: E402
+from xsample.train.sampling import SeededViewsDataset  # noqa: E402
+from xsample.views.batched import BatchedViews  # noqa: E402
+from xsample.views.pil import PILViews, training_augmentation  # noqa: E402
+from xsample.views.recipe import AugmentRecipe  # noqa: E402
 
 
 def _synchronize(device: torch.device) -> None:

@@ -22,7 +22,7 @@ one JSON line:
 from __future__ import annotations
 
 import argparse
-import copy
+import dataclasses
 import json
 import os
 import sys
@@ -44,24 +44,25 @@ from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 from experiments.run_config import build_run_config  # noqa: E402
-from xsample.data import AugmentRecipe  # noqa: E402
-from xsample.data.batched_augment import BatchedViews, unpack  # noqa: E402
+from xsample.config import RunConfig  # noqa: E402
 from xsample.data.fixtures import HARD_JPEG_CASES, hard_jpeg, jpeg_bytes, write_training_images  # noqa: E402
 from xsample.data.paper_datasets import ImageFileDataset  # noqa: E402
+from xsample.rundir.provenance import config_hash  # noqa: E402
 from xsample.train.components import build_training_setup  # noqa: E402
 from xsample.train.distributed import DistInfo  # noqa: E402
 from xsample.train.host_syncs import HostSyncRecorder, cuda_syncs  # noqa: E402
 from xsample.train.loop import pretrain, train_step  # noqa: E402
-from xsample.train.provenance import config_hash  # noqa: E402
 from xsample.train.sampling import SeededViewsDataset  # noqa: E402
 from xsample.train.tracking import ScalarTracker  # noqa: E402
+from xsample.views.batched import BatchedViews, unpack  # noqa: E402
+from xsample.views.recipe import AugmentRecipe  # noqa: E402
 
 LOG_EVERY = 2
 PAPER = {"scale": "paper", "batch": 512, "steps": 12, "unique_per_class": 64, "image_px": 256}
 SMALL = {"scale": "rehearsal", "batch": 16, "steps": 4, "unique_per_class": 4, "image_px": 64}
 
 
-def run_config(profile: dict, root: Path, batch: int, augment: str, workers: int, epochs: int, *extra: str) -> dict:
+def run_config(profile: dict, root: Path, batch: int, augment: str, workers: int, epochs: int, *extra: str) -> RunConfig:
     """The paper (or rehearsal) profile's SimCLR run on the fixture ImageNet, as reproduce.py would build it
     (``extra``: further overrides, e.g. another augmentation recipe)."""
     overrides = ["table='1'", "method=simclr", f"scale={profile['scale']}", f"paths.imagenet={root}",
@@ -72,7 +73,7 @@ def run_config(profile: dict, root: Path, batch: int, augment: str, workers: int
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
         cfg = compose(config_name="reproduce", overrides=overrides)
     GlobalHydra.instance().clear()
-    return build_run_config(OmegaConf.to_container(cfg, resolve=True))
+    return RunConfig.from_dict(build_run_config(OmegaConf.to_container(cfg, resolve=True)))
 
 
 def hard_case_outcomes(directory: Path, image_size: int, recipe: AugmentRecipe, device: torch.device) -> dict[str, str]:
@@ -113,13 +114,13 @@ def timed(device: torch.device, into: list[float]):
     into.append(start.elapsed_time(end) / 1000)
 
 
-def input_breakdown(config: dict, device: torch.device, batches: int) -> dict:
+def input_breakdown(config: RunConfig, device: torch.device, batches: int) -> dict:
     """ms per batch of decode and of the augmentation, timed apart on packed batches from the workers; and
     the synchronisations one batched decode makes alone."""
     setup = training_setup(config, device)
     views = setup.views
-    loader = DataLoader(SeededViewsDataset(setup.train_dataset, views, seed=0), batch_size=int(config["optim"]["batch_size"]),
-                        num_workers=int(config["runtime"]["num_workers"]), collate_fn=views.collate,
+    loader = DataLoader(SeededViewsDataset(setup.train_dataset, views, seed=0), batch_size=config.optim.batch_size,
+                        num_workers=config.runtime.num_workers, collate_fn=views.collate,
                         pin_memory=device.type == "cuda", shuffle=False)
     decode_s, total_s, decode_syncs = [], [], []
     for number, batch in enumerate(loader):
@@ -138,7 +139,7 @@ def input_breakdown(config: dict, device: torch.device, batches: int) -> dict:
             "cuda_syncs_of_one_decode": float(np.mean(decode_syncs))}
 
 
-def training_setup(config: dict, device: torch.device, as_on_gpu: bool = True):
+def training_setup(config: RunConfig, device: torch.device, as_on_gpu: bool = True):
     """The run's training pieces; with ``as_on_gpu`` on the CPU, the batched views arranged as on a GPU (the
     training process decodes and draws the views), so that the small check runs the GPU's code path."""
     setup = build_training_setup(config, device)
@@ -148,16 +149,16 @@ def training_setup(config: dict, device: torch.device, as_on_gpu: bool = True):
     return setup
 
 
-def train(config: dict, device: torch.device, probe=None, as_on_gpu: bool = True):
+def train(config: RunConfig, device: torch.device, probe=None, as_on_gpu: bool = True):
     """pretrain() on the fixture data in a scratch run directory; its outcome."""
     info = DistInfo(rank=0, world_size=1, local_rank=0, device=device)
     setup = training_setup(config, device, as_on_gpu)
     with tempfile.TemporaryDirectory(prefix="gpu_check_run_") as run_dir:
-        return pretrain(config, Path(run_dir), info, setup, config_hash(config),
+        return pretrain(config, Path(run_dir), info, setup, config_hash(config.to_dict()),
                         ScalarTracker(config, Path(run_dir), info, {}), step_probe=probe), setup
 
 
-def host_syncs_per_step(config: dict, device: torch.device) -> dict:
+def host_syncs_per_step(config: RunConfig, device: torch.device) -> dict:
     """Syncs on the steps between log steps of a short batched run (recording slows a step: not timed)."""
     python_calls, cuda_reported, steps = [], [], []
 
@@ -179,17 +180,17 @@ def host_syncs_per_step(config: dict, device: torch.device) -> dict:
             "cuda_syncs": float(np.mean([cuda_reported[k] for k in kept])), "steps_probed": len(kept)}
 
 
-def step_alone_rate(config: dict, device: torch.device, steps: int) -> float:
+def step_alone_rate(config: RunConfig, device: torch.device, steps: int) -> float:
     """Images/s of the training step on one batch already on the device (model, loss, LARS, precision as trained)."""
     setup = training_setup(config, device, as_on_gpu=False)
     views = setup.views
     dataset = SeededViewsDataset(setup.train_dataset, views, seed=0)
-    batch_size = int(config["optim"]["batch_size"])
+    batch_size = config.optim.batch_size
     batch = views.on_device(views.collate([dataset[k] for k in range(batch_size)]), device)
     model = setup.model.to(device).to(memory_format=torch.channels_last)
     optimizer, scheduler = setup.make_optimizer(model, steps + 3, steps + 3)
     scaler = torch.amp.GradScaler(device.type, enabled=False)
-    precision = config["runtime"]["precision"]
+    precision = config.runtime.precision
     for _ in range(3):
         train_step(setup, model, batch, optimizer, scheduler, scaler, device, precision)
     seconds: list[float] = []
@@ -212,9 +213,9 @@ def check(small: bool) -> dict:
         write_training_images(scratch / "imagenet", profile["unique_per_class"], profile["image_px"],
                               batch * (profile["steps"] + 1))
         config = run_config(profile, scratch / "imagenet", batch, "batched", workers, epochs=1)
-        image_size = int(config["data"]["image_size"])
+        image_size = config.data.image_size
         (scratch / "cases").mkdir()
-        result["hard_cases"] = hard_case_outcomes(scratch / "cases", image_size, AugmentRecipe.from_config(config["augment"]),
+        result["hard_cases"] = hard_case_outcomes(scratch / "cases", image_size, AugmentRecipe.from_config(dataclasses.asdict(config.augment)),
                                                   device)
         while True:  # 512 per GPU, or the largest batch that fits
             try:
@@ -227,12 +228,12 @@ def check(small: bool) -> dict:
                 batch //= 2
                 config = run_config(profile, scratch / "imagenet", batch, "batched", workers, epochs=1)
         result.update(per_gpu_batch=batch, largest_that_fits=batch < profile["batch"], image_size=image_size,
-                      backbone=config["model"]["backbone"],
+                      backbone=config.model.backbone,
                       precision="bf16" if device.type == "cuda" else "fp32")
         if device.type == "cuda":
             result["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
-        pil_config = copy.deepcopy(config)  # runtime.augment only picks the input path
-        pil_config["runtime"]["augment"] = "pil"
+        # runtime.augment only picks the input path
+        pil_config = dataclasses.replace(config, runtime=dataclasses.replace(config.runtime, augment="pil"))
         pil, _ = train(pil_config, device)
         alone = step_alone_rate(config, device, steps=5 if small else 10)
         result["images_per_s"] = {"batched": round(batched.steady_images_per_s, 1),

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from experiments.plan import PlannedRun
-from xsample.heartbeat import process_gone
 from xsample.io import read_json
-from xsample.train.lifecycle import RunOutcome, execute_run
-from xsample.train.preemption import Preempted, RunInterrupted
-from xsample.train.run import CONFIG_NAME
+from xsample.rundir.heartbeat import process_gone
+from xsample.rundir.lifecycle import RunOutcome, execute_run
+from xsample.rundir.preemption import Preempted, RunInterrupted
+from xsample.rundir.result import CONFIG_NAME
 
 # The hydra.launcher keys submitit's executors take without their executor's prefix.
 SHARED_PARAMETERS = ("timeout_min", "cpus_per_task", "gpus_per_node", "tasks_per_node", "mem_gb", "nodes", "name",
@@ -51,7 +51,7 @@ class SavedRunJob:
     """What a submitted job calls: execute the run config saved in ``run_dir``/config.json.
 
     submitit calls ``checkpoint`` when the job is preempted or reaches its time limit (after the run
-    has saved its own checkpoint, xsample/train/preemption.py); the same call is then requeued, and the
+    has saved its own checkpoint, xsample/rundir/preemption.py); the same call is then requeued, and the
     run resumes from its directory."""
 
     def __call__(self, run_dir: str) -> str:

@@ -4,7 +4,7 @@ directory, what each run's directory already holds, and every problem that can b
 The grid is the table's own (``hydra.sweeper.params`` in configs/table/*.yaml) with the command line's
 sweeps composed in, expanded as Hydra's basic sweeper would (a later value list for the same key wins;
 the cartesian product in key order). Every job is composed through Hydra's public compose API, turned
-into its run config (experiments/run_config.py) and named by its identity (xsample.train.identity). The
+into its run config (experiments/run_config.py) and named by its identity (xsample.rundir.identity). The
 resulting ``config.json`` is what the job executes: nothing is composed again on a compute node.
 """
 
@@ -30,20 +30,21 @@ from experiments.run_config import (
     build_run_config,
     value_problems,
 )
-from xsample.heartbeat import process_gone
+from xsample.config import REPLAN, RunConfig, RunConfigError
 from xsample.io import atomic_write_json, read_json
-from xsample.train.identity import run_name, variant, variant_label, variant_tag
-from xsample.train.lifecycle import RunState, run_state
-from xsample.train.provenance import config_hash
-from xsample.train.run import CONFIG_NAME
-from xsample.train.validate import input_problems
+from xsample.run_inputs import input_problems
+from xsample.rundir.heartbeat import process_gone
+from xsample.rundir.identity import run_name, variant, variant_label, variant_tag
+from xsample.rundir.lifecycle import RunState, run_state
+from xsample.rundir.provenance import config_hash
+from xsample.rundir.result import CONFIG_NAME
 
 TABLES = sorted(path.stem for path in (CONFIGS_DIR / "table").glob("*.yaml"))
 LAUNCHERS = sorted(path.stem for path in (CONFIGS_DIR / "launcher").glob("*.yaml"))
 PLAN_FILE = "sweep_plan.json"
 # What the reference of a run keeps from its overrides besides the table's own grid keys.
 REFERENCE_KEYS = ("table", "scale")
-# Run states (xsample.train.lifecycle.RunState) whose runs a launch runs or submits.
+# Run states (xsample.rundir.lifecycle.RunState) whose runs a launch runs or submits.
 LAUNCHED_STATES = ("new", "resume", "rerun")
 
 
@@ -145,12 +146,17 @@ class PlannedRun:
     def hash(self) -> str:
         return config_hash(self.config)
 
+    @property
+    def run_config(self) -> RunConfig:
+        """``config`` as the library reads it (parsed again at each use: ``config`` is the saved record)."""
+        return RunConfig.from_dict(self.config)
+
 
 def plan_run(context: PlanningContext, overrides: list[str]) -> PlannedRun:
     """Compose one job's run and name it by its identity; InvalidValues lists every setting out of range.
 
     The reference is the same table, scale and grid point without the job's other overrides; every
-    difference of the resolved run config against it is the run's variant (xsample.train.identity)."""
+    difference of the resolved run config against it is the run's variant (xsample.rundir.identity)."""
     composed, hydra_node = context.compose(overrides)
     problems = value_problems(composed)
     if problems:
@@ -167,6 +173,14 @@ def plan_run(context: PlanningContext, overrides: list[str]) -> PlannedRun:
         planned.base = plan_run(context, [o for o in overrides if override_key(o) != "row"]
                                 + [f"row={composed['finetune_from']}"])
         config["init_from"] = {"run_dir": str(planned.base.run_dir), "config_hash": planned.base.hash}
+    try:  # what the job will parse, checked before anything is saved
+        RunConfig.from_dict(config)
+    except RunConfigError as error:
+        if error.fix != REPLAN:
+            raise InvalidValues([str(error)]) from None
+        raise InvalidValues([f"run config key {error.key} {error.problem}: the files under configs/ this plan "
+                             "composed do not set it as this version of xsample reads it; set it in the YAML of "
+                             "its section (configs/reproduce.yaml or the group file)"]) from None
     return planned
 
 
@@ -227,11 +241,11 @@ def plan_sweep(overrides: list[str], *, multirun: bool, force: bool = False) -> 
     except HydraException as error:
         raise ConfigError(config_error_line(error)) from None
     for run in plan.runs:
-        problems.update(dict.fromkeys(input_problems(run.config)))
+        problems.update(dict.fromkeys(input_problems(run.run_config)))
     plan.problems = list(problems)
     jobs_of_earlier_launches = _submitted_jobs(plan.sweep_dirs)
     for run in plan.runs:
-        run.state = run_state(run.run_dir, run.config, force=force)
+        run.state = run_state(run.run_dir, run.run_config, force=force)
         run.job = jobs_of_earlier_launches.get(run.name)
         if run.state.name in LAUNCHED_STATES and run.job is not None:
             gone, why = process_gone({"slurm_job_id": run.job})

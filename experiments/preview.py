@@ -105,8 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         minutes, seconds = divmod(round(time.monotonic() - started), 60)
         rows[table] = (f"| {table} | {len(sweeps)} | {minutes} min {seconds:02d} s | "
                        f"{training_speed(_sweep_dir(args.sweeps, table))} |")
-    args.out.mkdir(parents=True, exist_ok=True)
-    print("\n".join(write_timings(args.out / "timings.md", rows, load_at_start)))
+        # Written after every table: a preview stopped part-way keeps the times of the tables it finished.
+        args.out.mkdir(parents=True, exist_ok=True)
+        timings = write_timings(args.out / "timings.md", rows, load_at_start)
+    print("\n".join(timings))
     for table in args.tables:  # the verdicts last: where each table is, and whether its checks pass
         for line in check_outcome_lines(_sweep_dir(args.sweeps, table), _table_id(table), SCALE, args.out):
             print(f"xsample: {line}")

@@ -48,9 +48,9 @@ from experiments.plan import (  # noqa: E402
     quote_table_ids,
 )
 from experiments.run_config import ConfigError  # noqa: E402
-from xsample.train.preemption import Preempted, RunInterrupted  # noqa: E402
-from xsample.train.provenance import config_hash  # noqa: E402
-from xsample.train.run import RESULT_NAME, ownership_problem, read_result  # noqa: E402
+from xsample.rundir.preemption import Preempted, RunInterrupted  # noqa: E402
+from xsample.rundir.provenance import config_hash  # noqa: E402
+from xsample.rundir.result import RESULT_NAME, ownership_problem, read_result  # noqa: E402
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
 # Hydra's flags that print and exit: handed to Hydra itself (experiments/show_config.py).
@@ -197,7 +197,7 @@ def _unfinished(runs: list[PlannedRun]) -> list[str]:
         if result is None:
             why = "no readable result.json: the job did not start, was cancelled, or died before writing it"
         elif result.get("config_hash") != config_hash(run.config):
-            why = f"refused: {ownership_problem(run.run_dir, run.config)}"
+            why = f"refused: {ownership_problem(run.run_dir, run.run_config)}"
         elif result.get("status") != "completed":
             error = str(result.get("error") or "no error recorded").splitlines()[0]
             why = f"{result.get('status')}: {error}"

@@ -12,14 +12,13 @@ import math
 from pathlib import Path
 from typing import Any
 
-from xsample.data.augment import AugmentRecipe
+from xsample.config import BUDGETS, RANDOM_GRANULARITIES
 from xsample.data.registry import UNLABELLED_DATASETS
 from xsample.eval.zero_shot import zero_shot_problem
 from xsample.methods import METHODS, UnknownMethodError, reads_captions, reads_labels
 from xsample.methods import method as registered_method
 from xsample.train.sampling import augment_problem
 from xsample.train.sanity import SANITY_CHECKS
-from xsample.train.side_information import RANDOM_GRANULARITIES
 from xsample.train.tracking import logger_problem
 from xsample.validation import (
     InvalidConfigError,
@@ -28,9 +27,9 @@ from xsample.validation import (
     non_finite_values,
     runtime_problems,
 )
+from xsample.views.recipe import AugmentRecipe
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
-BUDGETS = ("epochs", "steps")  # what `epochs` counts: passes over the run's data, or the whole set's steps
 
 
 class ConfigError(ValueError):
@@ -213,7 +212,6 @@ def value_problems(cfg: dict[str, Any]) -> list[str]:
     if cfg.get("sanity") not in SANITY_CHECKS:
         problems.append(f"sanity={cfg.get('sanity')!r} is not a sanity check; choose one of {', '.join(SANITY_CHECKS)}")
     checks = [
-        ("data_fraction", lambda v: 0 < v <= 1, "in (0, 1]"),
         ("caption_noise", lambda v: 0 <= v <= 1, "in [0, 1]"),
         ("epochs", lambda v: v >= 1 and v == int(v), "an integer >= 1 (set scale.epochs, or scale.finetune_epochs for a fine-tuning row)"),
         ("scale.batch_size", lambda v: v >= 1 and v == int(v), "an integer >= 1"),

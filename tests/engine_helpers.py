@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import struct
 from pathlib import Path
@@ -14,7 +16,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from experiments.plan import PlannedRun, plan_sweep
 from experiments.run_config import build_run_config
-from xsample.data import AugmentRecipe
+from xsample.config import RunConfig
+from xsample.views.recipe import AugmentRecipe
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -79,6 +82,17 @@ def small_run_config(*overrides: str, cache_dir: Path | None = None) -> dict:
     if cache_dir is not None:
         config["paths"]["cache"] = str(cache_dir)
     return config
+
+
+@functools.lru_cache
+def _parsed_small_run_config(*overrides: str) -> RunConfig:
+    return RunConfig.from_dict(small_run_config(*overrides))
+
+
+def typed_run_config(*overrides: str, **sections) -> RunConfig:
+    """small_run_config(*overrides) as the library reads it (composed once per override list), with the
+    top-level ``sections`` replaced (e.g. ``seed=3``)."""
+    return dataclasses.replace(_parsed_small_run_config(*overrides), **sections)
 
 
 def planned(*overrides: str, multirun: bool = True) -> list[PlannedRun]:

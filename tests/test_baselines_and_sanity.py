@@ -19,9 +19,9 @@ from tests.test_analysis import cell, read_cells, write_result
 from tests.test_sweep_configs import REPO, _composed
 from xsample.data import build_dataset
 from xsample.models import PixelFeatures
-from xsample.train import run_experiment
+from xsample.rundir.provenance import config_hash
 from xsample.train.baselines import recompute_batchnorm_statistics
-from xsample.train.provenance import config_hash
+from xsample.train.run import run_experiment
 from xsample.train.sanity import DetachedSupervision, with_sanity
 
 # Measured at step 230 of the tiny profile: SupCon 65.3, shuffled labels 50.9 (untrained 52.3). A 4-epoch run

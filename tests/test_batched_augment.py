@@ -18,11 +18,13 @@ from torchvision.transforms import functional as TF
 from torchvision.transforms import v2
 
 from experiments import bench_input
-from xsample.data import AugmentRecipe, build_dataset, training_augmentation
-from xsample.data.batched_augment import (
+from xsample.data import build_dataset
+from xsample.data.decode import EncodedImage
+from xsample.data.paper_datasets import ImageFileDataset
+from xsample.train.sampling import SeededViewsDataset
+from xsample.views.batched import (
     AutoAugmentDecisions,
     BatchedViews,
-    EncodedImage,
     _autocontrast,
     _gaussian_blur,
     _jitter_operation,
@@ -32,8 +34,8 @@ from xsample.data.batched_augment import (
     resized_crops,
     sub_policies,
 )
-from xsample.data.paper_datasets import ImageFileDataset
-from xsample.train.sampling import SeededViewsDataset
+from xsample.views.pil import training_augmentation
+from xsample.views.recipe import AugmentRecipe
 
 CPU = torch.device("cpu")
 DRAWS = 4000

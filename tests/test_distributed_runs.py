@@ -1,5 +1,5 @@
 """Runs with several ranks: devices, rendezvous, the evaluation nobody waits for, one rank's failure ending
-all of them, and signals (xsample/train/distributed.py, preemption.py)."""
+all of them, and signals (xsample/train/distributed.py, xsample/rundir/preemption.py)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ import torch.multiprocessing as mp
 from tests.distributed_children import slurm_task
 from tests.engine_helpers import REPO, small_run_config
 from xsample.io import atomic_write_json
+from xsample.rundir.preemption import Preempted, PreemptionGuard, RunInterrupted
+from xsample.rundir.provenance import config_hash
 from xsample.train.distributed import DeviceError, resolve_device
-from xsample.train.preemption import Preempted, PreemptionGuard, RunInterrupted
-from xsample.train.provenance import config_hash
 from xsample.train.run import run_experiment
 
 TINY = ["table=2", "row=augmentation", "scale.epochs=1", "scale.batch_size=128",

@@ -3,6 +3,7 @@ directories, the umask, run-lock waits and config values that must be refused up
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -22,18 +23,20 @@ import torch
 import xsample.io
 from analysis.__main__ import main as analysis_cli
 from analysis.reported import ReportedNumbersError, load_all
+from tests.engine_helpers import small_run_config, typed_run_config
+from xsample.config import RunConfigError, TextGraph
 from xsample.data import build_dataset
 from xsample.graph import CacheMismatchError, CaptionEmbeddingCache, cache_directory, dataset_identity
 from xsample.graph.__main__ import main as graph_cli
 from xsample.graph.cache import MANIFEST_NAME
-from xsample.heartbeat import new_heartbeat, staleness
 from xsample.io import DiskFullError, atomic_torch_save, atomic_write_json
 from xsample.locks import exclusive_lock
-from xsample.train.checkpoint import save_checkpoint
+from xsample.rundir.checkpoint import save_checkpoint
+from xsample.rundir.heartbeat import new_heartbeat, staleness
+from xsample.rundir.result import ResultWriter, ResultWriterError
 from xsample.train.distributed import DistInfo
-from xsample.train.run import ResultWriter, ResultWriterError, run_experiment
+from xsample.train.run import run_experiment
 from xsample.train.side_information import caption_cache
-from xsample.validation import InvalidConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -61,8 +64,11 @@ def test_training_reuses_the_cache_the_cli_built(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr("xsample.graph.cache.load_text_encoder", no_encoding)
     # Training's config spells out the default caption_noise=0.0; the CLI left it out.
-    config = {"graph": {"encoder": "bag_of_words", "template": "{}"}, "paths": {"cache": str(tmp_path)},
-              "data": {"name": "shapes", "root": None, "options": {"size": "3k", "caption_noise": 0.0}}}
+    base = typed_run_config("table='3'", "row=xclr", "dataset=cc3m")
+    config = dataclasses.replace(
+        base, graph=TextGraph(source="captions", encoder="bag_of_words", template="{}"),
+        paths=dataclasses.replace(base.paths, cache=str(tmp_path)),
+        data=dataclasses.replace(base.data, name="shapes", root=None, options={"size": "3k", "caption_noise": 0.0}))
     dataset = build_dataset("shapes", "train", size="3k", caption_noise=0.0)
     cache = caption_cache(config, dataset)
     assert str(cache.directory) == built and len(cache) == 3000
@@ -156,11 +162,11 @@ def test_report_lists_stale_runs_even_with_nothing_completed(tmp_path, capsys):
 
 def test_stale_needs_the_slurm_job_gone(monkeypatch):
     heartbeat = {"host": "node-7", "pid": 4242, "slurm_job_id": "991", "last_update": _iso(3600), "log_interval_s": 30}
-    monkeypatch.setattr("xsample.heartbeat._slurm_job_state", lambda job: "RUNNING")
+    monkeypatch.setattr("xsample.rundir.heartbeat._slurm_job_state", lambda job: "RUNNING")
     assert staleness(heartbeat) is None
-    monkeypatch.setattr("xsample.heartbeat._slurm_job_state", lambda job: "")
+    monkeypatch.setattr("xsample.rundir.heartbeat._slurm_job_state", lambda job: "")
     assert "SLURM job 991 is gone" in staleness(heartbeat)
-    monkeypatch.setattr("xsample.heartbeat._slurm_job_state", lambda job: None)
+    monkeypatch.setattr("xsample.rundir.heartbeat._slurm_job_state", lambda job: None)
     assert staleness(heartbeat) is None, "another host and no SLURM: cannot tell, so not stale"
 
 
@@ -168,7 +174,7 @@ def test_result_json_carries_a_heartbeat_refreshed_at_log_steps(tmp_path, monkey
     monkeypatch.setenv("SLURM_JOB_ID", "1234")
     monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "1200")
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
-    writer = ResultWriter(tmp_path, {"seed": 0}, DistInfo(0, 1, 0, torch.device("cpu")))
+    writer = ResultWriter(tmp_path, typed_run_config("table='1'", "method=simclr"), DistInfo(0, 1, 0, torch.device("cpu")))
     writer.update()
     writer.log_step(10)
     time.sleep(0.01)
@@ -201,15 +207,17 @@ def test_torch_running_out_of_space_midway_is_named(tmp_path, monkeypatch):
 
 
 def _failing_config(seed=0) -> dict:
-    # graph_stats with no graph section fails at once, after result.json says "running".
-    return {"task": "graph_stats", "seed": seed, "experiment": {"table": "fig5"}}
+    # A graph_stats run (no training) on a dataset nobody registered fails at once, after result.json says "running".
+    config = small_run_config("table=fig5", "row=fig5_class_names", f"seed={seed}")
+    config["data"]["name"] = "unregistered"
+    return config
 
 
 def test_orphaned_checkpoint_temp_files_are_removed_on_the_next_start(tmp_path, capsys):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / ".checkpoint.pt.abc123.tmp").write_bytes(b"half a checkpoint")
-    with pytest.raises(KeyError):
+    with pytest.raises(ValueError, match="unknown dataset 'unregistered'"):
         run_experiment(_failing_config(), run_dir)
     assert not list(run_dir.glob("*.tmp"))
     assert "removed 1 partial file(s)" in capsys.readouterr().out
@@ -224,13 +232,13 @@ def test_a_failure_result_json_cannot_record_is_named(tmp_path, monkeypatch):
             raise xsample.io.WriteError(13, f"cannot write {path}: Permission denied")
         atomic_write_json(path, obj)
 
-    monkeypatch.setattr("xsample.train.run.atomic_write_json", second_write_fails)
+    monkeypatch.setattr("xsample.rundir.result.atomic_write_json", second_write_fails)
     with pytest.raises(ResultWriterError, match="result.json could not record it: .*Permission denied"):
         run_experiment(_failing_config(), tmp_path / "run")
 
 
 def test_one_runs_io_failure_fails_that_run_not_the_sweep(tmp_path, monkeypatch):
-    from xsample.train import lifecycle
+    from xsample.rundir import lifecycle
 
     lines = []
     (tmp_path / "runs").write_text("a file where the runs directory should be")
@@ -266,8 +274,10 @@ def test_non_finite_and_non_integer_values_are_refused_before_running(tmp_path):
     assert plan.problems == ["method.temperature must be > 0, got nan",
                              "scale.optim.lars.lr=inf is not a finite number; give a finite value",
                              "seed must be an integer, got 1.5; e.g. seed=1"]
-    with pytest.raises(InvalidConfigError, match=r"optim.lr=inf"):
-        run_experiment({"seed": 0, "optim": {"lr": float("inf")}}, tmp_path / "run")
+    config = small_run_config("table='1'", "method=simclr")
+    config["optim"]["lr"] = float("inf")
+    with pytest.raises(RunConfigError, match=r"^run config key optim.lr is inf, not a finite number: give a finite value$"):
+        run_experiment(config, tmp_path / "run")
     assert not (tmp_path / "run").exists()
 
 

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from tests.engine_helpers import small_run_config
+from xsample.config import RunConfig, RunConfigError
 from xsample.graph.diagnostics import GraphDiagnostics, batch_diagnostics, class_graph_profile, target_shares
 from xsample.train.sanity import graph_row_donors, with_sanity
 from xsample.train.side_information import build_side_information, random_unit_vectors
@@ -85,9 +87,10 @@ def test_random_vectors_depend_on_seed_and_key_only():
 
 
 def _side(source: str, granularity: str = "sample", sanity: str = "none", dataset=None):
-    config = {"graph": {"source": source, "granularity": granularity, "encoder": None, "template": None},
-              "seed": 0, "sanity": sanity}
-    return build_side_information(config, dataset or _Named())
+    config = small_run_config("table='2'", "row=random_sample")
+    config.update(graph={"source": source, "granularity": granularity, "encoder": None, "template": None},
+                  seed=0, sanity=sanity)
+    return build_side_information(RunConfig.from_dict(config), dataset or _Named())
 
 
 def test_random_graph_granularity_sample_is_per_index_and_class_is_per_label():
@@ -95,7 +98,7 @@ def test_random_graph_granularity_sample_is_per_index_and_class_is_per_label():
     per_sample, per_class = _side("random", "sample")(batch), _side("random", "class")(batch)
     assert torch.equal(per_sample[0], per_sample[2]) and not torch.equal(per_sample[0], per_sample[1])
     assert torch.equal(per_class[0], per_class[1]) and not torch.equal(per_class[0], per_class[2])
-    with pytest.raises(ValueError, match="unknown graph.granularity='pixel'"):
+    with pytest.raises(RunConfigError, match="run config key graph.granularity is 'pixel', not one of 'sample', 'class'"):
         _side("random", "pixel")
 
 

@@ -9,14 +9,15 @@ import pytest
 import torch
 
 from tests.engine_helpers import small_run_config
-from xsample.data.batched_augment import BatchedViews
+from xsample.config import RunConfig
 from xsample.data.fixtures import write_training_images
+from xsample.rundir.provenance import config_hash
 from xsample.train.components import build_training_setup
 from xsample.train.distributed import DistInfo
 from xsample.train.host_syncs import HostSyncRecorder
 from xsample.train.loop import pretrain
-from xsample.train.provenance import config_hash
 from xsample.train.tracking import ScalarTracker
+from xsample.views.batched import BatchedViews
 
 CPU = torch.device("cpu")
 PROBED_STEP = 2  # neither a log step, nor a checkpoint step, nor the last
@@ -25,7 +26,8 @@ PROBED_STEP = 2  # neither a log step, nor a checkpoint step, nor the last
 def _calls_in_one_step(config: dict, run_dir) -> dict[str, int]:
     config["runtime"].update(log_every_steps=100, checkpoint_every_steps=0, checkpoint_every_minutes=0,
                              logger="none")
-    setup = build_training_setup(config, CPU)
+    typed = RunConfig.from_dict(config)
+    setup = build_training_setup(typed, CPU)
     assert isinstance(setup.views, BatchedViews)
     # The GPU's arrangement on the CPU: the training process decodes what arrives encoded and draws the views.
     setup.views = BatchedViews(int(config["data"]["image_size"]), setup.views.num_views, setup.views.recipe,
@@ -45,7 +47,7 @@ def _calls_in_one_step(config: dict, run_dir) -> dict[str, int]:
 
     info = DistInfo(rank=0, world_size=1, local_rank=0, device=CPU)
     run_dir.mkdir()
-    outcome = pretrain(config, run_dir, info, setup, config_hash(config), ScalarTracker(config, run_dir, info, {}),
+    outcome = pretrain(typed, run_dir, info, setup, config_hash(config), ScalarTracker(typed, run_dir, info, {}),
                        step_probe=probe)
     assert outcome.steps > PROBED_STEP and calls.pop("seen") > 500, "the step ran under the recorder"
     return calls

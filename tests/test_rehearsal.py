@@ -13,7 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.engine_helpers import typed_run_config
 from tests.rehearsal_helpers import IMAGES_PER_CLASS, REPO, fixture_roots, reproduce, run_results
+from xsample.config import TextGraph
 from xsample.data import build_dataset
 from xsample.data.fixtures import ENV_NAMES, SHAPE_WNIDS, main, write_fixtures
 from xsample.train.distributed import DistInfo
@@ -68,7 +70,7 @@ def test_class_name_graph_captions_are_readable_without_synset_mapping(fixtures:
     encoder = _RecordingEncoder()
     monkeypatch.setattr("xsample.train.side_information.load_text_encoder", lambda name: encoder)
     dataset = build_dataset("imagenet", "train", root=fixtures / "imagenet")
-    config = {"graph": {"source": "class_names", "encoder": "any", "template": "a photo of a {}"}, "seed": 0}
+    config = typed_run_config("table='1'", "method=xclr", graph=TextGraph("class_names", "any", "a photo of a {}"))
     class_embeddings(config, dataset)
     assert encoder.texts[:3] == ["a photo of a tench", "a photo of a goldfish", "a photo of a brambling"]
     assert not any("n0" in text for text in encoder.texts)

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from tests.engine_helpers import REPO, planned, small_run_config
-from xsample.train.identity import run_name, variant_tag
-from xsample.train.lifecycle import execute_run
-from xsample.train.provenance import config_hash
+from xsample.rundir.identity import run_name, variant_tag
+from xsample.rundir.lifecycle import execute_run
+from xsample.rundir.provenance import config_hash
 
 # Tiny runs of a few steps: small Fashion-MNIST subset, one epoch, short probe.
 FEW_STEPS = ["scale=tiny", "scale.epochs=1", "scale.batch_size=128", "datasets.fashion_mnist.tiny.options.max_samples=512",
@@ -94,7 +94,7 @@ def test_a_completed_run_of_the_same_config_is_skipped_and_force_reruns_it(tmp_p
     outcome = execute_run(config, run_dir, log=lambda line: None)
     assert outcome.status == "completed" and outcome.skipped
     seen = []
-    monkeypatch.setattr("xsample.train.lifecycle.run_experiment",
+    monkeypatch.setattr("xsample.rundir.lifecycle.run_experiment",
                         lambda config, directory: seen.append(sorted(p.name for p in Path(directory).glob("*"))) or {"status": "completed"})
     outcome = execute_run(config, run_dir, force=True, log=lambda line: None)
     assert outcome.status == "completed" and not outcome.skipped

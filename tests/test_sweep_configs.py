@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,7 +13,8 @@ import pytest
 from experiments.plan import TABLES
 from experiments.run_config import build_run_config
 from tests.engine_helpers import planned
-from xsample.train.provenance import config_hash
+from xsample.config import RunConfig
+from xsample.rundir.provenance import config_hash
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,6 +42,9 @@ def test_table_sweep_expands(table, scale):
     assert {run.config["experiment"]["scale"] for run in runs} == {scale}
     assert {run.config["experiment"]["table"] for run in runs} == {table}
     assert len({run.sweep_dir for run in runs}) == 1
+    for run in runs:  # the typed config a job parses gives back exactly what was saved (so the same config hash)
+        saved = json.loads(json.dumps(run.config))
+        assert RunConfig.from_dict(saved).to_dict() == saved, run.name
 
 
 def test_command_line_sweeps_compose_with_the_table_grid():
@@ -125,7 +130,7 @@ def test_a_sweep_with_missing_roots_exits_before_creating_any_run_directory(tmp_
 
 @pytest.mark.parametrize("override, message", [
     ("method.temperature=0", "method.temperature must be > 0, got 0"),
-    ("data_fraction=1.5", "data_fraction must be in (0, 1], got 1.5"),
+    ("data_fraction=1.5", "run config key data.fraction is 1.5, not in (0, 1]: set data_fraction in (0, 1]"),
     ("caption_noise=-0.1", "caption_noise must be in [0, 1], got -0.1"),
     ("caption_noise=0.5", "caption_noise=0.5 cannot act: dataset=imagenet at tiny scale trains on shapes"),
     ("scale.epochs=0", "epochs must be an integer >= 1"),

@@ -15,17 +15,19 @@ from tensorboard.backend.event_processing.event_file_loader import EventFileLoad
 
 import xsample.train.components as components
 from tests.engine_helpers import small_run_config, tensorboard_scalars, wandb_history, wandb_offline_runs
-from xsample.data import build_dataset, eval_transform
-from xsample.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from xsample.config import RunConfig
+from xsample.data import build_dataset
 from xsample.export import ExportError, export_run, main
 from xsample.models import load_backbone, load_probe
-from xsample.train import run_experiment
-from xsample.train.checkpoint import save_checkpoint
+from xsample.rundir.checkpoint import save_checkpoint
+from xsample.rundir.provenance import config_hash
+from xsample.rundir.result import ResultWriter
 from xsample.train.components import build_model
 from xsample.train.distributed import DistInfo
-from xsample.train.provenance import config_hash
-from xsample.train.run import ResultWriter
+from xsample.train.run import run_experiment
 from xsample.train.tracking import WANDB_STATE, LogWindow, ScalarTracker, logger_problem, wandb_mode
+from xsample.views.pil import eval_transform
+from xsample.views.recipe import IMAGENET_MEAN, IMAGENET_STD
 
 STEPS = 7  # one epoch of 896 samples (max_samples=1024, class-balanced) in batches of 128
 BOTH_LOGGERS = "runtime.logger=[tensorboard,wandb]"
@@ -143,7 +145,7 @@ def test_a_crashed_and_resumed_run_has_each_step_once(tmp_path, monkeypatch):
 def test_logger_none_writes_no_events_and_an_unknown_logger_is_refused(tmp_path):
     config = _tiny_config(tmp_path / "cache", "runtime.logger=none")
     model = torch.nn.Linear(2, 1)
-    with ScalarTracker(config, tmp_path, DistInfo(0, 1, 0, torch.device("cpu")), {}) as tracker:
+    with ScalarTracker(RunConfig.from_dict(config), tmp_path, DistInfo(0, 1, 0, torch.device("cpu")), {}) as tracker:
         tracker.start(None)
         tracker.after_step(3, 1.0, model, torch.optim.SGD(model.parameters(), lr=0.1), LogWindow(100.0, 0.1))
     assert list(tmp_path.iterdir()) == []
@@ -172,7 +174,7 @@ def test_a_tiny_export_gives_the_run_model_features_and_its_probe_its_top1(tiny_
     assert description["provenance"]["metrics"] == record["metrics"] and description["image_size"] == 32
     assert description["incomplete"] is None
 
-    model = build_model(record["config"])
+    model = build_model(RunConfig.from_dict(record["config"]))
     model.load_state_dict(torch.load(run_dir / "checkpoint.pt", weights_only=False)["model"])
     images = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     backbone = load_backbone(tmp_path / "export")
@@ -200,8 +202,8 @@ def test_a_tiny_export_gives_the_run_model_features_and_its_probe_its_top1(tiny_
 def _random_run(run_dir: Path, cache: Path, *overrides: str) -> tuple[dict, torch.nn.Module]:
     """A randomly initialised ResNet-50 run directory, written by the library's own writers."""
     config = small_run_config("table='1'", "model=resnet50", *overrides, cache_dir=cache)
-    model = build_model(config)
-    ResultWriter(run_dir, config, DistInfo(0, 1, 0, torch.device("cpu"))).update(status="completed")
+    model = build_model(RunConfig.from_dict(config))
+    ResultWriter(run_dir, RunConfig.from_dict(config), DistInfo(0, 1, 0, torch.device("cpu"))).update(status="completed")
     save_checkpoint(run_dir, {"config_hash": config_hash(config), "step": 0, "samples_seen": 0,
                               "model": model.state_dict()})
     return config, model.eval()

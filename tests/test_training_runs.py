@@ -17,14 +17,15 @@ import torch
 import torch.multiprocessing as mp
 
 from tests.engine_helpers import REPO, small_run_config, tensorboard_scalars
+from xsample.config import RunConfig
 from xsample.data import build_dataset
 from xsample.data.shapes import OBJECTS
 from xsample.eval.zero_shot import TEMPLATE_SETS
-from xsample.train import run_experiment
-from xsample.train.checkpoint import ConfigMismatchError
+from xsample.rundir.checkpoint import ConfigMismatchError
 from xsample.train.components import build_model
 from xsample.train.distributed import free_port
 from xsample.train.evaluate import zero_shot_accuracies
+from xsample.train.run import run_experiment
 
 REQUIRED_KEYS = {"status", "experiment", "metrics", "config", "config_hash", "git_commit", "git_dirty", "versions",
                  "hardware", "data", "timing", "resumed_from", "seed"}
@@ -64,9 +65,10 @@ def test_tiny_clip_on_shapes_completes_with_zero_shot(tmp_path):
     assert record["config"]["eval"]["zero_shot"] == {"templates": "shapes_captions"}, "the tiny profile's prompts"
 
     # Every template set evaluates this model; the run reported the one its config names.
-    model = build_model(record["config"])
+    config = RunConfig.from_dict(record["config"])
+    model = build_model(config)
     model.load_state_dict(torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["model"])
-    accuracies = zero_shot_accuracies(model, record["config"], torch.device("cpu"), TEMPLATE_SETS)
+    accuracies = zero_shot_accuracies(model, config, torch.device("cpu"), TEMPLATE_SETS)
     assert accuracies["shapes_captions"] == pytest.approx(metrics["zero_shot"]["imagenet"])
     assert all(0.0 <= accuracy <= 100.0 for accuracy in accuracies.values()), accuracies
     logit_scales = [value for _, value in tensorboard_scalars(tmp_path / "run")["train/logit_scale"]]

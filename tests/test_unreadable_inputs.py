@@ -3,6 +3,7 @@ encoded reads in workers, shard streams, and evaluation; and the batched evaluat
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import numpy as np
@@ -10,15 +11,16 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.engine_helpers import augment_recipe, small_run_config
-from xsample.data import eval_transform
-from xsample.data.batched_augment import BatchedEvalViews, BatchedViews, CorruptImageError, EncodedImage
+from tests.engine_helpers import augment_recipe, typed_run_config
+from xsample.data.decode import CorruptImageError, EncodedImage
 from xsample.data.fixtures import jpeg_bytes, write_shard
 from xsample.data.paper_datasets import ImageFileDataset
 from xsample.data.webdataset_cc import CaptionedShards
 from xsample.eval.features import encode_dataset
-from xsample.train.compute import per_gpu_batch
+from xsample.tasks.compute import per_gpu_batch
 from xsample.train.sampling import StreamedViews
+from xsample.views.batched import BatchedEvalViews, BatchedViews
+from xsample.views.pil import eval_transform
 
 CPU = torch.device("cpu")
 SUPCON = augment_recipe("supcon")
@@ -114,10 +116,9 @@ def test_the_batched_evaluation_crop_is_close_to_the_pil_transform():
 
 
 def test_the_compute_table_measures_the_batch_one_gpu_holds():
-    paper = small_run_config("table=compute", "scale=paper", "scale.batch_size=4096")
-    assert paper["resources"]["gpus_per_node"] == 1, "the timing job itself asks for one GPU"
+    paper = typed_run_config("table=compute", "scale=paper", "scale.batch_size=4096")
+    assert paper.resources.gpus_per_node == 1, "the timing job itself asks for one GPU"
     assert per_gpu_batch(paper) == (4096, 512), "the batch one of the training job's 8 GPUs holds"
-    config = {"optim": {"batch_size": 4096}, "compute": {"training_ranks": 8}}
-    config["compute"]["training_ranks"] = 3
+    config = dataclasses.replace(paper, compute=dataclasses.replace(paper.compute, training_ranks=3))
     with pytest.raises(ValueError, match="not divisible by the training job's 3 ranks"):
         per_gpu_batch(config)

@@ -15,6 +15,7 @@ rebuilds both towers.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -24,16 +25,17 @@ import timm
 import torch
 from safetensors.torch import save
 
-from xsample.data.augment import IMAGENET_MEAN, IMAGENET_STD
-from xsample.heartbeat import staleness
+from xsample.config import Model, RunConfig, RunConfigError
 from xsample.io import atomic_write_bytes, atomic_write_json
 from xsample.methods import method as registered_method
 from xsample.models.backbones import CUSTOM_BACKBONES, EXPORT_CONFIG, EXPORT_WEIGHTS, build_backbone
 from xsample.models.classifier import PROBE_WEIGHTS, probe_metadata
-from xsample.train.checkpoint import CHECKPOINT_NAME, ConfigMismatchError, load_checkpoint
+from xsample.rundir.checkpoint import CHECKPOINT_NAME, ConfigMismatchError, load_checkpoint
+from xsample.rundir.heartbeat import staleness
+from xsample.rundir.provenance import git_state
+from xsample.rundir.result import RESULT_NAME, read_result
 from xsample.train.finetune import BACKBONE_PREFIX
-from xsample.train.provenance import git_state
-from xsample.train.run import RESULT_NAME, read_result
+from xsample.views.recipe import IMAGENET_MEAN, IMAGENET_STD
 
 OPEN_CLIP_CONFIG = "open_clip_config.json"
 OPEN_CLIP_WEIGHTS = "open_clip_model.safetensors"  # the name open_clip's local-dir: loader looks for first
@@ -50,30 +52,30 @@ def _tensors(state: dict[str, torch.Tensor], prefix: str, renamed: str = "") -> 
             for key, value in state.items() if key.startswith(prefix)}
 
 
-def _timm_loadable(model_cfg: dict[str, Any]) -> str | None:
+def _timm_loadable(model: Model) -> str | None:
     """Why timm (and open_clip, which builds its image tower with timm) cannot rebuild this backbone, or None."""
-    name = model_cfg["backbone"]
+    name = model.backbone
     if name in CUSTOM_BACKBONES:
         return f"{name} is defined by xsample (xsample/models/backbones.py), not by timm"
     if not timm.is_model(name):
         return f"{name} is not a timm model"
-    if model_cfg.get("small_image_stem"):
+    if model.small_image_stem:
         return "the run replaced timm's stem with a small-image 3x3 stem (model.small_image_stem=true)"
     return None
 
 
-def _open_clip_files(state: dict[str, torch.Tensor], config: dict[str, Any]) -> tuple[dict, dict[str, torch.Tensor]]:
+def _open_clip_files(state: dict[str, torch.Tensor], config: RunConfig) -> tuple[dict, dict[str, torch.Tensor]]:
     """open_clip's local-dir config and weights for xsample's CLIPModel (image tower = timm trunk + linear
     projection without bias, text tower = open_clip's TextTransformer, log logit scale)."""
-    model_cfg, image_size = config["model"], int(config["data"]["image_size"])
+    model_cfg, image_size = config.model, config.data.image_size
     open_clip_config = {
         "model_cfg": {
-            "embed_dim": int(model_cfg["clip"]["embed_dim"]),
+            "embed_dim": model_cfg.clip.embed_dim,
             "custom_text": True,  # CustomTextCLIP keeps the text tower as one `text` module, as xsample does
-            "vision_cfg": {"timm_model_name": model_cfg["backbone"], "timm_model_pretrained": False,
+            "vision_cfg": {"timm_model_name": model_cfg.backbone, "timm_model_pretrained": False,
                            "timm_pool": "avg", "timm_proj": "linear", "timm_proj_bias": False,
                            "image_size": image_size},
-            "text_cfg": dict(model_cfg["clip"]["text"]),
+            "text_cfg": dataclasses.asdict(model_cfg.clip.text),
         },
         "preprocess_cfg": {"size": image_size, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
     }
@@ -123,9 +125,14 @@ def export_run(run_dir: str | Path, out_dir: str | Path, allow_incomplete: bool 
     result = read_result(run_dir)
     if result is None or "config" not in result:
         raise ExportError(f"{run_dir} has no readable {RESULT_NAME}; pass a run directory (sweeps/<table>/runs/<run>)")
-    config = result["config"]
-    if config.get("task", "pretrain") != "pretrain":
-        raise ExportError(f"{run_dir} is a {config['task']} run and trains no model; pass a pretraining run")
+    try:
+        config = RunConfig.from_dict(result["config"])
+    except RunConfigError as error:
+        raise ExportError(f"{run_dir}: the run config its {RESULT_NAME} records has key {error.key}, which "
+                          f"{error.problem} in this version of xsample; export it with the xsample commit that "
+                          f"trained it ({result.get('git_commit')})") from None
+    if config.task != "pretrain":
+        raise ExportError(f"{run_dir} is a {config.task} run and trains no model; pass a pretraining run")
     incomplete = incompleteness(result)
     if incomplete and not allow_incomplete:
         raise ExportError(f"{run_dir}: {incomplete}. Export a completed run, or pass --allow-incomplete to export "
@@ -137,19 +144,18 @@ def export_run(run_dir: str | Path, out_dir: str | Path, allow_incomplete: bool 
     if state is None:
         raise ExportError(f"{run_dir} has no {CHECKPOINT_NAME} to export; the run has not checkpointed yet")
 
-    model_cfg, image_size = config["model"], int(config["data"]["image_size"])
+    model_cfg, image_size = config.model, config.data.image_size
     backbone = _tensors(state["model"], BACKBONE_PREFIX)
-    stem = {"small_image_stem": bool(model_cfg.get("small_image_stem", False)),
-            "stem_stride": int(model_cfg.get("stem_stride", 1))}
+    stem = {"small_image_stem": model_cfg.small_image_stem, "stem_stride": model_cfg.stem_stride}
     # Rebuilding the backbone from the description and loading strictly proves the export loads.
-    model, feature_dim = build_backbone(model_cfg["backbone"], **stem)
+    model, feature_dim = build_backbone(model_cfg.backbone, **stem)
     model.load_state_dict(backbone)
     not_timm = _timm_loadable(model_cfg)
-    is_clip = registered_method(config["method"]["name"]).model == "clip"
+    is_clip = registered_method(config.method.name).model == "clip"
     weights_path = out_dir / EXPORT_WEIGHTS
     loaders = {"xsample": f"xsample.models.load_backbone({str(out_dir)!r})",
                "timm": None if not_timm else (
-                   f"timm.create_model({model_cfg['backbone']!r}, pretrained=True, "
+                   f"timm.create_model({model_cfg.backbone!r}, pretrained=True, "
                    f"pretrained_cfg_overlay={{'file': {str(weights_path)!r}}}, num_classes=0)"),
                "open_clip": f"open_clip.create_model('local-dir:{out_dir}')" if is_clip and not not_timm else None}
     probe = _probe_description(run_dir, result, state["step"])
@@ -158,7 +164,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, allow_incomplete: bool 
         tools = "timm and open_clip (which builds CLIP's image tower with timm)" if is_clip else "timm"
         loaders["why_not_timm"] = f"{tools} cannot rebuild it: {not_timm}; load it with xsample.models.load_backbone"
     description = {
-        "architecture": model_cfg["backbone"],
+        "architecture": model_cfg.backbone,
         **stem,
         "num_features": feature_dim,
         "image_size": image_size,
@@ -171,7 +177,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, allow_incomplete: bool 
         "provenance": {
             "run_dir": str(run_dir.resolve()), "config_hash": result["config_hash"],
             "git_commit": result.get("git_commit"), "git_dirty": result.get("git_dirty"),
-            "experiment": result.get("experiment"), "method": config["method"]["name"],
+            "experiment": result.get("experiment"), "method": config.method.name,
             "status": result.get("status"), "step": state["step"], "samples_seen": state["samples_seen"],
             "metrics": result.get("metrics"), "exported_with_commit": git_state()["git_commit"],
         },

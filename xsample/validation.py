@@ -68,13 +68,3 @@ def runtime_problems(runtime: dict[str, Any]) -> list[str]:
              choice_problem("runtime.precision", runtime["precision"], PRECISIONS)]
     return [problem for problem in found if problem is not None]
 
-
-def check_run_config(config: dict[str, Any]) -> None:
-    """Refuse non-finite numbers anywhere and a non-integer seed."""
-    bad = non_finite_values(config)
-    if bad:
-        (first, value), *others = bad.items()
-        raise InvalidConfigError(non_finite_problem(first, value)
-                                 + (f" (also non-finite: {', '.join(key for key, _ in others)})" if others else ""))
-    if "seed" in config:
-        integer_seed(config["seed"])

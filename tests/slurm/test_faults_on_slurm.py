@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.slurm.conftest import CLUSTER_SCRIPT
-from xsample.heartbeat import process_gone
+from xsample.rundir.heartbeat import process_gone
 
 pytestmark = pytest.mark.slurm
 

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from xsample.data.batched_augment import CorruptImageError, EncodedImage, first_readable, open_rgb
+from xsample.data.decode import CorruptImageError, EncodedImage, first_readable, open_rgb
 from xsample.data.registry import check_split, register_dataset, require_root
 
 log = logging.getLogger(__name__)

@@ -32,8 +32,8 @@ import torch.distributed as dist
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
-from xsample.data.batched_augment import EncodedImage, is_complete_jpeg
 from xsample.data.caption_noise import caption_donors, check_caption_noise
+from xsample.data.decode import EncodedImage, is_complete_jpeg
 from xsample.data.registry import check_split, register_dataset, require_root
 
 log = logging.getLogger(__name__)

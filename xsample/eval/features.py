@@ -18,8 +18,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from xsample.data.batched_augment import BatchedEvalViews
-from xsample.train.preemption import leave_preemption_to_the_main_process
+from xsample.rundir.preemption import leave_preemption_to_the_main_process
+from xsample.views.batched import BatchedEvalViews
 
 log = logging.getLogger(__name__)
 

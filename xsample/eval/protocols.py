@@ -66,7 +66,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from xsample.data.views import class_balanced_positions
+from xsample.data.subsets import class_balanced_positions
 from xsample.eval.features import batched_eval_views, encode_dataset
 from xsample.eval.knn import knn_predict
 from xsample.eval.metrics import (
@@ -639,7 +639,7 @@ def run_evaluations(
     Returns ``(metrics, details)``: ``metrics[eval name][metric]`` in percent, exactly the result.json
     contract; ``details[eval name]`` holds the chosen probe learning rate, held-out accuracies and sizes, and
     ``images_skipped`` (unreadable images left out, per dataset read). ``transform`` defaults to
-    ``xsample.data.eval_transform(image_size)`` (on a GPU, image-file datasets take the batched decode path
+    ``xsample.views.pil.eval_transform(image_size)`` (on a GPU, image-file datasets take the batched decode path
     instead) and ``dataset_builder`` to ``xsample.data.build_dataset``; ``autocast()`` wraps the encoder.
     ``scored_probes``, when given, receives the probe of every ``imagenet`` evaluation under its name (a run
     keeps it: the exported classifier).
@@ -649,7 +649,7 @@ def run_evaluations(
     if transform is None:
         if image_size is None:
             raise ValueError("run_evaluations needs image_size (for the standard eval transform) or a transform")
-        from xsample.data import eval_transform
+        from xsample.views.pil import eval_transform
 
         transform = eval_transform(int(image_size))
     if dataset_builder is None:

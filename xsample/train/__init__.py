@@ -1,6 +1,2 @@
-"""One preemption-safe run: build the pieces from a resolved config, train, evaluate, record."""
-
-from xsample.train.lifecycle import RunOutcome, execute_run
-from xsample.train.run import RunDirectoryConflict, ownership_problem, read_result, run_experiment
-
-__all__ = ["RunOutcome", "execute_run", "RunDirectoryConflict", "ownership_problem", "read_result", "run_experiment"]
+"""One run's work: ``run.run_experiment`` joins the ranks, trains (the step loop and what builds it: components,
+optim, sampling, distributed, ...) or runs another task (xsample/tasks/), evaluates and records result.json."""

@@ -12,17 +12,17 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Iterable
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset, IterableDataset
 
-from xsample.data import eval_transform
+from xsample.config import RunConfig
 from xsample.methods import method as registered_method
 from xsample.train.components import TrainingSetup
 from xsample.train.loop import TrainOutcome
+from xsample.views.pil import eval_transform
 
 
 def _training_images(dataset: Dataset, images: int, seed: int) -> Iterable:
@@ -63,16 +63,16 @@ def recompute_batchnorm_statistics(model: nn.Module, dataset: Dataset, transform
     return used
 
 
-def baseline_outcome(config: dict[str, Any], setup: TrainingSetup, device: torch.device) -> TrainOutcome:
+def baseline_outcome(config: RunConfig, setup: TrainingSetup, device: torch.device) -> TrainOutcome:
     """The baseline's model, ready for the probes, as a zero-step training outcome."""
-    method = config["method"]
+    method = config.method
     model = setup.model.to(device)
     started = time.perf_counter()
     used = 0
-    if registered_method(method["name"]).batchnorm_pass:
+    if registered_method(method.name).batchnorm_pass:
         used = recompute_batchnorm_statistics(
-            model, setup.train_dataset, eval_transform(int(config["data"]["image_size"])),
-            images=int(method["batchnorm_images"]), batch_size=int(method["batchnorm_batch_size"]), device=device,
-            seed=int(config["seed"]))
+            model, setup.train_dataset, eval_transform(config.data.image_size),
+            images=method.batchnorm_images, batch_size=method.batchnorm_batch_size, device=device,
+            seed=config.seed)
     return TrainOutcome(model=model, resumed_from=None, steps=0, samples_seen=used,
                         train_seconds=time.perf_counter() - started, data_wait_seconds=0.0)

@@ -5,31 +5,25 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
 from xsample import losses
-from xsample.data import (
-    AugmentRecipe,
-    build_dataset,
-    class_balanced_subset,
-    eval_transform,
-    root_dataset,
-    training_augmentation,
-)
-from xsample.data.batched_augment import BatchedViews
+from xsample.config import Optim, RunConfig
+from xsample.data import build_dataset, class_balanced_subset, root_dataset
 from xsample.graph.diagnostics import GraphDiagnostics
 from xsample.losses.distributed import gather_without_grad
 from xsample.methods import method as registered_method
 from xsample.models import CLIPModel, ContrastiveModel, PixelFeatures, ProjectionHead, build_backbone
 from xsample.train.optim import build_optimizer, cosine_schedule_with_warmup
-from xsample.train.sampling import PILViews, augment_problem
 from xsample.train.sanity import with_sanity
 from xsample.train.side_information import build_side_information
+from xsample.views.batched import BatchedViews
+from xsample.views.pil import PILViews, eval_transform, training_augmentation
+from xsample.views.recipe import AugmentRecipe
 
 
 @dataclass
@@ -43,42 +37,39 @@ class TrainingSetup:
     graph_diagnostics: GraphDiagnostics | None  # X-CLR: its target's shares over the first batches it trains on
 
 
-def lr_for(optim_cfg: dict[str, Any]) -> float:
+def lr_for(optim: Optim) -> float:
     """Base lr, linearly scaled by global batch / 256 when optim.lr_scaling == 'linear'."""
-    lr = float(optim_cfg["lr"])
-    if optim_cfg.get("lr_scaling", "linear") == "linear":
-        lr *= float(optim_cfg["batch_size"]) / 256.0
+    lr = float(optim.lr)
+    if optim.lr_scaling == "linear":
+        lr *= optim.batch_size / 256.0
     if not math.isfinite(lr) or lr <= 0:
-        raise ValueError(f"optim.lr must be a positive number, got {optim_cfg['lr']}")
+        raise ValueError(f"optim.lr must be a positive number, got {optim.lr}")
     return lr
 
 
-def build_train_dataset(config: dict[str, Any]) -> Dataset:
-    data = config["data"]
-    dataset = build_dataset(data["name"], "train", root=data.get("root"), **(data.get("options") or {}))
-    fraction = float(data.get("fraction", 1.0))
-    if not 0 < fraction <= 1:
-        raise ValueError(f"data.fraction must be in (0, 1], got {fraction}")
-    if fraction < 1:
-        dataset = class_balanced_subset(dataset, fraction, seed=config["seed"])
-    return with_sanity(dataset, config.get("sanity", "none"))
+def build_train_dataset(config: RunConfig) -> Dataset:
+    """The run's training set: its seeded class-balanced fraction (data.fraction, checked when the config was
+    parsed), with the sanity check's corruption when the run is one."""
+    data = config.data
+    dataset = build_dataset(data.name, "train", root=data.root, **data.options)
+    if data.fraction < 1:
+        dataset = class_balanced_subset(dataset, data.fraction, seed=config.seed)
+    return with_sanity(dataset, config.sanity)
 
 
-def build_views(config: dict[str, Any], dataset: Dataset, num_views: int,
+def build_views(config: RunConfig, dataset: Dataset, num_views: int,
                 device: torch.device) -> PILViews | BatchedViews:
     """The views of the run's augmentation recipe (``augment``) on the path ``runtime.augment`` names (auto:
     batched). On the batched path a dataset of image files reads them undecoded, to be decoded in workers,
     or in batches on the GPU; the views are drawn on the GPU, or in the workers when training on the CPU
     (in parallel with the step)."""
-    if (problem := augment_problem(config)) is not None:
-        raise ValueError(problem)
-    image_size = int(config["data"]["image_size"])
+    image_size = config.data.image_size
     # Baselines draw no training views (their run has no recipe): their dataset keeps handing decoded
     # images to the BatchNorm pass, which uses the evaluation transform.
-    if not registered_method(config["method"]["name"]).trains:
+    if not registered_method(config.method.name).trains:
         return PILViews(eval_transform(image_size), num_views)
-    recipe = AugmentRecipe.from_config(config["augment"])
-    if config["runtime"].get("augment", "auto") == "pil":
+    recipe = AugmentRecipe.from_config(asdict(config.augment))
+    if config.runtime.augment == "pil":
         return PILViews(training_augmentation(recipe, image_size), num_views)
     root = root_dataset(dataset)
     encoded = callable(getattr(root, "keep_images_encoded", None))
@@ -89,22 +80,18 @@ def build_views(config: dict[str, Any], dataset: Dataset, num_views: int,
                         augment_in_workers=not on_gpu)
 
 
-def build_model(config: dict[str, Any]) -> nn.Module:
-    model_cfg, kind = config["model"], registered_method(config["method"]["name"]).model
+def build_model(config: RunConfig) -> nn.Module:
+    model, kind = config.model, registered_method(config.method.name).model
     if kind == "pixels":
-        return PixelFeatures(int(config["method"]["max_side"]))
-    backbone, feature_dim = build_backbone(
-        model_cfg["backbone"], small_image_stem=bool(model_cfg.get("small_image_stem", False)),
-        stem_stride=int(model_cfg.get("stem_stride", 1)),
-        pretrained=bool(model_cfg.get("pretrained", False)),
-    )
+        return PixelFeatures(config.method.max_side)
+    backbone, feature_dim = build_backbone(model.backbone, small_image_stem=model.small_image_stem,
+                                           stem_stride=model.stem_stride, pretrained=model.pretrained)
     if kind == "clip":
-        clip_cfg = model_cfg["clip"]
-        return CLIPModel(backbone, feature_dim, int(clip_cfg["embed_dim"]), dict(clip_cfg["text"]),
-                         init_logit_scale=float(clip_cfg["init_logit_scale"]))
-    projector_cfg = model_cfg["projector"]
-    projector = ProjectionHead(feature_dim, int(projector_cfg["hidden_dim"]), int(projector_cfg["out_dim"]),
-                               num_layers=int(projector_cfg.get("num_layers", 2)))
+        clip = model.clip
+        return CLIPModel(backbone, feature_dim, clip.embed_dim, asdict(clip.text),
+                         init_logit_scale=float(clip.init_logit_scale))
+    projector = ProjectionHead(feature_dim, model.projector.hidden_dim, model.projector.out_dim,
+                               num_layers=model.projector.num_layers)
     return ContrastiveModel(backbone, feature_dim, projector)
 
 
@@ -120,22 +107,22 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
-def graph_diagnostics_for(config: dict[str, Any]) -> GraphDiagnostics | None:
+def graph_diagnostics_for(config: RunConfig) -> GraphDiagnostics | None:
     """The recorder of a graph-using run's target shares (X-CLR), None for the other methods."""
-    method = config["method"]
-    if not registered_method(method["name"]).uses_graph:
+    method = config.method
+    if not registered_method(method.name).uses_graph:
         return None
-    return GraphDiagnostics(float(method["graph_temperature"]), mask_self=bool(method["mask_self"]))
+    return GraphDiagnostics(float(method.graph_temperature), mask_self=method.mask_self)
 
 
-def build_loss_fn(config: dict[str, Any], train_dataset: Dataset, device: torch.device,
+def build_loss_fn(config: RunConfig, train_dataset: Dataset, device: torch.device,
                   diagnostics: GraphDiagnostics | None = None) -> tuple[Callable | None, float]:
     """The per-batch loss closure (None for the baselines) and the seconds spent precomputing X-CLR side
     information. ``diagnostics`` (X-CLR) records the target of the first batches the closure sees: each
     batch's rows and labels are gathered over ranks, as the loss gathers them, so the shares are the
     global batch's."""
-    method_cfg = config["method"]
-    targets = registered_method(method_cfg["name"]).targets
+    method = config.method
+    targets = registered_method(method.name).targets
     if targets is None:
         return None, 0.0
 
@@ -150,15 +137,14 @@ def build_loss_fn(config: dict[str, Any], train_dataset: Dataset, device: torch.
 
         return clip_step, 0.0
 
-    temperature = float(method_cfg["temperature"])
+    temperature = float(method.temperature)
     graph_seconds = 0.0
     if targets == "views":
         criterion = losses.SimCLRLoss(temperature)
     elif targets == "labels":
         criterion = losses.SupConLoss(temperature)
     else:
-        criterion = losses.XCLRLoss(temperature, float(method_cfg["graph_temperature"]),
-                                    mask_self=bool(method_cfg.get("mask_self", True)))
+        criterion = losses.XCLRLoss(temperature, float(method.graph_temperature), mask_self=method.mask_self)
         started = time.perf_counter()
         side = build_side_information(config, train_dataset)
         graph_seconds = time.perf_counter() - started
@@ -180,20 +166,19 @@ def build_loss_fn(config: dict[str, Any], train_dataset: Dataset, device: torch.
     return contrastive_step, graph_seconds
 
 
-def build_training_setup(config: dict[str, Any], device: torch.device) -> TrainingSetup:
+def build_training_setup(config: RunConfig, device: torch.device) -> TrainingSetup:
     train_dataset = build_train_dataset(config)
     diagnostics = graph_diagnostics_for(config)
     compute_loss, graph_seconds = build_loss_fn(config, train_dataset, device, diagnostics)
-    optim_cfg = config["optim"]
+    optim = config.optim
 
     def make_optimizer(model: nn.Module, steps_per_epoch: int, total_steps: int):
-        extra = {k: optim_cfg[k] for k in ("momentum", "betas", "eps", "trust_coefficient") if k in optim_cfg}
-        optimizer = build_optimizer(optim_cfg["name"], model, lr_for(optim_cfg), float(optim_cfg["weight_decay"]), **extra)
-        warmup = int(round(float(optim_cfg.get("warmup_epochs", 0)) * steps_per_epoch))
+        optimizer = build_optimizer(optim.name, model, lr_for(optim), float(optim.weight_decay), **optim.options)
+        warmup = int(round(float(optim.warmup_epochs) * steps_per_epoch))
         scheduler = cosine_schedule_with_warmup(optimizer, min(warmup, total_steps), total_steps)
         return optimizer, scheduler
 
-    num_views = registered_method(config["method"]["name"]).views
+    num_views = registered_method(config.method.name).views
     return TrainingSetup(
         model=build_model(config), train_dataset=train_dataset,
         views=build_views(config, train_dataset, num_views, device),

@@ -3,32 +3,32 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
-from xsample.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from xsample.train.run import read_result
+from xsample.config import RunConfig
+from xsample.rundir.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from xsample.rundir.result import read_result
 
 BACKBONE_PREFIX = "backbone."
 
 
-def load_initial_weights(model: nn.Module, config: dict[str, Any], run_dir: Path) -> bool:
+def load_initial_weights(model: nn.Module, config: RunConfig, run_dir: Path) -> bool:
     """Copy the base run's backbone into ``model`` before the first step; a run that already has its
     own checkpoint resumes from that instead. Returns whether weights were copied."""
-    source = config.get("init_from")
-    if not source or (Path(run_dir) / CHECKPOINT_NAME).exists():
+    source = config.init_from
+    if source is None or (Path(run_dir) / CHECKPOINT_NAME).exists():
         return False
-    base_dir = Path(source["run_dir"])
+    base_dir = Path(source.run_dir)
     # A base run still training (or failed) has a checkpoint too: only its final weights are a start.
     base_result = read_result(base_dir) or {}
-    if base_result.get("status") != "completed" or base_result.get("config_hash") != source["config_hash"]:
+    if base_result.get("status") != "completed" or base_result.get("config_hash") != source.config_hash:
         raise FileNotFoundError(
-            f"init_from run {base_dir} has not completed with config hash {source['config_hash']} (its result.json "
+            f"init_from run {base_dir} has not completed with config hash {source.config_hash} (its result.json "
             f"says {base_result.get('status') or 'nothing'}); complete the base run first (experiments/reproduce.py "
             "launches a table's base rows before the rows that fine-tune them)")
-    state = load_checkpoint(base_dir, source["config_hash"])
+    state = load_checkpoint(base_dir, source.config_hash)
     if state is None:
         raise FileNotFoundError(
             f"init_from run {base_dir} has no {CHECKPOINT_NAME}; train the base run first "

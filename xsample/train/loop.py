@@ -28,9 +28,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, IterableDataset
 
+from xsample.config import RunConfig
 from xsample.data import root_dataset
 from xsample.losses.distributed import equal_local_batches
-from xsample.train.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from xsample.rundir.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from xsample.rundir.preemption import PreemptionGuard, leave_preemption_to_the_main_process
 from xsample.train.components import TrainingSetup
 from xsample.train.distributed import (
     DistInfo,
@@ -41,7 +43,6 @@ from xsample.train.distributed import (
     sum_over_ranks,
 )
 from xsample.train.global_batchnorm import convert_batchnorm_for_distributed
-from xsample.train.preemption import PreemptionGuard, leave_preemption_to_the_main_process
 from xsample.train.sampling import ResumableDistributedSampler, SeededViewsDataset, StreamedViews
 from xsample.train.skipped import SkippedSamples
 from xsample.train.tracking import LogWindow, ScalarTracker
@@ -215,7 +216,7 @@ class Logger:
         return self.steady_samples / self.steady_seconds if self.steady_seconds > 0 else fallback
 
 
-def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: TrainingSetup,
+def pretrain(config: RunConfig, run_dir: Path, info: DistInfo, setup: TrainingSetup,
              config_hash: str, tracker: ScalarTracker, on_checkpoint: Callable[[int], None] | None = None,
              on_log: Callable[[int], None] | None = None, progress=None,
              step_probe: Callable[[int], AbstractContextManager] | None = None) -> TrainOutcome:
@@ -224,31 +225,31 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
     checkpoint, ``on_log(step)`` every logged step (main rank); ``progress.step`` follows the last finished
     step; ``step_probe(step)`` wraps each step that makes ``step`` (instrumentation: experiments/gpu_check.py,
     the host-sync test)."""
-    optim_cfg, runtime = config["optim"], config["runtime"]
+    optim, runtime = config.optim, config.runtime
     world, device = info.world_size, info.device
-    global_batch = int(optim_cfg["batch_size"])
+    global_batch = optim.batch_size
     if global_batch % world:
         raise ValueError(f"optim.batch_size={global_batch} is not divisible by the world size {world}")
     local_batch = global_batch // world
 
     streaming = isinstance(setup.train_dataset, IterableDataset)
     if streaming:
-        views = StreamedViews(setup.train_dataset, setup.views, seed=config["seed"])
+        views = StreamedViews(setup.train_dataset, setup.views, seed=config.seed)
         sampler = None
         steps_per_epoch = len(setup.train_dataset) // global_batch
         if steps_per_epoch == 0:
             raise ValueError(f"optim.batch_size={global_batch} is larger than the dataset ({len(setup.train_dataset)} samples)")
     else:
-        views = SeededViewsDataset(setup.train_dataset, setup.views, seed=config["seed"])
+        views = SeededViewsDataset(setup.train_dataset, setup.views, seed=config.seed)
         sampler = ResumableDistributedSampler(
-            len(views), batch_size_per_rank=local_batch, rank=info.rank, world_size=world, seed=config["seed"]
+            len(views), batch_size_per_rank=local_batch, rank=info.rank, world_size=world, seed=config.seed
         )
         steps_per_epoch = sampler.batches_per_epoch
     # budget=steps: the optimiser steps (and schedule) of `epochs` passes over the whole training set, whatever
     # fraction of it this run trains on (data scarcity without less compute); epochs: passes over this run's data.
-    budget_epoch_steps = (steps_per_epoch if optim_cfg["budget"] == "epochs"
+    budget_epoch_steps = (steps_per_epoch if optim.budget == "epochs"
                           else len(root_dataset(setup.train_dataset)) // global_batch)
-    total_steps = budget_epoch_steps * int(optim_cfg["epochs"])
+    total_steps = budget_epoch_steps * optim.epochs
 
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: pick the fastest kernels once
@@ -256,7 +257,7 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
     if world > 1:
         model = convert_batchnorm_for_distributed(model, device)
     optimizer, scheduler = setup.make_optimizer(model, budget_epoch_steps, total_steps)
-    scaler = torch.amp.GradScaler(device.type, enabled=runtime["precision"] == "fp16")
+    scaler = torch.amp.GradScaler(device.type, enabled=runtime.precision == "fp16")
 
     state = load_checkpoint(run_dir, config_hash)
     step, resumed_from, samples_seen, train_seconds, history = 0, None, 0, 0.0, []
@@ -276,7 +277,7 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
         previous_augment = state.get("augment", setup.views.name)
     last_checkpoint_step = resumed_from
     skipped = SkippedSamples(setup.train_dataset, len(setup.train_dataset),
-                             float(runtime["max_skipped_fraction"]),
+                             float(runtime.max_skipped_fraction),
                              positions=(state or {}).get("skipped_positions", ()))
 
     trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
@@ -289,11 +290,11 @@ def pretrain(config: dict[str, Any], run_dir: Path, info: DistInfo, setup: Train
             log(f"note: steps up to {resumed_from} drew their views with runtime.augment={previous_augment}, the rest "
                 f"with {setup.views.name}: same augmentation laws, but not the views an uninterrupted run would draw")
 
-    every_steps = int(runtime["checkpoint_every_steps"] or 0)
-    every_seconds = 60.0 * float(runtime["checkpoint_every_minutes"] or 0)
-    loader_workers = int(runtime["num_workers"])
-    log_every = int(runtime["log_every_steps"])
-    precision = runtime["precision"]
+    every_steps = int(runtime.checkpoint_every_steps or 0)
+    every_seconds = 60.0 * float(runtime.checkpoint_every_minutes or 0)
+    loader_workers = int(runtime.num_workers)
+    log_every = int(runtime.log_every_steps)
+    precision = runtime.precision
 
     def checkpoint_by_count(at: int) -> bool:
         """Checkpoint steps every rank knows in advance: every ``every_steps``, each epoch's end and the last

@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
-import threading
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from xsample.heartbeat import beat, new_heartbeat, public
-from xsample.io import atomic_write_json, read_json, remove_orphaned_temp_files
-from xsample.train.checkpoint import CHECKPOINT_NAME, ConfigMismatchError
+from xsample.config import RunConfig
+from xsample.io import remove_orphaned_temp_files
+from xsample.rundir.checkpoint import CHECKPOINT_NAME
+from xsample.rundir.preemption import RunInterrupted, interruptible
+from xsample.rundir.provenance import hardware
+from xsample.rundir.result import (
+    PROVENANCE_KEYS,
+    RESULT_NAME,
+    ResultWriter,
+    ResultWriterError,
+    RunDirectoryConflict,
+    ownership_problem,
+    read_result,
+)
 from xsample.train.distributed import (
     DistInfo,
     FailureWatchdog,
@@ -23,126 +33,6 @@ from xsample.train.distributed import (
     leave,
     report_failure,
 )
-from xsample.train.identity import config_differences, describe_differences
-from xsample.train.preemption import RunInterrupted, interruptible
-from xsample.train.provenance import config_hash, git_state, hardware, package_versions
-from xsample.validation import check_run_config
-
-RESULT_NAME = "result.json"
-# The run config a planned job executes (written by the planner before anything is submitted).
-CONFIG_NAME = "config.json"
-# What result.json records about where a run came from (the W&B config carries it too).
-PROVENANCE_KEYS = ("config_hash", "git_commit", "git_dirty", "versions", "hardware")
-TASKS = ("pretrain", "graph_stats", "compute")
-
-
-def read_result(run_dir: Path) -> dict[str, Any] | None:
-    """The run's result.json, or None when absent or unreadable."""
-    result = read_json(Path(run_dir) / RESULT_NAME)
-    return result if isinstance(result, dict) else None
-
-
-def _recorded_hash(run_dir: Path) -> tuple[str | None, dict[str, Any] | None, str]:
-    """(config hash, config, where it was read) of the run already in ``run_dir``."""
-    result = read_result(run_dir)
-    if isinstance(result, dict):
-        config = result.get("config") if isinstance(result.get("config"), dict) else None
-        return result.get("config_hash"), config, RESULT_NAME
-    checkpoint = run_dir / CHECKPOINT_NAME
-    if checkpoint.exists():
-        try:  # memory-mapped: only the small config_hash entry is actually read
-            state = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
-            return state.get("config_hash"), None, CHECKPOINT_NAME
-        except Exception:  # an unreadable checkpoint cannot prove the directory is ours  # noqa: BLE001
-            return None, None, CHECKPOINT_NAME
-    return None, None, ""
-
-
-def ownership_problem(run_dir: Path | str, config: dict[str, Any]) -> str | None:
-    """Why ``run_dir`` is not ``config``'s own directory, or None when it is (or holds nothing yet)."""
-    run_dir = Path(run_dir)
-    recorded, recorded_config, source = _recorded_hash(run_dir)
-    if not source:
-        result_file = run_dir / RESULT_NAME
-        if result_file.exists():  # present but unreadable: it may be someone's finished result
-            return f"{result_file} cannot be read; move it away (or delete it) to run here"
-        return None
-    if recorded == config_hash(config):
-        return None
-    if recorded_config is not None:
-        what = f"differs in: {describe_differences(config_differences(recorded_config, config))}"
-    else:
-        what = f"its {source} records {'config hash ' + recorded if recorded else 'no readable config'}"
-    return (f"{run_dir} belongs to another config ({what}); it was left untouched. Keep both by setting "
-            "paths.sweeps to another directory, or move that run away to rerun here (force=true only "
-            "discards runs of the same config)")
-
-
-class RunDirectoryConflict(ConfigMismatchError):
-    """The run directory holds another config's run; nothing in it was touched."""
-
-
-class ResultWriterError(OSError):
-    """The run failed and result.json could not record it (unwritable directory, full disk)."""
-
-
-class ResultWriter:
-    """Keeps result.json current; only the main rank writes. Every write refreshes the heartbeat
-    (host, pid, SLURM ids, last_update) that `analysis status` uses to tell a dead run from a live one.
-    Thread-safe: the failure watchdog records another rank's failure from its own thread."""
-
-    def __init__(self, run_dir: Path, config: dict[str, Any], info: DistInfo,
-                 previous_failure: dict[str, Any] | None = None):
-        self.path = Path(run_dir) / RESULT_NAME
-        self.info = info
-        self.previous_failure = previous_failure  # the last attempt's, to tell a deterministic failure
-        self.record: dict[str, Any] = {
-            "status": "running",
-            "experiment": config.get("experiment", {}),
-            "metrics": {},
-            "config": config,
-            "config_hash": config_hash(config),
-            **git_state(),
-            "versions": package_versions(),
-            "hardware": hardware(info.device, info.world_size),
-            "data": {"dataset": config.get("data", {}).get("name")},
-            "timing": {},
-            "resumed_from": None,
-            "seed": config.get("seed"),
-        }
-        self._heartbeat = new_heartbeat()
-        self._lock = threading.RLock()
-
-    def update(self, **fields: Any) -> None:
-        self._write(fields, log_step=None)
-
-    def log_step(self, step: int) -> None:
-        """Heartbeat at a training log step."""
-        self._write({}, log_step=step)
-
-    def record_failure(self, report: dict[str, Any]) -> None:
-        """status failed with ``report`` (rank, step, error[, traceback]); the first report of a run stays.
-        A failure at the step where the previous attempt failed too is marked deterministic (``repeats``)."""
-        with self._lock:
-            if self.record.get("status") == "failed":
-                return
-            previous = self.previous_failure or {}
-            repeats = previous.get("repeats", 1) + 1 if "step" in previous and previous["step"] == report["step"] else 1
-            where = "before training" if report["step"] is None else f"at step {report['step']}"
-            error = report["error"] if self.info.world_size == 1 else f"rank {report['rank']}: {report['error']}"
-            if repeats > 1:
-                error += (f" (attempt {repeats} to fail {where}: the failure is deterministic; fix its cause "
-                          "before relaunching)")
-            self.update(status="failed", error=error, traceback=report.get("traceback"),
-                        failure={"rank": report["rank"], "step": report["step"], "repeats": repeats})
-
-    def _write(self, fields: dict[str, Any], log_step: int | None) -> None:
-        with self._lock:
-            self.record.update(fields)
-            if self.info.is_main:
-                beat(self._heartbeat, log_step)
-                self.record["heartbeat"] = public(self._heartbeat)
-                atomic_write_json(self.path, self.record)
 
 
 @dataclass
@@ -151,10 +41,10 @@ class Progress:
     step: int | None = None
 
 
-def _join_ranks(config: dict[str, Any], run_dir: Path, writer: ResultWriter) -> DistInfo:
+def _join_ranks(config: RunConfig, run_dir: Path, writer: ResultWriter) -> DistInfo:
     """This rank's device and process group, with the failure watchdog running (see distributed.py)."""
-    info = init_distributed(config["runtime"]["device"], gpus_requested=int(config["resources"]["gpus_per_node"]),
-                            timeout_s=float(config["runtime"]["distributed_timeout_s"]), rendezvous_dir=run_dir)
+    info = init_distributed(config.runtime.device, gpus_requested=config.resources.gpus_per_node,
+                            timeout_s=float(config.runtime.distributed_timeout_s), rendezvous_dir=run_dir)
     writer.info = info
     if info.world_size > 1:
         info.watchdog = FailureWatchdog(info, writer.record_failure).start()
@@ -162,7 +52,7 @@ def _join_ranks(config: dict[str, Any], run_dir: Path, writer: ResultWriter) -> 
     return info
 
 
-def _train_and_evaluate(config: dict[str, Any], run_dir: Path, info: DistInfo, writer: ResultWriter,
+def _train_and_evaluate(config: RunConfig, run_dir: Path, info: DistInfo, writer: ResultWriter,
                         progress: Progress) -> None:
     from xsample.train.baselines import baseline_outcome
     from xsample.train.components import build_training_setup
@@ -176,7 +66,7 @@ def _train_and_evaluate(config: dict[str, Any], run_dir: Path, info: DistInfo, w
     with tracker:
         setup = build_training_setup(config, info.device)
         load_initial_weights(setup.model, config, run_dir)
-        writer.update(data={"dataset": config["data"]["name"], "train_size": len(setup.train_dataset),
+        writer.update(data={"dataset": config.data.name, "train_size": len(setup.train_dataset),
                             "samples_seen": 0, "samples_skipped": 0})
         if setup.compute_loss is None:
             outcome = baseline_outcome(config, setup, info.device)
@@ -207,7 +97,7 @@ def _train_and_evaluate(config: dict[str, Any], run_dir: Path, info: DistInfo, w
         save_run_probe(run_dir, evaluation, writer.record["config_hash"], outcome.steps)
         writer.record["data"]["eval_images_skipped"] = sum(
             count for detail in evaluation.details.values() for count in (detail.get("images_skipped") or {}).values())
-        not_available = config["eval"].get("not_available") or []
+        not_available = list(config.eval.not_available)
         # X-CLR's target over the first batches this process trained (none when it resumed after the last step).
         diagnostics = setup.graph_diagnostics.summary() if setup.graph_diagnostics else None
         recorded = {"graph_diagnostics": diagnostics} if diagnostics else {}
@@ -238,18 +128,19 @@ def _record_failure(error: Exception, info: DistInfo, writer: ResultWriter, prog
                                     f"{write_error}") from error
 
 
-def run_experiment(config: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
+def run_experiment(config: RunConfig | dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
     """Run ``config`` in ``run_dir`` and return the result record (also written to result.json by rank 0).
 
     A directory holding another config's run is refused (RunDirectoryConflict) before anything is written.
     Everything after that is recorded in result.json, device and process-group errors included: an
     exception leaves status ``failed`` (with the failing rank and step) and is re-raised; a signal that
-    stops a local run leaves ``interrupted`` and raises ``RunInterrupted`` (see preemption.py)."""
-    run_dir = Path(run_dir)
-    check_run_config(config)
-    task = config.get("task", "pretrain")
-    if task not in TASKS:
-        raise ValueError(f"unknown task={task!r}; choose one of {', '.join(TASKS)}")
+    stops a local run leaves ``interrupted`` and raises ``RunInterrupted`` (see xsample/rundir/preemption.py). A config
+    that does not parse (xsample.config) raises RunConfigError before anything is written."""
+    run_dir, config = Path(run_dir), RunConfig.of(config)
+    if config.task == "pretrain":  # the evaluation specs' own language, checked before the hours of training
+        from xsample.eval import validate_evaluations
+
+        validate_evaluations(config.eval.evaluation_specs(), asdict(config.eval.probe))
     problem = ownership_problem(run_dir, config)
     if problem is not None:
         raise RunDirectoryConflict(problem)
@@ -270,15 +161,15 @@ def run_experiment(config: dict[str, Any], run_dir: str | Path) -> dict[str, Any
     try:
         with interruptible():
             info = _join_ranks(config, run_dir, writer)
-            torch.manual_seed(int(config.get("seed", 0)))
-            if task == "pretrain":
+            torch.manual_seed(config.seed)
+            if config.task == "pretrain":
                 _train_and_evaluate(config, run_dir, info, writer, progress)
-            elif task == "graph_stats":
-                from xsample.train.graph_task import graph_similarity_metrics
+            elif config.task == "graph_stats":
+                from xsample.tasks.graph_stats import graph_similarity_metrics
 
                 writer.update(metrics=graph_similarity_metrics(config))
             else:
-                from xsample.train.compute import compute_overhead_metrics
+                from xsample.tasks.compute import compute_overhead_metrics
 
                 writer.update(metrics={"compute": compute_overhead_metrics(config, info.device)})
     except RunInterrupted as stop:

@@ -6,27 +6,25 @@ step at which the stream (re)starts, so a requeued job continues with fresh, rep
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Iterator
 
 import torch
-from torch.utils.data import Dataset, IterableDataset, Sampler, default_collate
+from torch.utils.data import Dataset, IterableDataset, Sampler
 
-from xsample.data.batched_augment import (
+from xsample.config import AUGMENT_PATHS
+from xsample.data.decode import (
     MAX_CONSECUTIVE_UNREADABLE,
     CorruptImageError,
     UnreadableRunError,
     first_readable,
-    item_fields,
 )
 
 _EPOCH_STRIDE = 1 << 32
-AUGMENT_PATHS = ("auto", "batched", "pil")  # runtime.augment; auto = batched
 
 
 def augment_problem(config: dict) -> str | None:
-    """The line that says ``runtime.augment`` is not one of AUGMENT_PATHS, or None."""
-    choice = (config.get("runtime") or {}).get("augment", "auto")
+    """The line that says ``runtime.augment`` of a composed config is not one of AUGMENT_PATHS, or None."""
+    choice = config["runtime"]["augment"]
     return None if choice in AUGMENT_PATHS else f"runtime.augment={choice!r} is not a choice; use one of {', '.join(AUGMENT_PATHS)}"
 
 
@@ -78,30 +76,6 @@ class ResumableDistributedSampler(Sampler[int]):
         mine = per_batch[self.start_batch :, self.rank].reshape(-1)
         offset = self.epoch * _EPOCH_STRIDE
         return iter((offset + mine).tolist())
-
-
-class PILViews:
-    """The reference path: each worker draws every view with the PIL recipe, seeded per sample."""
-
-    name = "pil"
-    collate = staticmethod(default_collate)
-
-    def __init__(self, augmentation: Callable, num_views: int):
-        self.augmentation = augmentation
-        self.num_views = num_views
-
-    def __call__(self, item: dict, sample_seed: int) -> dict:
-        """The training item: ``num_views`` augmentations drawn from ``sample_seed``, plus index, label, caption."""
-        torch.manual_seed(sample_seed)
-        random.seed(sample_seed)
-        return {**{f"view{k + 1}": self.augmentation(item["image"]) for k in range(self.num_views)}, **item_fields(item)}
-
-    def on_device(self, batch: dict, device: torch.device) -> dict:
-        return batch
-
-    def describe(self) -> dict:
-        """What result.json records about the input path."""
-        return {"augment": self.name}
 
 
 class SeededViewsDataset(Dataset):

@@ -20,9 +20,9 @@ from __future__ import annotations
 import numpy as np
 from torch.utils.data import Dataset, IterableDataset, Subset
 
+from xsample.config import SANITY_CHECKS
 from xsample.data import dataset_labels
 
-SANITY_CHECKS = ("none", "shuffled_labels", "misaligned_graph", "permuted_graph")
 # The checks that detach the dataset's own supervision (the others act on the graph, xsample.train.side_information).
 DATASET_CHECKS = ("shuffled_labels", "misaligned_graph")
 # Fixed across seeds: the sanity run of every seed sees the same corruption.

@@ -19,19 +19,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from xsample.config import RunConfig
 from xsample.data import root_dataset
 from xsample.graph import CaptionEmbeddingCache, class_caption_embeddings, load_text_encoder
 from xsample.train.sanity import graph_row_donors
 
-SOURCES = ("class_names", "captions", "random")
-RANDOM_GRANULARITIES = ("sample", "class")
 RANDOM_GRAPH_DIM = 64
 
 
@@ -63,44 +61,38 @@ def random_unit_vectors(keys: torch.Tensor | np.ndarray, seed: int, dim: int = R
     return F.normalize(torch.from_numpy(gaussian).float(), dim=1)
 
 
-def class_embeddings(config: dict[str, Any], dataset: Dataset) -> torch.Tensor:
+def class_embeddings(config: RunConfig, dataset: Dataset) -> torch.Tensor:
     """(C, E) unit rows: text embeddings of the templated class names, or random for the per-class control."""
-    graph = config["graph"]
+    graph = config.graph
     names = _class_names(dataset)
-    if graph["source"] == "random":
-        return random_unit_vectors(torch.arange(len(names)), int(config["seed"]))
-    encoder = load_text_encoder(graph["encoder"])
-    return class_caption_embeddings(names, encoder, template=graph["template"]).float()
+    if graph.source == "random":
+        return random_unit_vectors(torch.arange(len(names)), config.seed)
+    encoder = load_text_encoder(graph.encoder)
+    return class_caption_embeddings(names, encoder, template=graph.template).float()
 
 
-def caption_cache(config: dict[str, Any], dataset: Dataset) -> CaptionEmbeddingCache:
+def caption_cache(config: RunConfig, dataset: Dataset) -> CaptionEmbeddingCache:
     """The caption cache of the training split, the same one `python -m xsample.graph build` makes."""
-    graph, data = config["graph"], config["data"]
+    graph, data = config.graph, config.data
     return CaptionEmbeddingCache.for_dataset(
-        root_dataset(dataset), cache_root=Path(config["paths"]["cache"]), encoder_name=graph["encoder"],
-        template=graph.get("template") or "{}", name=data["name"], split="train", root=data.get("root"),
-        options=data.get("options"),
+        root_dataset(dataset), cache_root=Path(config.paths.cache), encoder_name=graph.encoder,
+        template=graph.template, name=data.name, split="train", root=data.root, options=data.options,
     )
 
 
-def build_side_information(config: dict[str, Any], dataset: Dataset) -> Callable[[dict], torch.Tensor]:
+def build_side_information(config: RunConfig, dataset: Dataset) -> Callable[[dict], torch.Tensor]:
     """The per-batch side information: ``side(batch)`` gives one row per sample of the batch."""
-    graph = config["graph"]
-    source = graph["source"]
-    if source not in SOURCES:
-        raise ValueError(f"unknown graph.source={source!r}; choose one of {', '.join(SOURCES)}")
-    permuted = config["sanity"] == "permuted_graph"
+    graph = config.graph
+    source = graph.source
+    permuted = config.sanity == "permuted_graph"
     if source == "captions":
         cache = caption_cache(config, dataset)
         if permuted:
             donors = torch.from_numpy(graph_row_donors(len(cache)))
             return lambda batch: cache.rows(donors[batch["index"]]).float()
         return lambda batch: cache.rows(batch["index"]).float()
-    if source == "random" and graph["granularity"] not in RANDOM_GRANULARITIES:
-        raise ValueError(f"unknown graph.granularity={graph['granularity']!r}; choose one of "
-                         f"{', '.join(RANDOM_GRANULARITIES)}")
-    if source == "random" and graph["granularity"] == "sample":
-        seed = int(config["seed"])
+    if source == "random" and graph.granularity == "sample":
+        seed = config.seed
         return lambda batch: random_unit_vectors(batch["index"], seed)
     per_class = class_embeddings(config, dataset)
     if permuted:

@@ -39,9 +39,10 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from xsample.config import RunConfig
 from xsample.io import atomic_write_json
+from xsample.rundir.preemption import Preempted
 from xsample.train.distributed import DistInfo
-from xsample.train.preemption import Preempted
 
 LOGGERS = ("tensorboard", "wandb")
 NO_LOGGER = "none"
@@ -60,8 +61,13 @@ def _requested(value: Any) -> list[str] | None:
 
 
 def logger_problem(config: dict[str, Any]) -> str | None:
-    """The line that says ``runtime.logger`` cannot be used (unknown name, W&B not installed), or None."""
-    value = config["runtime"]["logger"]
+    """The line that says ``runtime.logger`` of a composed config cannot be used, or None."""
+    return _logger_problem(config["runtime"]["logger"])
+
+
+def _logger_problem(value: Any) -> str | None:
+    """The line that says the logger choice ``value`` cannot be used (unknown name, W&B not installed), or None."""
+    value = list(value) if isinstance(value, tuple) else value  # shown as the command line writes a list
     names = _requested(value)
     allowed = [NO_LOGGER] if names == [NO_LOGGER] else LOGGERS
     if names is None or any(name not in allowed for name in names):
@@ -72,12 +78,12 @@ def logger_problem(config: dict[str, Any]) -> str | None:
     return None
 
 
-def logger_choices(config: dict[str, Any]) -> list[str]:
+def logger_choices(value: str | tuple[str, ...]) -> list[str]:
     """``runtime.logger``, checked, as a list of logger names ([] for none)."""
-    problem = logger_problem(config)
+    problem = _logger_problem(value)
     if problem is not None:
         raise ValueError(problem)
-    names = _requested(config["runtime"]["logger"])
+    names = _requested(value)
     return [] if names == [NO_LOGGER] else names
 
 
@@ -159,7 +165,7 @@ def wandb_run_id(run_dir: Path, config_hash: str, first_started: str) -> str:
 
 
 class _WandB:
-    def __init__(self, config: dict[str, Any], run_dir: Path, provenance: dict[str, Any]):
+    def __init__(self, config: RunConfig, run_dir: Path, provenance: dict[str, Any]):
         import wandb
 
         self.state_path = run_dir / WANDB_STATE
@@ -172,13 +178,13 @@ class _WandB:
             atomic_write_json(self.state_path, self.state)
         self.pending: list[tuple[int, dict[str, float]]] = []
         mode, why = wandb_mode()
-        labels = config["experiment"]
-        settings = config["runtime"]["wandb"]
+        labels = config.experiment
+        settings = config.runtime.wandb
         self.run = wandb.init(
-            id=self.state["id"], resume="allow", dir=str(run_dir), mode=mode, project=settings["project"],
-            entity=settings["entity"], group=f"table{labels['table']}_{labels['scale']}", name=run_dir.name,
-            tags=[str(labels["method"]), str(labels["dataset"]), str(labels["scale"])],
-            config={**config, "provenance": provenance},
+            id=self.state["id"], resume="allow", dir=str(run_dir), mode=mode, project=settings.project,
+            entity=settings.entity, group=f"table{labels.table}_{labels.scale}", name=run_dir.name,
+            tags=[labels.method, labels.dataset, labels.scale],
+            config={**config.to_dict(), "provenance": provenance},
             # The step lines stay in the job's own log; W&B gets the scalars.
             settings=wandb.Settings(console="off"),
         )
@@ -226,8 +232,8 @@ class ScalarTracker:
     ``none``. Use it as a context manager around training and evaluation; ``start`` opens the loggers once
     the step a resumed run continues from is known."""
 
-    def __init__(self, config: dict[str, Any], run_dir: Path, info: DistInfo, provenance: dict[str, Any]):
-        self.names = logger_choices(config) if info.is_main else []
+    def __init__(self, config: RunConfig, run_dir: Path, info: DistInfo, provenance: dict[str, Any]):
+        self.names = logger_choices(config.runtime.logger) if info.is_main else []
         self.config, self.run_dir, self.provenance = config, Path(run_dir), provenance
         self.sinks: list[_TensorBoard | _WandB] = []
 

@@ -16,11 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xsample.heartbeat import process_gone, staleness
+from xsample.config import RunConfig, RunConfigError
 from xsample.locks import exclusive_lock
-from xsample.train.checkpoint import CHECKPOINT_NAME
+from xsample.rundir.checkpoint import CHECKPOINT_NAME
+from xsample.rundir.heartbeat import process_gone, staleness
+from xsample.rundir.result import RESULT_NAME, ownership_problem, read_result
 from xsample.train.distributed import environment_rank
-from xsample.train.run import RESULT_NAME, ownership_problem, read_result, run_experiment
+from xsample.train.run import run_experiment
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,7 @@ class RunState:
     why: str | None = None
 
 
-def run_state(run_dir: Path | str, config: dict[str, Any], *, force: bool = False) -> RunState:
+def run_state(run_dir: Path | str, config: RunConfig, *, force: bool = False) -> RunState:
     """The state of ``run_dir`` for ``config``; ``force`` turns a completed run of it into one to rerun."""
     run_dir = Path(run_dir)
     problem = ownership_problem(run_dir, config)
@@ -91,16 +93,23 @@ def run_lock(run_dir: Path, log: Callable[[str], None] = print) -> Iterator[None
         yield
 
 
-def execute_run(config: dict[str, Any], run_dir: Path | str, *, force: bool = False,
+def execute_run(config: RunConfig | dict[str, Any], run_dir: Path | str, *, force: bool = False,
                 log: Callable[[str], None] = print) -> RunOutcome:
-    """Run ``config`` in its own directory ``run_dir`` as the module docstring describes.
+    """Run ``config`` (a run config, or the mapping of a planned config.json, parsed here once) in its own
+    directory ``run_dir`` as the module docstring describes. A config that does not parse is refused before
+    anything in the directory is written.
 
     Failures are recorded in result.json and returned, not raised, so a sweep goes on with its other runs.
-    A signal that stops a local run raises ``RunInterrupted`` (xsample/train/preemption.py; a
+    A signal that stops a local run raises ``RunInterrupted`` (xsample/rundir/preemption.py; a
     KeyboardInterrupt, so a sweep stops too): its ``str()`` is the one line to show, ``signum`` the signal,
     result.json says ``interrupted``, and the same call resumes from the checkpoint. Under a scheduler, rank 0 raises ``Preempted`` after handing
     the job to the scheduler's requeue, and the other ranks return an ``interrupted`` outcome."""
     run_dir = Path(run_dir)
+    try:
+        config = RunConfig.of(config)
+    except RunConfigError as error:
+        log(f"xsample: {run_dir.name}: refused: {error}")
+        return RunOutcome("refused", run_dir, error=str(error))
     try:
         return _execute_locked(config, run_dir, force, log)
     except OSError as error:  # the directory cannot be created, locked or cleared: this run fails, not the sweep
@@ -109,7 +118,7 @@ def execute_run(config: dict[str, Any], run_dir: Path | str, *, force: bool = Fa
         return RunOutcome("failed", run_dir, error=line)
 
 
-def _execute_locked(config: dict[str, Any], run_dir: Path, force: bool, log: Callable[[str], None]) -> RunOutcome:
+def _execute_locked(config: RunConfig, run_dir: Path, force: bool, log: Callable[[str], None]) -> RunOutcome:
     name = run_dir.name
     with run_lock(run_dir, log):
         problem = ownership_problem(run_dir, config)

@@ -1,10 +1,10 @@
-"""Image transforms: the training views' augmentation recipes and the evaluation transform, for 28-32 px
-tiny images and 224 px paper images alike (sizes scale with the image).
+"""The training views' augmentation recipes and the evaluation transform's sizes, for 28-32 px tiny images and
+224 px paper images alike (sizes scale with the image).
 
 A recipe (``AugmentRecipe``, from configs/augment/*.yaml) is a random resized crop and a horizontal flip,
 then either SimCLR's colour distortion (colour jitter, grayscale) and Gaussian blur at a given strength,
-or torchvision's AutoAugment policy. This module builds its PIL version (per image, in DataLoader
-workers); batched_augment.py draws the same law in batched tensor operations."""
+or torchvision's AutoAugment policy. pil.py builds its PIL version (per image, in DataLoader workers);
+batched.py draws the same law in batched tensor operations."""
 
 from __future__ import annotations
 
@@ -112,36 +112,7 @@ def default_min_crop_scale(image_size: int) -> float:
     return 0.08 if image_size >= 128 else 0.2
 
 
-def training_augmentation(recipe: AugmentRecipe, image_size: int, min_crop_scale: float | None = None) -> T.Compose:
-    """The PIL version of ``recipe``: random resized crop, flip, then colour jitter, grayscale and blur
-    (SimCLR, Chen et al. 2020) or AutoAugment (Cubuk et al. 2019); to a normalised tensor."""
-    if min_crop_scale is None:
-        min_crop_scale = default_min_crop_scale(image_size)
-    steps = [T.RandomResizedCrop(image_size, scale=(min_crop_scale, 1.0), ratio=CROP_RATIO, antialias=True),
-             T.RandomHorizontalFlip()]
-    if (jitter := recipe.colour_jitter) is not None:
-        steps.append(T.RandomApply([T.ColorJitter(jitter.brightness, jitter.contrast, jitter.saturation, jitter.hue)],
-                                   p=jitter.probability))
-    if recipe.grayscale_probability:
-        steps.append(T.RandomGrayscale(p=recipe.grayscale_probability))
-    if (blur := recipe.blur) is not None:
-        steps.append(T.RandomApply([T.GaussianBlur(_blur_kernel(image_size), sigma=blur.sigma)], p=blur.probability))
-    if recipe.autoaugment is not None:
-        steps.append(T.AutoAugment(T.AutoAugmentPolicy(recipe.autoaugment)))
-    return T.Compose([*steps, T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
-
-
 def eval_resize(image_size: int) -> int:
     """The short side the evaluation transform resizes to before its centre crop: 8/7 of the crop (256 for
     224); tiny images are only resized."""
     return int(round(image_size * 256 / 224)) if image_size >= 128 else image_size
-
-
-def eval_transform(image_size: int) -> T.Compose:
-    """Resize the short side to ``eval_resize`` and centre-crop, as the probes expect."""
-    return T.Compose([
-        T.Resize(eval_resize(image_size), antialias=True),
-        T.CenterCrop(image_size),
-        T.ToTensor(),
-        T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])

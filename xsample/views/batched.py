@@ -1,4 +1,4 @@
-"""The augmentation recipes of ``augment.training_augmentation`` as batched tensor operations on the training device.
+"""The augmentation recipes of ``pil.training_augmentation`` as batched tensor operations on the training device.
 
 DataLoader workers only read (and, off the GPU, decode) images; every view of a batch is then drawn
 in a handful of batched operations on the device the batch trains on (by the training process on a
@@ -28,19 +28,16 @@ and scaled onto the loaded pixels, so the crop law is torchvision's relative to 
 
 from __future__ import annotations
 
-import io
 import logging
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import Tensor
 from torchvision import transforms as T
 from torchvision.io import ImageReadMode, decode_jpeg
@@ -48,7 +45,16 @@ from torchvision.ops import roi_align
 from torchvision.transforms import functional as TF
 from torchvision.transforms import v2
 
-from xsample.data.augment import (
+from xsample.data.decode import (
+    CorruptImageError,
+    EncodedImage,
+    UnreadableRunError,
+    decode_on_cpu,
+    is_complete_jpeg,
+    pil_to_uint8,
+)
+from xsample.data.items import item_fields
+from xsample.views.recipe import (
     CROP_RATIO,
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -378,86 +384,7 @@ def resized_crops(batch: Tensor, boxes: Tensor, size: int) -> Tensor:
     return crops.div_(255).clamp_(0, 1)
 
 
-# --- loading: what workers hand over, and turning it into one padded uint8 batch ----------------------
-def is_complete_jpeg(data: bytes) -> bool:
-    """A JPEG stream with its start and end markers: worth handing to the batched decoder unopened."""
-    return data[:2] == b"\xff\xd8" and data.rstrip(b"\x00")[-2:] == b"\xff\xd9"
-
-
-class CorruptImageError(ValueError):
-    """An image file that cannot be decoded (the training loop skips and counts it)."""
-
-
-# More unreadable images in a row than this is a broken dataset, not a few damaged files: stop looking.
-MAX_CONSECUTIVE_UNREADABLE = 16
-
-
-class UnreadableRunError(CorruptImageError):
-    """MAX_CONSECUTIVE_UNREADABLE images in a row were unreadable: the copy is broken; never skipped."""
-
-
-def first_readable(position: int, length: int, load: Callable[[int], Any], what: str) -> tuple[Any, int]:
-    """``load(candidate)`` for the first candidate from ``position`` on (cyclically) that does not raise
-    CorruptImageError, and the first position skipped (-1: none). ``what`` names the run of images in
-    the error raised when MAX_CONSECUTIVE_UNREADABLE candidates in a row cannot be read."""
-    skipped = -1
-    for offset in range(min(MAX_CONSECUTIVE_UNREADABLE, length)):
-        candidate = (position + offset) % length
-        try:
-            return load(candidate), skipped
-        except UnreadableRunError:
-            raise
-        except CorruptImageError as error:
-            log.warning("%s; skipped (the next readable image stands in for it)", error)
-            skipped = candidate if skipped < 0 else skipped
-    raise UnreadableRunError(f"{MAX_CONSECUTIVE_UNREADABLE} {what} are unreadable; check the dataset's files "
-                             "(disk, mount, an interrupted copy)")
-
-
-def item_fields(item: dict) -> dict:
-    """What a training item carries besides its pixels, whichever path draws its views."""
-    return {"index": int(item["index"]), "label": int(item.get("label", -1)), "caption": item.get("caption") or "",
-            # an unreadable position this item stands in for (-1: none)
-            "skipped": int(item.get("skipped", -1))}
-
-
-class EncodedImage:
-    """A JPEG file's bytes, handed from a worker to the batched decoder; ``source`` names it in errors."""
-
-    def __init__(self, data: bytes, source: str):
-        self.data, self.source = data, source
-
-
-def open_rgb(file: str | os.PathLike | io.BytesIO, source: str | os.PathLike | None = None) -> Image.Image:
-    """The image in ``file`` as RGB, fully decoded here so that a damaged one fails with its name
-    (``source``, default ``file``), not later in a worker."""
-    try:
-        with Image.open(file) as image:
-            return image.convert("RGB")
-    except UnidentifiedImageError:
-        reason = "cannot identify image file"
-    except (OSError, SyntaxError, ValueError) as error:  # truncated or malformed data surfaces at decode
-        reason = str(error) or type(error).__name__
-    raise CorruptImageError(f"corrupt image {source if source is not None else file} ({reason}); delete or replace it")
-
-
-def _rgb_uint8(image: Image.Image) -> Tensor:
-    return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
-
-
-def pil_to_uint8(image: Image.Image, max_side: int) -> Tensor:
-    """``(3, H, W)`` uint8 pixels of an RGB image, downscaled to ``max_side`` when larger."""
-    if max(image.size) > max_side:
-        image = image.copy()
-        image.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
-    return _rgb_uint8(image)
-
-
-def decode_on_cpu(data: bytes, source: str) -> Tensor:
-    """Decode with PIL: the fallback for non-JPEG or damaged data; a clear error naming the image."""
-    return _rgb_uint8(open_rgb(io.BytesIO(data), source))
-
-
+# --- loading: turning what workers hand over (data/decode.py) into one padded uint8 batch ----------
 def _fit(image: Tensor, max_side: int) -> Tensor:
     """Downscale a decoded ``(3, H, W)`` uint8 image so that its longest side is at most ``max_side``."""
     height, width = image.shape[-2:]
@@ -717,7 +644,7 @@ _DECODE_ONLY = AugmentRecipe("decode only", None, 0.0, None, None)
 
 
 class BatchedEvalViews:
-    """The evaluation transform (``augment.eval_transform``: short side to ``eval_resize``, centre crop,
+    """The evaluation transform (``pil.eval_transform``: short side to ``eval_resize``, centre crop,
     normalisation) for a whole batch on the device, for datasets that hand over JPEG bytes: DataLoader
     workers only read the files, the evaluating process decodes the batch (``decode_jpeg`` on the GPU) and
     crops every image in one ``roi_align``. Close to the PIL transform, not bit-equal (a continuous crop

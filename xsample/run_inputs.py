@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from xsample.config import RunConfig, TextGraph
 from xsample.data.registry import root_problem
 from xsample.graph.encoders import encoder_unavailable
 
@@ -25,24 +26,22 @@ def _dataset_specs(node: Any) -> Iterator[dict[str, Any]]:
             yield from _dataset_specs(value)
 
 
-def input_problems(config: dict[str, Any]) -> list[str]:
+def input_problems(config: RunConfig) -> list[str]:
     """One line per missing input of the run ``config`` (empty when it can start).
 
     A dataset reads a root when the config has a ``paths.<name>`` entry for it, the same entry the
     run passes to its loader."""
-    roots = {key: value for key, value in (config.get("paths") or {}).items() if key != "cache"}
+    roots = config.paths.data_roots()
     needed: dict[str, Any] = {}
-    data = config.get("data") or {}
-    if data.get("name") in roots:
-        needed[data["name"]] = data.get("root")
-    for evaluation in (config.get("eval") or {}).get("evaluations") or []:
-        for spec in _dataset_specs({key: value for key, value in evaluation.items() if key != "name"}):
+    if config.data.name in roots:
+        needed[config.data.name] = config.data.root
+    for evaluation in config.eval.evaluations:
+        for spec in _dataset_specs(evaluation.settings):
             if spec["name"] in roots:
                 needed.setdefault(spec["name"], spec.get("root") or roots[spec["name"]])
     problems = [problem for name, root in needed.items() if (problem := root_problem(name, root)) is not None]
-    graph = config.get("graph")
-    if isinstance(graph, dict) and graph.get("source") != "random":
-        problem = encoder_unavailable(graph.get("encoder"))
+    if isinstance(config.graph, TextGraph):
+        problem = encoder_unavailable(config.graph.encoder)
         if problem is not None:
             problems.append(problem)
     return problems

@@ -14,7 +14,7 @@ import json
 import re
 from typing import Any
 
-from xsample.train.provenance import determining_part
+from xsample.rundir.provenance import determining_part
 
 # Keys derived from the others (labels) or set while running (the base run a fine-tune starts from).
 DERIVED_KEYS = ("experiment", "init_from")

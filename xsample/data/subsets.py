@@ -26,9 +26,9 @@ def dataset_labels(dataset: Dataset) -> np.ndarray:
 
 
 def class_balanced_positions(labels: np.ndarray, fraction: float, seed: int) -> list[int]:
-    """Sorted positions of the same fraction of every class (at least one item each), chosen with ``seed``."""
-    if not 0 < fraction <= 1:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    """Sorted positions of the same ``fraction`` (in (0, 1]: a run's data.fraction or a few_label fraction,
+    checked where the config or the evaluation spec is parsed) of every class (at least one item each), chosen
+    with ``seed``."""
     labels = np.asarray(labels)
     if (labels < 0).all():
         raise ValueError("a class-balanced choice needs labels; every item is unlabelled (-1)")

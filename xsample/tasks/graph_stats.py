@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
+from xsample.config import RunConfig
 from xsample.data import dataset_labels
 from xsample.graph import graph_stats
 from xsample.graph.diagnostics import batch_diagnostics
@@ -18,13 +19,13 @@ from xsample.train.components import build_train_dataset
 from xsample.train.side_information import caption_cache, class_embeddings
 
 
-def graph_similarity_metrics(config: dict[str, Any]) -> dict[str, Any]:
+def graph_similarity_metrics(config: RunConfig) -> dict[str, Any]:
     """The task's metrics: ``graph_similarity`` (histogram and summary of the graph's off-diagonal
     similarities) and ``graph_diagnostics`` (X-CLR's target shares over random batches of the training set)."""
     dataset = build_train_dataset(config)
-    spec = config["graph_stats"]
+    spec = config.graph_stats
     labels = None if isinstance(dataset, IterableDataset) else dataset_labels(dataset)  # shards have no classes
-    if config["graph"]["source"] == "captions":
+    if config.graph.source == "captions":
         cache = caption_cache(config, dataset)
         embeddings = torch.as_tensor(np.asarray(cache.rows(torch.arange(len(cache))), dtype=np.float32))
 
@@ -35,12 +36,11 @@ def graph_similarity_metrics(config: dict[str, Any]) -> dict[str, Any]:
 
         def rows_of(indices: np.ndarray) -> torch.Tensor:
             return embeddings[torch.as_tensor(labels[indices])]
-    stats = graph_stats(embeddings, bins=int(spec["bins"]), max_pairs=int(spec["max_pairs"]), seed=int(config["seed"]))
-    stats["graph"] = config["graph"]["source"]
+    stats = graph_stats(embeddings, bins=spec.bins, max_pairs=spec.max_pairs, seed=config.seed)
+    stats["graph"] = config.graph.source
     stats["num_nodes"] = int(embeddings.shape[0])
-    method = config["method"]
-    diagnostics = batch_diagnostics(rows_of, labels, len(dataset), batch_size=min(int(config["optim"]["batch_size"]),
-                                                                                 len(dataset)),
-                                    graph_temperature=float(method["graph_temperature"]), seed=int(config["seed"]),
-                                    mask_self=bool(method["mask_self"]))
+    method = config.method
+    diagnostics = batch_diagnostics(rows_of, labels, len(dataset), batch_size=min(config.optim.batch_size, len(dataset)),
+                                    graph_temperature=float(method.graph_temperature), seed=config.seed,
+                                    mask_self=method.mask_self)
     return {"graph_similarity": stats, "graph_diagnostics": diagnostics}
