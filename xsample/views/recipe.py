@@ -8,12 +8,13 @@ batched.py draws the same law in batched tensor operations."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 from torchvision import transforms as T
 
-from xsample.config import Blur, ColourJitter
+from xsample.config import Augment, Blur, ColourJitter
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -32,6 +33,11 @@ class AugmentRecipe:
     grayscale_probability: float
     blur: Blur | None
     autoaugment: str | None
+
+    @classmethod
+    def of(cls, augment: Augment) -> AugmentRecipe:
+        """The recipe of a parsed run config's ``augment`` section, its ranges checked as ``from_config``'s."""
+        return cls.from_config(dataclasses.asdict(augment))
 
     @classmethod
     def from_config(cls, section: dict[str, Any]) -> AugmentRecipe:
