@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
               f"{args.batch_size}, {args.workers} workers", flush=True)
         configs = {augment: run_config(profile, root, args.batch_size, augment, args.workers, 1, f"augment={args.augment}")
                    for augment in ("batched", "pil")}
-        recipe = AugmentRecipe.from_config(configs["batched"]["augment"])
+        recipe = AugmentRecipe.of(configs["batched"].augment)
         pil_dataset = build_dataset("imagenet", "train", root=root)
         pil = loader_rate(PILViews(training_augmentation(recipe, args.image_size), 2), pil_dataset, batch_size=args.batch_size,
                           batches=args.batches, workers=args.workers, device=device)

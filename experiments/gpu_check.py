@@ -215,7 +215,7 @@ def check(small: bool) -> dict:
         config = run_config(profile, scratch / "imagenet", batch, "batched", workers, epochs=1)
         image_size = config.data.image_size
         (scratch / "cases").mkdir()
-        result["hard_cases"] = hard_case_outcomes(scratch / "cases", image_size, AugmentRecipe.from_config(dataclasses.asdict(config.augment)),
+        result["hard_cases"] = hard_case_outcomes(scratch / "cases", image_size, AugmentRecipe.of(config.augment),
                                                   device)
         while True:  # 512 per GPU, or the largest batch that fits
             try:

@@ -235,6 +235,8 @@ class PixelsSettings(MethodSettings):
 
 @dataclass(frozen=True)
 class ColourJitter:
+    """``T.ColorJitter``'s spreads (factors drawn in [1 - s, 1 + s], hue shift in [-hue, hue]), applied with
+    ``probability``."""
     brightness: float
     contrast: float
     saturation: float
@@ -244,6 +246,7 @@ class ColourJitter:
 
 @dataclass(frozen=True)
 class Blur:
+    """A Gaussian blur with sigma drawn uniformly in ``sigma``, applied with ``probability``."""
     probability: float
     sigma: tuple[float, ...]
 

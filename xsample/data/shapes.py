@@ -218,6 +218,8 @@ class ShapesWorld(Dataset):
         self.labels = np.asarray([scene["label"] for scene in self.scenes])
         self.captions = [self._caption(i, scene) for i, scene in enumerate(self.scenes)]
         self._corrupt_captions(float(caption_noise))
+        # Rendered once (9 MB per 3k images): drawing a scene costs as much as both of its training views.
+        self.pixels = np.stack([self._render(index) for index in range(self.length)])
 
     # --- scene description -------------------------------------------------------------------
     def _rng(self, index: int, stream: int = 0) -> np.random.Generator:
@@ -298,7 +300,7 @@ class ShapesWorld(Dataset):
     def __getitem__(self, index: int) -> dict:
         scene = self.scenes[index]
         real = [scene["label"]] + ([scene["distractor"]["label"]] if scene["distractor"] and self.variant == "original" else [])
-        return {"image": Image.fromarray(self._render(index), mode="RGB"), "index": index, "label": scene["label"],
+        return {"image": Image.fromarray(self.pixels[index], mode="RGB"), "index": index, "label": scene["label"],
                 "caption": self.captions[index], "attribute": scene["colour"], "real_labels": real,
                 "family": self.class_families[scene["label"]]}
 

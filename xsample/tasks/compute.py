@@ -41,7 +41,7 @@ def per_gpu_batch(config: RunConfig) -> tuple[int, int]:
 def compute_overhead_metrics(config: RunConfig, device: torch.device) -> dict[str, Any]:
     spec = config.compute
     dataset = build_train_dataset(config)
-    augmentation = training_augmentation(AugmentRecipe.from_config(dataclasses.asdict(config.augment)),
+    augmentation = training_augmentation(AugmentRecipe.of(config.augment),
                                          config.data.image_size)
     views = SeededViewsDataset(dataset, PILViews(augmentation, num_views=2), seed=config.seed)
     global_batch, batch_size = per_gpu_batch(config)

@@ -68,7 +68,7 @@ def build_views(config: RunConfig, dataset: Dataset, num_views: int,
     # images to the BatchNorm pass, which uses the evaluation transform.
     if not registered_method(config.method.name).trains:
         return PILViews(eval_transform(image_size), num_views)
-    recipe = AugmentRecipe.from_config(asdict(config.augment))
+    recipe = AugmentRecipe.of(config.augment)
     if config.runtime.augment == "pil":
         return PILViews(training_augmentation(recipe, image_size), num_views)
     root = root_dataset(dataset)

@@ -45,6 +45,7 @@ from torchvision.ops import roi_align
 from torchvision.transforms import functional as TF
 from torchvision.transforms import v2
 
+from xsample.config import Blur, ColourJitter
 from xsample.data.decode import (
     CorruptImageError,
     EncodedImage,
@@ -59,8 +60,6 @@ from xsample.views.recipe import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     AugmentRecipe,
-    ColourJitter,
-    GaussianBlur,
     _blur_kernel,
     default_min_crop_scale,
     eval_resize,
@@ -192,7 +191,7 @@ class ViewParameters:
 
 
 # A recipe without colour jitter or blur draws them with probability 0 (and a finite sigma that is never used).
-_NO_JITTER, _NO_BLUR = ColourJitter(0.0, 0.0, 0.0, 0.0, 0.0), GaussianBlur(0.0, (1.0, 1.0))
+_NO_JITTER, _NO_BLUR = ColourJitter(0.0, 0.0, 0.0, 0.0, 0.0), Blur(0.0, (1.0, 1.0))
 
 
 def draw_view_parameters(seeds: np.ndarray, num_views: int, heights: np.ndarray, widths: np.ndarray,

@@ -8,35 +8,18 @@ batched.py draws the same law in batched tensor operations."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 from torchvision import transforms as T
 
+from xsample.config import Augment, Blur, ColourJitter
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CROP_RATIO = (3 / 4, 4 / 3)  # every recipe's crop aspect-ratio range (torchvision's RandomResizedCrop default)
 AUTOAUGMENT_POLICIES = tuple(policy.value for policy in T.AutoAugmentPolicy)
-
-
-@dataclass(frozen=True)
-class ColourJitter:
-    """``T.ColorJitter``'s spreads (factors drawn in [1 - s, 1 + s], hue shift in [-hue, hue]), applied with
-    ``probability``."""
-
-    brightness: float
-    contrast: float
-    saturation: float
-    hue: float
-    probability: float
-
-
-@dataclass(frozen=True)
-class GaussianBlur:
-    """A Gaussian blur with sigma drawn uniformly in ``sigma``, applied with ``probability``."""
-
-    probability: float
-    sigma: tuple[float, float]
 
 
 @dataclass(frozen=True)
@@ -48,8 +31,13 @@ class AugmentRecipe:
     name: str
     colour_jitter: ColourJitter | None
     grayscale_probability: float
-    blur: GaussianBlur | None
+    blur: Blur | None
     autoaugment: str | None
+
+    @classmethod
+    def of(cls, augment: Augment) -> AugmentRecipe:
+        """The recipe of a parsed run config's ``augment`` section, its ranges checked as ``from_config``'s."""
+        return cls.from_config(dataclasses.asdict(augment))
 
     @classmethod
     def from_config(cls, section: dict[str, Any]) -> AugmentRecipe:
@@ -65,7 +53,7 @@ class AugmentRecipe:
                 name=str(section["name"]),
                 colour_jitter=None if jitter is None else ColourJitter(**{k: float(v) for k, v in jitter.items()}),
                 grayscale_probability=float(section["grayscale_probability"]),
-                blur=None if blur is None else GaussianBlur(float(blur["probability"]), tuple(float(s) for s in blur["sigma"])),
+                blur=None if blur is None else Blur(float(blur["probability"]), tuple(float(s) for s in blur["sigma"])),
                 autoaugment=section["autoaugment"],
             )
         except (TypeError, KeyError, ValueError) as error:
