@@ -314,9 +314,9 @@ class TableReport:
 
     # ---- known-answer checks ----------------------------------------------------------------------
     def check_rows(self) -> tuple[list[str], list[list[str]]]:
-        header = ["check", "pretraining", "column", "vs", "difference", "2 std of the difference", "n (row, vs)", "passes"]
+        header = ["check", "pretraining", "column", "vs", "difference", "95% interval (±)", "n (row, vs)", "passes"]
         rows = [[check.check, str(check.dataset), check.column, check.reference, _number(check.difference, signed=True),
-                 _number(check.two_std) if not math.isnan(check.two_std) else "– (one seed)",
+                 _number(check.interval_95) if not math.isnan(check.interval_95) else "– (one seed)",
                  f"{check.n_row}, {check.n_reference}",
                  {True: "yes", False: "no"}.get(check.passes) or _untested(check.n_row, check.n_reference)]
                 for check in self.checks.itertuples(index=False)]
@@ -326,31 +326,34 @@ class TableReport:
                         "has no spread to measure a difference against. "
                         "A trained row passes against a baseline (untrained network, raw pixels), and a supervised row "
                         "against the label-free method (SimCLR, or CLIP for caption data), when it beats it by more "
-                        "than twice the standard deviation of the difference over seeds. A sanity row (labels shuffled "
+                        "than the 95% interval of the difference of the means over seeds (Welch: standard error "
+                        "times Student's t; it narrows as seeds are added). A sanity row (labels shuffled "
                         "across images, or each sample given another sample's class or caption) passes when it falls "
                         f"to within {SANITY_TOLERANCE_POINTS:g} points of the label-free method or below: a failure "
                         "there means the loss still sees supervision that matches the images. A permuted-graph row "
                         "(X-CLR's text graph with its class or caption rows permuted: same values, wrong pairing) "
-                        "passes when the same method's real-graph row beats it by more than twice that spread: a "
-                        "failure there means the graph's values do not reach the result (on the held-out-class and few-label columns "
-                        "where the table has them, else on the first column). The random graphs are "
+                        "passes when the same method's real-graph row beats it by more than that interval: a "
+                        "failure there means the graph's values do not reach the result (where the table has them, "
+                        "on the agreement of the learned class similarities with the graph and on whether images of "
+                        "held-out classes land among their family's seen classes; else on the first column). The random graphs are "
                         "controls: one vector per sample (no semantic edge) passes when it falls to within "
                         f"{SANITY_TOLERANCE_POINTS:g} points of the label-free method or below, one per class (the "
                         "class identity alone) when it stays within as many points of SupCon or above.")
 
     def comparison_rows(self) -> tuple[list[str], list[list[str]]]:
-        header = ["comparison", "pretraining", "column", "difference", "2 std of the difference", "n (row, vs)",
+        header = ["comparison", "pretraining", "column", "difference", "95% interval (±)", "n (row, vs)",
                   "verdict"]
         rows = [[c.comparison, str(c.dataset), c.column, _number(c.difference, signed=True),
-                 _number(c.two_std) if not math.isnan(c.two_std) else "– (one seed)", f"{c.n_row}, {c.n_reference}",
+                 _number(c.interval_95) if not math.isnan(c.interval_95) else "– (one seed)", f"{c.n_row}, {c.n_reference}",
                  c.verdict if isinstance(c.verdict, str) else _untested(c.n_row, c.n_reference)]
                 for c in self.comparisons.itertuples(index=False)]
         return header, rows
 
-    COMPARISONS_EXPLAINED = ("X-CLR against SupCon on every column, whatever the outcome: a row is ahead when the "
-                             "difference exceeds twice its standard deviation over seeds; otherwise the seeds cannot "
-                             "tell the two apart (not resolved), and the 2 std column says how large a difference "
-                             "they could have resolved.")
+    COMPARISONS_EXPLAINED = ("X-CLR against SupCon, and X-CLR on its real graph against the same graph with its "
+                             "class rows permuted, on every column, whatever the outcome: a row is ahead when the "
+                             "difference exceeds the 95% interval of the difference of the means over seeds; "
+                             "otherwise the seeds cannot tell the two apart (not resolved), and the interval column "
+                             "says how large a difference they could have resolved.")
 
     # ---- status ---------------------------------------------------------------------------------
     def status_lines(self) -> list[str]:
@@ -402,7 +405,7 @@ class TableReport:
             parts += ["## Known-answer checks", "", self.CHECKS_EXPLAINED, "", _markdown_table(check_header, check_rows), ""]
         comparison_header, comparison_rows = self.comparison_rows()
         if comparison_rows:
-            parts += ["## X-CLR against SupCon", "", self.COMPARISONS_EXPLAINED, "",
+            parts += ["## X-CLR against SupCon and against its permuted graph", "", self.COMPARISONS_EXPLAINED, "",
                       _markdown_table(comparison_header, comparison_rows), ""]
         diagnostics_header, diagnostics_rows = self.graph_diagnostics_rows()
         if diagnostics_rows:
@@ -425,7 +428,7 @@ class TableReport:
         comparison_header, comparison_rows = self.comparison_rows()
         if comparison_rows:
             parts.append(_latex_table(comparison_header, comparison_rows,
-                                      f"{self.title}: X-CLR against SupCon. {self.COMPARISONS_EXPLAINED}"))
+                                      f"{self.title}: X-CLR against SupCon and against its permuted graph. {self.COMPARISONS_EXPLAINED}"))
         diagnostics_header, diagnostics_rows = self.graph_diagnostics_rows()
         if diagnostics_rows:
             parts.append(_latex_table(diagnostics_header, diagnostics_rows,

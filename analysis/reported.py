@@ -32,6 +32,7 @@ EVALUATION_COLUMNS = ("imagenet.top1", "imagenet.knn_top1", "zero_shot.imagenet"
                       "mit_states.attributes",
                       # The harness's own evaluations (not in the paper's tables) after the paper's columns.
                       "few_label.top1_1pct", "few_label.top1_10pct", "heldout_classes.top1", "heldout_classes.knn_top1",
+                      "heldout_classes.family_knn_top1",
                       "graph_alignment.pearson")
 # What the compute table measures per method (xsample/tasks/compute.py).
 COMPUTE_FIELDS = ("step_ms", "images_per_s", "peak_mem_mb")

@@ -263,3 +263,39 @@ def test_graph_alignment_reads_the_graph_values_not_only_the_classes():
 
     assert alignment(text) == pytest.approx(100.0, abs=1e-3)
     assert alignment(text[[1, 2, 3, 0]]) < 50
+
+
+class FamilyShapes(FakeShapes):
+    """FakeShapes whose classes come in two families, {red, green} and {blue, yellow}."""
+
+    def __getitem__(self, index: int) -> dict:
+        item = super().__getitem__(index)
+        return {**item, "family": item["label"] // 2}
+
+
+def _family_builder(name: str, split: str, root=None, **options) -> Dataset:
+    """Pretraining saw red and blue ("seen"); green and yellow are held out ("heldout")."""
+    return FamilyShapes(120, seed={"seen": 0, "heldout": 1}[split], classes=(0, 2) if split == "seen" else (1, 3))
+
+
+def test_family_knn_puts_a_held_out_class_among_its_seen_relatives_only_when_the_representation_does():
+    """Known answer: an encoder that maps each held-out class next to its seen sibling names every held-out
+    image's family (100); one that maps it next to the other family's seen class names none (0)."""
+    evaluations = [{"name": "heldout_classes", "data": _spec("heldout"), "seen": _spec("seen"), "family_key": "family"}]
+
+    def family_top1(vectors: list[list[float]]) -> float:
+        metrics, details = run_evaluations(ClassVectorEncoder(torch.tensor(vectors)), evaluations, device="cpu",
+                                           probe_config=PROBE, transform=to_tensor, dataset_builder=_family_builder,
+                                           batch_size=64)
+        assert details["heldout_classes"]["family_scored"] == 120
+        return metrics["heldout_classes"]["family_knn_top1"]
+
+    # rows: red, green, blue, yellow
+    assert family_top1([[1.0, 0.0], [0.9, 0.2], [0.0, 1.0], [0.2, 0.9]]) == pytest.approx(100.0)
+    assert family_top1([[1.0, 0.0], [0.2, 0.9], [0.0, 1.0], [0.9, 0.2]]) == pytest.approx(0.0)
+
+
+def test_family_knn_needs_knn_settings():
+    with pytest.raises(ValueError, match=r"family_knn_top1 \(seen\) is a k-NN vote; give knn settings"):
+        validate_evaluations([{"name": "heldout_classes", "data": _spec("heldout"), "seen": _spec("seen"),
+                               "knn": False}])

@@ -28,9 +28,13 @@ protocol and is also the metrics key. A *dataset spec* is ``{name, split, root?,
     object_key: label, attribute_key: attribute, train_fraction: 0.5
   name: heldout_classes -> {"top1", "knn_top1"} on classes the pretraining never saw: the dataset (those classes
                            only) is split into two seeded halves, one fits the probe and the k-NN bank, the
-                           other is scored
+                           other is scored; with ``seen``, also "family_knn_top1": the share of the held-out
+                           images whose k-NN vote over the seen classes' items (``seen``, labelled by their
+                           ``family_key``) names the image's own family: whether a class never seen lands among
+                           its seen relatives (a new dog breed among the dogs)
     data: <dataset spec>
     label_key: label, train_fraction: 0.5, knn: as for imagenet
+    seen: <dataset spec> (optional), family_key: family
   name: few_label       -> {"top1_<p>pct" per fraction}: a class-mean probe (xsample.eval.probe) on a seeded
                            class-balanced fraction of the train split's labels (at least one per class),
                            standardised with the whole split's features (unlabelled), scored on the test split;
@@ -469,14 +473,22 @@ class _HeldOutClasses:
     label_key: str
     train_fraction: float
     knn: dict[str, float] | None
+    seen: DatasetSpec | None
+    family_key: str
 
     @classmethod
     def parse(cls, fields: _Fields) -> _HeldOutClasses:
-        return cls(fields.dataset("data"), fields.text("label_key", "label"),
-                   fields.number("train_fraction", 0.5, low=0.0, high=1.0), fields.knn("knn"))
+        seen = fields.dataset("seen") if fields.value("seen", None) is not None else None
+        parsed = cls(fields.dataset("data"), fields.text("label_key", "label"),
+                     fields.number("train_fraction", 0.5, low=0.0, high=1.0), fields.knn("knn"), seen,
+                     fields.text("family_key", "family"))
+        if seen is not None and parsed.knn is None:
+            raise ValueError(f"{fields.where}: family_knn_top1 (seen) is a k-NN vote; give knn settings")
+        return parsed
 
     def needs(self) -> list[tuple[DatasetSpec, str]]:
-        return [(self.data, self.label_key)]
+        families = [(self.data, self.family_key), (self.seen, self.family_key)] if self.seen is not None else []
+        return [(self.data, self.label_key), *families]
 
     def run(self, session: _Session) -> tuple[dict[str, float], dict[str, Any]]:
         features = session.features(self.data)[0]
@@ -490,8 +502,17 @@ class _HeldOutClasses:
                                       k=int(self.knn["k"]), temperature=self.knn["temperature"],
                                       num_classes=probe.num_classes, device=session.device)
             metrics["knn_top1"] = top1_accuracy(predictions, labels[test_rows])
-        return metrics, {"probe": _probe_details(probe), "train_size": len(train_rows), "test_size": len(test_rows),
-                         "knn": self.knn}
+        details = {"probe": _probe_details(probe), "train_size": len(train_rows), "test_size": len(test_rows),
+                   "knn": self.knn}
+        if self.seen is not None:
+            # Every held-out image is scored (no half is needed: nothing is fitted on the held-out classes).
+            families, seen_families = session.labels(self.data, self.family_key), session.labels(self.seen, self.family_key)
+            votes = knn_predict(session.features(self.seen)[0], seen_families, features, k=int(self.knn["k"]),
+                                temperature=self.knn["temperature"],
+                                num_classes=int(max(families.max(), seen_families.max())) + 1, device=session.device)
+            metrics["family_knn_top1"] = top1_accuracy(votes, families)
+            details["family_scored"] = len(features)
+        return metrics, details
 
 
 def few_label_metric(fraction: float) -> str:
