@@ -104,7 +104,7 @@ def test_rehearsal_table1_run_skips_and_counts_a_corrupt_jpeg(fixtures: Path, tm
     assert record["data"]["samples_skipped"] == 1
     assert broken.name in out.stdout + out.stderr  # the log names the file
     evaluations = set(record["metrics"]) - {"graph_diagnostics"}  # X-CLR's target shares sit beside them
-    assert evaluations == {"imagenet", "imagenet_real", "imagenet9", "objectnet", "mit_states"}
+    assert evaluations == {"imagenet", "imagenet_real", "imagenet9", "objectnet", "mit_states", "few_label"}
     assert record["config"]["data"] | {"root": None} == {"name": "imagenet", "root": None, "image_size": 32,
                                                         "options": {}, "fraction": 1.0}
     assert (tmp_path / "figures" / "rehearsal" / "table1_rehearsal.md").is_file()
