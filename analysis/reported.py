@@ -29,7 +29,11 @@ TABLES = tuple(table_names())
 EVALUATION_COLUMNS = ("imagenet.top1", "imagenet.knn_top1", "zero_shot.imagenet", "imagenet_real.top1",
                       "imagenet9.original", "imagenet9.only_fg", "imagenet9.no_fg", "imagenet9.mixed_same",
                       "imagenet9.mixed_rand", "imagenet9.bg_gap", "objectnet.top1", "mit_states.objects",
-                      "mit_states.attributes")
+                      "mit_states.attributes",
+                      # The harness's own evaluations (not in the paper's tables) after the paper's columns.
+                      "few_label.top1_1pct", "few_label.top1_10pct", "heldout_classes.top1", "heldout_classes.knn_top1",
+                      "heldout_classes.family_knn_top1",
+                      "graph_alignment.pearson")
 # What the compute table measures per method (xsample/tasks/compute.py).
 COMPUTE_FIELDS = ("step_ms", "images_per_s", "peak_mem_mb")
 # compute.<method>.<field>, and the overhead ratio compute.<method>_over_<reference> (configs/table/compute.yaml).

@@ -110,10 +110,12 @@ def build_run_config(cfg: dict[str, Any]) -> dict[str, Any]:
     data = _training_data(cfg)
     data["fraction"] = float(cfg["data_fraction"])
     eval_suite = data.pop("eval_suite")
-    # Facts about the catalog entry, not the data a run reads: the plan's estimate, and the analog's epochs
-    # (scale.epochs takes them; the run records them once, as optim.epochs).
+    # Facts about the catalog entry, not the data a run reads: the plan's estimate, and the analog's epochs and
+    # X-CLR graph temperature (the scale takes them; the run records them once, as optim.epochs and
+    # method.graph_temperature).
     data.pop("gpu_hours_per_epoch", None)
     data.pop("epochs", None)
+    data.pop("graph_temperature", None)
 
     # Baselines that train nothing (untrained, raw_pixels) have no recipe and no optim section.
     optim = None
@@ -201,6 +203,8 @@ def value_problems(cfg: dict[str, Any]) -> list[str]:
                     for name, settings in ((cfg.get("compute") or {}).get("method_configs") or {}).items()})
     for where, settings in methods.items():
         for key, value in _method_settings(settings).items():  # what the run uses (baselines use no temperature)
+            if value is None and str(cfg["dataset"]) not in cfg["datasets"]:
+                continue  # read from the unknown dataset's catalog entry (tiny graph_temperature): refused below
             if "temperature" in key and not ((number := _number(value)) is not None and number > 0):
                 problems.append(f"{where}.{key} must be > 0, got {value}")
     if cfg["budget"] not in BUDGETS:

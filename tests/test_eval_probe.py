@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from xsample.eval import fit_linear_probe, top1_accuracy
+from xsample.eval.probe import fit_class_mean_probe
 
 PROBE = {"learning_rates": [0.3, 0.1, 0.01], "epochs": 30, "batch_size": 256}
 
@@ -71,3 +72,25 @@ def test_bad_probe_arguments_are_named(override, message):
     features, labels = _blobs(100)
     with pytest.raises(ValueError, match=message):
         fit_linear_probe(features, labels, **{**PROBE, **override})
+
+
+def test_class_mean_probe_assigns_each_item_to_the_nearest_class_direction():
+    # Standardised by the reference (mean 0, std 1 per dimension), the class directions are the axes.
+    reference = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+    labelled = torch.tensor([[2.0, 0.1], [0.1, 3.0]])
+    probe = fit_class_mean_probe(labelled, torch.tensor([0, 1]), num_classes=2, reference=reference)
+    queries = torch.tensor([[5.0, 1.0], [0.2, 0.3], [-1.0, -3.0]])
+    assert probe.predict(queries).tolist() == [0, 1, 0]
+    assert probe.fit_size == 2 and probe.val_size == 0
+
+
+def test_class_mean_probe_with_one_label_per_class_separates_blobs():
+    features, labels = _blobs(2000)
+    first = torch.stack([torch.nonzero(labels == c)[0, 0] for c in range(5)])
+    probe = fit_class_mean_probe(features[first], labels[first], num_classes=5, reference=features)
+    assert top1_accuracy(probe.predict(features), labels) > 95.0
+
+
+def test_class_mean_probe_needs_an_item_of_every_class():
+    with pytest.raises(ValueError, match=r"classes \[2\] have no labelled item"):
+        fit_class_mean_probe(torch.randn(4, 3), torch.tensor([0, 1, 0, 1]), num_classes=3)

@@ -135,6 +135,30 @@ def test_run_evaluations_end_to_end_encodes_each_dataset_once():
     assert details["imagenet_real"]["scored"] == 160  # every fifth test item has an empty ReaL list
 
 
+def test_few_label_and_heldout_classes_end_to_end():
+    """few_label probes with a class-balanced fraction of the labels (the same items for every run), averaged
+    over draws; heldout_classes fits its probe and k-NN bank on one half of its dataset and scores the other."""
+    evaluations = [
+        {"name": "few_label", "train": TRAIN, "test": _spec("test"), "fractions": [0.01, 0.1], "draws": 3},
+        {"name": "heldout_classes", "data": _spec("test")},
+    ]
+    builder = FakeBuilder()
+    metrics, details = run_evaluations(CountingEncoder(), evaluations, device="cpu", probe_config=PROBE,
+                                       transform=to_tensor, dataset_builder=builder, batch_size=64)
+    assert set(metrics["few_label"]) == {"top1_1pct", "top1_10pct"}
+    assert set(metrics["heldout_classes"]) == {"top1", "knn_top1"}
+    # 1% of 400 items over 4 classes: one labelled item per class (at least one each), 10%: ten per class.
+    assert details["few_label"]["labelled_items_per_draw"] == {"top1_1pct": 4, "top1_10pct": 40}
+    assert details["heldout_classes"]["train_size"] == details["heldout_classes"]["test_size"] == 100
+    for name, metric in [("few_label", "top1_1pct"), ("few_label", "top1_10pct"), ("heldout_classes", "top1"),
+                         ("heldout_classes", "knn_top1")]:
+        assert metrics[name][metric] > 25 + 40, (name, metric, metrics)
+    # The labelled items depend on the draw, not on the run's seed: runs are probed with the same labels.
+    other_seed = run_evaluations(CountingEncoder(), evaluations[:1], device="cpu", probe_config=PROBE,
+                                 transform=to_tensor, dataset_builder=FakeBuilder(), batch_size=64, seed=7)[0]
+    assert other_seed["few_label"] == metrics["few_label"]
+
+
 def test_probe_choice_never_depends_on_the_test_set():
     def run(test_split: str) -> tuple[dict, dict]:
         evaluations = [{"name": "imagenet", "train": TRAIN, "test": _spec(test_split), "knn": False}]
@@ -177,6 +201,12 @@ def _with(position: int, path: tuple, value) -> list[dict]:
     (_with(3, ("class_map",), [0, "a"]), r"evaluations\[3\] \(objectnet\)\.class_map must be null, 'from_dataset' or a list"),
     (_with(4, ("train_fraction",), 1.5), r"evaluations\[4\] \(mit_states\)\.train_fraction must be a number"),
     (_with(1, ("name",), "imagenet"), r"evaluations\[1\]\.name: evaluation 'imagenet' appears twice"),
+    ([{"name": "few_label", "train": TRAIN, "test": TRAIN, "fractions": [0.1, 1.0]}],
+     r"evaluations\[0\] \(few_label\)\.fractions must be a list of distinct fractions in \(0, 1\)"),
+    ([{"name": "few_label", "train": TRAIN, "test": TRAIN, "draws": 0}],
+     r"evaluations\[0\] \(few_label\)\.draws must be a positive integer"),
+    ([{"name": "heldout_classes", "data": TRAIN, "knn": {"k": -1}}],
+     r"evaluations\[0\] \(heldout_classes\)\.knn\.k must be a positive integer"),
 ])
 def test_bad_specs_raise_errors_naming_the_field(evaluations, message):
     with pytest.raises(ValueError, match=message):
@@ -202,3 +232,70 @@ def test_class_map_from_the_test_dataset_equals_the_declared_one():
     results = [run_evaluations(CountingEncoder(), specs, device="cpu", probe_config=PROBE, transform=to_tensor,
                                dataset_builder=FakeBuilder(), batch_size=64)[0] for specs in (declared, from_dataset)]
     assert results[0]["objectnet"] == results[1]["objectnet"]
+
+
+class ClassVectorEncoder(nn.Module):
+    """Maps an image to a fixed vector of its class (read from the left half's colour): class means are exact."""
+
+    def __init__(self, vectors: torch.Tensor):
+        super().__init__()
+        self.vectors = vectors
+        self.colours = torch.tensor(CLASS_COLOURS, dtype=torch.float32) / 255
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        left = images[:, :, :, :4].mean(dim=(2, 3))
+        return self.vectors[torch.cdist(left, self.colours).argmin(dim=1)]
+
+
+def test_graph_alignment_reads_the_graph_values_not_only_the_classes():
+    """A representation whose class means are the class names' text embeddings agrees with the text graph
+    (Pearson 100); the same vectors given to the wrong classes keep every value and class identity and lose it."""
+    from xsample.graph import class_caption_embeddings, load_text_encoder
+
+    text = class_caption_embeddings(FakeShapes.class_names, load_text_encoder(), "a photo of a {}")
+    evaluations = [{"name": "graph_alignment", "data": _spec("test")}]
+
+    def alignment(vectors: torch.Tensor) -> float:
+        metrics, details = run_evaluations(ClassVectorEncoder(vectors), evaluations, device="cpu", probe_config=PROBE,
+                                           transform=to_tensor, dataset_builder=FakeBuilder(), batch_size=64)
+        assert details["graph_alignment"]["classes"] == 4
+        return metrics["graph_alignment"]["pearson"]
+
+    assert alignment(text) == pytest.approx(100.0, abs=1e-3)
+    assert alignment(text[[1, 2, 3, 0]]) < 50
+
+
+class FamilyShapes(FakeShapes):
+    """FakeShapes whose classes come in two families, {red, green} and {blue, yellow}."""
+
+    def __getitem__(self, index: int) -> dict:
+        item = super().__getitem__(index)
+        return {**item, "family": item["label"] // 2}
+
+
+def _family_builder(name: str, split: str, root=None, **options) -> Dataset:
+    """Pretraining saw red and blue ("seen"); green and yellow are held out ("heldout")."""
+    return FamilyShapes(120, seed={"seen": 0, "heldout": 1}[split], classes=(0, 2) if split == "seen" else (1, 3))
+
+
+def test_family_knn_puts_a_held_out_class_among_its_seen_relatives_only_when_the_representation_does():
+    """Known answer: an encoder that maps each held-out class next to its seen sibling names every held-out
+    image's family (100); one that maps it next to the other family's seen class names none (0)."""
+    evaluations = [{"name": "heldout_classes", "data": _spec("heldout"), "seen": _spec("seen"), "family_key": "family"}]
+
+    def family_top1(vectors: list[list[float]]) -> float:
+        metrics, details = run_evaluations(ClassVectorEncoder(torch.tensor(vectors)), evaluations, device="cpu",
+                                           probe_config=PROBE, transform=to_tensor, dataset_builder=_family_builder,
+                                           batch_size=64)
+        assert details["heldout_classes"]["family_scored"] == 120
+        return metrics["heldout_classes"]["family_knn_top1"]
+
+    # rows: red, green, blue, yellow
+    assert family_top1([[1.0, 0.0], [0.9, 0.2], [0.0, 1.0], [0.2, 0.9]]) == pytest.approx(100.0)
+    assert family_top1([[1.0, 0.0], [0.2, 0.9], [0.0, 1.0], [0.9, 0.2]]) == pytest.approx(0.0)
+
+
+def test_family_knn_needs_knn_settings():
+    with pytest.raises(ValueError, match=r"family_knn_top1 \(seen\) is a k-NN vote; give knn settings"):
+        validate_evaluations([{"name": "heldout_classes", "data": _spec("heldout"), "seen": _spec("seen"),
+                               "knn": False}])

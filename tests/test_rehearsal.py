@@ -17,8 +17,7 @@ from tests.engine_helpers import typed_run_config
 from tests.rehearsal_helpers import IMAGES_PER_CLASS, REPO, fixture_roots, reproduce, run_results
 from xsample.config import TextGraph
 from xsample.data import build_dataset
-from xsample.data.fixtures import ENV_NAMES, main, write_fixtures
-from xsample.data.shapes import OBJECTS
+from xsample.data.fixtures import ENV_NAMES, SHAPE_WNIDS, main, write_fixtures
 from xsample.train.distributed import DistInfo
 from xsample.train.side_information import class_embeddings
 from xsample.train.skipped import SkippedSamples, TooManySkippedError
@@ -40,7 +39,7 @@ def test_fixtures_hold_every_paper_dataset_in_its_layout(fixtures: Path):
               "mit_states": "all", "cc3m": "train", "cc12m": "train"}
     sizes = {name: len(build_dataset(name, split, root=roots[f"XSAMPLE_{name.upper()}_ROOT"]))
              for name, split in splits.items()}
-    assert sizes["imagenet"] == IMAGES_PER_CLASS * len(OBJECTS) and min(sizes.values()) > 0
+    assert sizes["imagenet"] == IMAGES_PER_CLASS * len(SHAPE_WNIDS) and min(sizes.values()) > 0
     imagenet = fixtures / "imagenet"
     assert not (imagenet / "LOC_synset_mapping.txt").exists()
     assert sorted(p.name for p in (imagenet / "train").iterdir())[0] == "n01440764"
@@ -105,7 +104,7 @@ def test_rehearsal_table1_run_skips_and_counts_a_corrupt_jpeg(fixtures: Path, tm
     assert record["data"]["samples_skipped"] == 1
     assert broken.name in out.stdout + out.stderr  # the log names the file
     evaluations = set(record["metrics"]) - {"graph_diagnostics"}  # X-CLR's target shares sit beside them
-    assert evaluations == {"imagenet", "imagenet_real", "imagenet9", "objectnet", "mit_states"}
+    assert evaluations == {"imagenet", "imagenet_real", "imagenet9", "objectnet", "mit_states", "few_label"}
     assert record["config"]["data"] | {"root": None} == {"name": "imagenet", "root": None, "image_size": 32,
                                                         "options": {}, "fraction": 1.0}
     assert (tmp_path / "figures" / "rehearsal" / "table1_rehearsal.md").is_file()

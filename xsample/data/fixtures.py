@@ -8,8 +8,9 @@ in_to_in9.json, ObjectNet's mappings/, img2dataset's *_stats.json), ImageNet-1k 
 order, JPEGs of varied sizes around a few hundred pixels, the files a decoder trips over that ImageNet's
 training set holds (progressive, grayscale and CMYK JPEGs, PNG data named .JPEG, junk bytes between JPEG
 markers: every HARD_CASE_EVERY-th training image per class is one of them), ObjectNet's 1-pixel red frame,
-failed downloads missing from the CC shards. What is not: the pictures (shapes on textures, upscaled) and the class count (one ImageNet class
-per shape, mapped onto real wnids from several ImageNet-9 super-classes). ``scale=rehearsal`` trains on it.
+failed downloads missing from the CC shards. What is not: the pictures (shapes on textures, upscaled) and
+the class count (10 of the world's classes, each mapped onto a real wnid, together covering ImageNet-9's
+super-classes). ``scale=rehearsal`` trains on it.
 
 The same writers build the small hand-made layouts of the loader tests.
 """
@@ -29,26 +30,31 @@ import numpy as np
 from PIL import Image
 
 from xsample.data.paper_datasets import IMAGENET9_VARIANTS, imagenet_index, imagenet_wnids
-from xsample.data.shapes import COLOUR_NAMES, OBJECTNET_CLASSES, OBJECTS, ShapesWorld
+from xsample.data.shapes import COLOUR_NAMES, OBJECTS, ShapesWorld
 
-# One real ImageNet-1k class per shape, spread over ImageNet-9's super-classes (two fish: 10 shapes, 9 groups).
+# The world's classes the fixtures hold, each as one real ImageNet-1k class, together covering ImageNet-9's
+# super-classes (two fish: 10 classes, 9 groups; the world has no reptile or primate family, so a tree and a
+# fruit stand in for them).
 SHAPE_WNIDS = {
-    "circle": ("n01440764", "fish"),             # tench
-    "ring": ("n01443537", "fish"),               # goldfish
-    "square": ("n01530575", "bird"),             # brambling
-    "diamond": ("n01664065", "reptile"),         # loggerhead
-    "triangle": ("n02085620", "dog"),            # Chihuahua
-    "cross": ("n02119022", "carnivore"),         # red fox
-    "star": ("n02206856", "insect"),             # bee
-    "hexagon": ("n02480495", "primate"),         # orangutan
-    "heart": ("n02814533", "wheeled vehicle"),   # beach wagon
-    "bar": ("n03272010", "musical instrument"),  # electric guitar
+    "trout": ("n01440764", "fish"),              # tench
+    "goldfish": ("n01443537", "fish"),           # goldfish
+    "finch": ("n01530575", "bird"),              # brambling
+    "pine": ("n01664065", "reptile"),            # loggerhead
+    "beagle": ("n02085620", "dog"),              # Chihuahua
+    "collie": ("n02119022", "carnivore"),        # red fox
+    "bee": ("n02206856", "insect"),              # bee
+    "apple": ("n02480495", "primate"),           # orangutan
+    "van": ("n02814533", "wheeled vehicle"),     # beach wagon
+    "guitar": ("n03272010", "musical instrument"),  # electric guitar
 }
+# Their labels in the shapes world's train and test splits.
+FIXTURE_LABELS = [OBJECTS.index(name) for name in SHAPE_WNIDS]
 IMAGENET9_CLASSES = ("dog", "bird", "wheeled vehicle", "reptile", "carnivore", "insect", "musical instrument",
                      "primate", "fish")
-# ObjectNet folders (snake_case) and labels; the last one has no ImageNet counterpart, as most of ObjectNet.
-OBJECTNET_LABELS = {"circle": "Tench", "ring": "Goldfish", "square": "Brambling", "diamond": "Loggerhead",
-                    "triangle": "Chihuahua", "cross": "Red fox", "star": "Bee"}
+# ObjectNet folders (snake_case) and labels (classes of the world's objectnet split); the last one has no
+# ImageNet counterpart, as most of ObjectNet.
+OBJECTNET_LABELS = {"trout": "Tench", "goldfish": "Goldfish", "finch": "Brambling", "pine": "Loggerhead",
+                    "beagle": "Chihuahua", "collie": "Red fox", "bee": "Bee"}
 OBJECTNET_ONLY_LABEL = ("alarm_clock", "Alarm clock")
 CC_SHARD_SIZE = 64
 CC_FAILED_DOWNLOAD_EVERY = 10  # img2dataset keeps no member for a failed download; its stats count it
@@ -154,9 +160,9 @@ def _world_size(count: int) -> str:
 def write_imagenet(root: Path, per_class: int, renderer: _Renderer, synset_mapping: bool) -> None:
     """root/train/<wnid>/<wnid>_<n>.JPEG, root/val/<wnid>/ILSVRC2012_val_<8 digits>.JPEG, root/real.json
     (the ReaL root is the ImageNet root), optionally root/LOC_synset_mapping.txt for all 1000 classes."""
-    wnids = [SHAPE_WNIDS[name][0] for name in OBJECTS]
+    wnids = {label: SHAPE_WNIDS[OBJECTS[label]][0] for label in FIXTURE_LABELS}
     train = ShapesWorld("train", size=_world_size(per_class))
-    for label, indices in _indices_per_class(train, per_class, range(len(OBJECTS))).items():
+    for label, indices in _indices_per_class(train, per_class, FIXTURE_LABELS).items():
         folder = root / "train" / wnids[label]
         folder.mkdir(parents=True, exist_ok=True)
         for n, index in enumerate(indices):
@@ -169,7 +175,7 @@ def write_imagenet(root: Path, per_class: int, renderer: _Renderer, synset_mappi
     test = ShapesWorld("test")
     per_val_class = max(2, per_class // 4)
     val = sorted((index, label) for label, indices in
-                 _indices_per_class(test, per_val_class, range(len(OBJECTS))).items() for index in indices)
+                 _indices_per_class(test, per_val_class, FIXTURE_LABELS).items() for index in indices)
     standard = imagenet_index()
     real = []
     for number, (index, label) in enumerate(val, start=1):  # val file numbers interleave classes, as the real ones
@@ -177,8 +183,9 @@ def write_imagenet(root: Path, per_class: int, renderer: _Renderer, synset_mappi
         folder.mkdir(parents=True, exist_ok=True)
         item = test[index]
         (folder / f"ILSVRC2012_val_{number:08d}.JPEG").write_bytes(renderer.jpeg(item["image"]))
-        # ReaL lists every class visible in the image (the distractor shape too); a few lists are empty.
-        real.append([] if number % 17 == 0 else sorted(standard[wnids[c]] for c in set(item["real_labels"])))
+        # ReaL lists every class visible in the image (the distractor too, when the fixtures hold its class);
+        # a few lists are empty.
+        real.append([] if number % 17 == 0 else sorted(standard[wnids[c]] for c in set(item["real_labels"]) if c in wnids))
     (root / "real.json").write_text(json.dumps(real))
     if synset_mapping:
         from timm.data import ImageNetInfo
@@ -209,7 +216,7 @@ def write_imagenet9(root: Path, per_class: int, renderer: _Renderer) -> None:
     count = max(2, per_class // 4)
     for variant in IMAGENET9_VARIANTS:
         world = ShapesWorld("test", variant=variant)
-        for label, indices in _indices_per_class(world, count, range(len(OBJECTS))).items():
+        for label, indices in _indices_per_class(world, count, FIXTURE_LABELS).items():
             group = SHAPE_WNIDS[OBJECTS[label]][1]
             folder = root / variant / "val" / f"{IMAGENET9_CLASSES.index(group):02d}_{group}"
             folder.mkdir(parents=True, exist_ok=True)
@@ -239,8 +246,9 @@ def write_objectnet(root: Path, per_class: int, renderer: _Renderer) -> None:
         {folders[shape]: label for shape, label in OBJECTNET_LABELS.items()} | dict([OBJECTNET_ONLY_LABEL]), indent=1))
     world = ShapesWorld("objectnet")
     count = max(2, per_class // 4)
-    for label, indices in _indices_per_class(world, count, range(len(OBJECTNET_CLASSES))).items():
-        folder = root / "images" / folders[OBJECTNET_CLASSES[label]]
+    labels = [world.classes.index(name) for name in OBJECTNET_LABELS]
+    for label, indices in _indices_per_class(world, count, labels).items():
+        folder = root / "images" / folders[world.classes[label]]
         folder.mkdir(parents=True, exist_ok=True)
         for index in indices:
             _red_frame(renderer.upscale(world[index]["image"])).save(folder / f"{index:04d}.png")
@@ -256,6 +264,8 @@ def write_mit_states(root: Path, per_class: int, renderer: _Renderer) -> None:
     count = max(2, per_class // 8)
     seen: dict[str, int] = {}
     for index in range(len(world)):
+        if world.labels[index] not in FIXTURE_LABELS:
+            continue
         item = world[index]
         folder = f"{COLOUR_NAMES[item['attribute']]} {OBJECTS[item['label']]}"
         if seen.get(folder, 0) >= count:
@@ -304,7 +314,7 @@ def write_fixtures(directory: Path, images_per_class: int = 20, image_px: int = 
     write_imagenet9(roots["imagenet9"], images_per_class, renderer)
     write_objectnet(roots["objectnet"], images_per_class, renderer)
     write_mit_states(roots["mit_states"], images_per_class, renderer)
-    cc_samples = images_per_class * len(OBJECTS)
+    cc_samples = images_per_class * len(SHAPE_WNIDS)
     write_captioned_shards(roots["cc3m"], cc_samples, renderer, "3k")
     write_captioned_shards(roots["cc12m"], 2 * cc_samples, renderer, "12k")
     exports = [f"export XSAMPLE_{name.upper()}_ROOT={shlex.quote(str(roots[name]))}" for name in ENV_NAMES]

@@ -1,4 +1,4 @@
-"""Labels of a dataset and seeded class-balanced subsets (data-scarcity sweeps)."""
+"""Labels of a dataset and seeded class-balanced subsets (data-scarcity sweeps, few-label probes)."""
 
 from __future__ import annotations
 
@@ -25,12 +25,13 @@ def dataset_labels(dataset: Dataset) -> np.ndarray:
     return np.asarray(labels)
 
 
-def class_balanced_subset(dataset: Dataset, fraction: float, seed: int) -> Subset:
-    """The same ``fraction`` (in (0, 1]: a run's data.fraction, checked where its config is parsed) of every
-    class (at least one sample each), chosen with ``seed``."""
-    labels = dataset_labels(dataset)
+def class_balanced_positions(labels: np.ndarray, fraction: float, seed: int) -> list[int]:
+    """Sorted positions of the same ``fraction`` (in (0, 1]: a run's data.fraction or a few_label fraction,
+    checked where the config or the evaluation spec is parsed) of every class (at least one item each), chosen
+    with ``seed``."""
+    labels = np.asarray(labels)
     if (labels < 0).all():
-        raise ValueError("class_balanced_subset needs a labelled dataset; this one has no labels")
+        raise ValueError("a class-balanced choice needs labels; every item is unlabelled (-1)")
     by_class: dict[int, list[int]] = defaultdict(list)
     for position, label in enumerate(labels):
         by_class[int(label)].append(position)
@@ -40,4 +41,9 @@ def class_balanced_subset(dataset: Dataset, fraction: float, seed: int) -> Subse
         members = np.asarray(by_class[label])
         keep = max(1, int(round(fraction * len(members))))
         chosen.extend(rng.choice(members, size=keep, replace=False).tolist())
-    return Subset(dataset, sorted(chosen))
+    return sorted(chosen)
+
+
+def class_balanced_subset(dataset: Dataset, fraction: float, seed: int) -> Subset:
+    """The same fraction of every class (at least one sample each), chosen with ``seed``."""
+    return Subset(dataset, class_balanced_positions(dataset_labels(dataset), fraction, seed))

@@ -7,6 +7,11 @@ schedule, zero initialisation, softmax cross-entropy with an analytic gradient (
 A seeded ``val_fraction`` of the training set is held out; the learning rate with the best held-out top-1
 wins (ties: the earlier one in ``learning_rates``) and that probe (trained on the remaining part, no refit)
 is what gets scored on test sets. Items with a negative label (-1: unlabelled) are left out.
+
+With a few labels per class there is no held-out part to pick a learning rate on; ``fit_class_mean_probe`` is
+the linear probe without one (the nearest-class-mean classifier of few-shot evaluation, Snell et al. 2017):
+features standardised with statistics of unlabelled features, scaled to unit length, and each class's weight
+the unit mean of its labelled items, so that a test item goes to the class whose mean is nearest in angle.
 """
 
 from __future__ import annotations
@@ -128,3 +133,24 @@ def fit_linear_probe(
     return LinearProbe(mean=mean, std=std, weight=weight[best].clone(), bias=bias[best].clone(),
                        learning_rate=learning_rates[best], val_top1=dict(zip(learning_rates, val_top1, strict=True)),
                        fit_size=fit_size, val_size=val_size, val_indices=positions[val_rows])
+
+
+def fit_class_mean_probe(features: torch.Tensor, labels: torch.Tensor, *, num_classes: int,
+                         reference: torch.Tensor | None = None) -> LinearProbe:
+    """A linear probe whose class weights are the unit mean directions of the labelled items (no training, no
+    hyperparameter). ``reference``: features (labels not needed) whose mean and std standardise the inputs,
+    e.g. the whole unlabelled training set; default the labelled items themselves."""
+    features, labels, positions = _labelled(features, labels)
+    if int(labels.max()) >= num_classes:
+        raise ValueError(f"label {int(labels.max())} does not fit num_classes={num_classes}")
+    missing = sorted(set(range(num_classes)) - set(labels.tolist()))
+    if missing:
+        raise ValueError(f"classes {missing} have no labelled item: a class-mean probe needs one per class")
+    reference = (features if reference is None else reference).float()
+    mean, std = reference.mean(dim=0), reference.std(dim=0, unbiased=False).clamp_min(_STD_FLOOR)
+    unit = torch.nn.functional.normalize((features.float() - mean) / std, dim=1)
+    sums = torch.zeros(num_classes, unit.shape[1]).index_add_(0, labels, unit)
+    weight = torch.nn.functional.normalize(sums, dim=1).T.contiguous()
+    # Scaling a test item does not change its nearest direction, so the unnormalised logits rank classes alike.
+    return LinearProbe(mean=mean, std=std, weight=weight, bias=torch.zeros(num_classes), learning_rate=math.nan,
+                       val_top1={}, fit_size=len(labels), val_size=0, val_indices=positions[:0])

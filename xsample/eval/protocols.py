@@ -26,6 +26,29 @@ protocol and is also the metrics key. A *dataset spec* is ``{name, split, root?,
                            one fits a probe per label, the other is scored
     data: <dataset spec>
     object_key: label, attribute_key: attribute, train_fraction: 0.5
+  name: heldout_classes -> {"top1", "knn_top1"} on classes the pretraining never saw: the dataset (those classes
+                           only) is split into two seeded halves, one fits the probe and the k-NN bank, the
+                           other is scored; with ``seen``, also "family_knn_top1": the share of the held-out
+                           images whose k-NN vote over the seen classes' items (``seen``, labelled by their
+                           ``family_key``) names the image's own family: whether a class never seen lands among
+                           its seen relatives (a new dog breed among the dogs)
+    data: <dataset spec>
+    label_key: label, train_fraction: 0.5, knn: as for imagenet
+    seen: <dataset spec> (optional), family_key: family
+  name: few_label       -> {"top1_<p>pct" per fraction}: a class-mean probe (xsample.eval.probe) on a seeded
+                           class-balanced fraction of the train split's labels (at least one per class),
+                           standardised with the whole split's features (unlabelled), scored on the test split;
+                           the mean over ``draws`` seeded draws (the same labelled items for every run)
+    train, test, label_key           as for imagenet
+    fractions: [0.01, 0.1], draws: 5
+  name: graph_alignment -> {"pearson"}: whether the representation's class similarities follow the text graph of
+                           the class names (harness evaluation): the cosine of every pair of class-mean features
+                           (L2-normalised items) of ``data``, correlated (Pearson, x 100, over the pairs of distinct
+                           classes) with the cosine of the templated class names' text embeddings. It reads the
+                           graph's *values*: a run trained on the same graph with its class rows permuted keeps
+                           every value and class identity and loses only this agreement.
+    data: <dataset spec>
+    label_key: label, encoder: all-MiniLM-L6-v2, template: "a photo of a {}"
 
 Evaluations whose ``train`` specs are equal share one probe, fitted once: that is how ImageNet-ReaL,
 ImageNet-9 and ObjectNet reuse the ImageNet probe. Every dataset is encoded once per call, whatever the
@@ -47,6 +70,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from xsample.data.subsets import class_balanced_positions
 from xsample.eval.features import batched_eval_views, encode_dataset
 from xsample.eval.knn import knn_predict
 from xsample.eval.metrics import (
@@ -56,7 +80,8 @@ from xsample.eval.metrics import (
     real_top1_accuracy,
     top1_accuracy,
 )
-from xsample.eval.probe import LinearProbe, fit_linear_probe
+from xsample.eval.probe import LinearProbe, fit_class_mean_probe, fit_linear_probe
+from xsample.graph.encoders import DEFAULT_ENCODER, class_caption_embeddings, load_text_encoder
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +144,34 @@ class _Fields:
 
     def dataset(self, field: str) -> DatasetSpec:
         return _dataset_spec(self.value(field), f"{self.where}.{field}")
+
+    def knn(self, field: str) -> dict[str, float] | None:
+        """Weighted k-NN settings ({k, temperature}); false or null switch k-NN off."""
+        self.used.add(field)
+        raw = self.raw.get(field, {})
+        if raw is None or raw is False:
+            return None
+        knn_fields = _Fields(raw, f"{self.where}.{field}")
+        k = knn_fields.value("k", 20)
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"{self.where}.{field}.k must be a positive integer, got {k!r}")
+        settings = {"k": k, "temperature": knn_fields.number("temperature", 0.07, low=0.0, high=float("inf"))}
+        knn_fields.finish()
+        return settings
+
+    def fractions(self, field: str, default: list[float]) -> tuple[float, ...]:
+        value = self.value(field, default)
+        if (not isinstance(value, Sequence) or isinstance(value, str) or not value
+                or any(isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v < 1 for v in value)
+                or len(set(value)) != len(value)):
+            raise ValueError(f"{self.where}.{field} must be a list of distinct fractions in (0, 1), got {value!r}")
+        return tuple(float(v) for v in value)
+
+    def count(self, field: str, default: int) -> int:
+        value = self.value(field, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{self.where}.{field} must be a positive integer, got {value!r}")
+        return value
 
     def class_map(self, field: str) -> tuple[int, ...] | str | None:
         value = self.value(field, None)
@@ -270,17 +323,7 @@ class _ImageNet:
 
     @classmethod
     def parse(cls, fields: _Fields) -> _ImageNet:
-        fields.used.add("knn")
-        knn_raw = fields.raw.get("knn", {})
-        knn = None
-        if knn_raw is not None and knn_raw is not False:  # false or null switch k-NN off
-            knn_fields = _Fields(knn_raw, f"{fields.where}.knn")
-            k = knn_fields.value("k", 20)
-            if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-                raise ValueError(f"{fields.where}.knn.k must be a positive integer, got {k!r}")
-            knn = {"k": k, "temperature": knn_fields.number("temperature", 0.07, low=0.0, high=float("inf"))}
-            knn_fields.finish()
-        return cls(fields.dataset("train"), fields.dataset("test"), fields.text("label_key", "label"), knn)
+        return cls(fields.dataset("train"), fields.dataset("test"), fields.text("label_key", "label"), fields.knn("knn"))
 
     def needs(self) -> list[tuple[DatasetSpec, str]]:
         return [(self.train, self.label_key), (self.test, self.label_key)]
@@ -404,12 +447,8 @@ class _MITStates:
 
     def run(self, session: _Session) -> tuple[dict[str, float], dict[str, Any]]:
         features = session.features(self.data)[0]
-        order = torch.randperm(len(features), generator=torch.Generator().manual_seed(session.seed))
-        train_size = int(len(features) * self.train_fraction)
-        if not 0 < train_size < len(features):
-            raise ValueError(f"mit_states: train_fraction={self.train_fraction} of {len(features)} items leaves an empty half")
-        train_rows, test_rows = order[:train_size], order[train_size:]
-        metrics, details = {}, {"train_size": train_size, "test_size": len(test_rows)}
+        train_rows, test_rows = _seeded_halves(len(features), self.train_fraction, session.seed, "mit_states")
+        metrics, details = {}, {"train_size": len(train_rows), "test_size": len(test_rows)}
         for metric, field in (("objects", self.object_key), ("attributes", self.attribute_key)):
             labels = session.labels(self.data, field)
             probe = session.fit_probe(features[train_rows], labels[train_rows],
@@ -419,9 +458,143 @@ class _MITStates:
         return metrics, details
 
 
+def _seeded_halves(count: int, train_fraction: float, seed: int, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fitting rows, scored rows): a seeded random split of ``count`` items."""
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
+    train_size = int(count * train_fraction)
+    if not 0 < train_size < count:
+        raise ValueError(f"{name}: train_fraction={train_fraction} of {count} items leaves an empty half")
+    return order[:train_size], order[train_size:]
+
+
+@dataclass(frozen=True)
+class _HeldOutClasses:
+    data: DatasetSpec
+    label_key: str
+    train_fraction: float
+    knn: dict[str, float] | None
+    seen: DatasetSpec | None
+    family_key: str
+
+    @classmethod
+    def parse(cls, fields: _Fields) -> _HeldOutClasses:
+        seen = fields.dataset("seen") if fields.value("seen", None) is not None else None
+        parsed = cls(fields.dataset("data"), fields.text("label_key", "label"),
+                     fields.number("train_fraction", 0.5, low=0.0, high=1.0), fields.knn("knn"), seen,
+                     fields.text("family_key", "family"))
+        if seen is not None and parsed.knn is None:
+            raise ValueError(f"{fields.where}: family_knn_top1 (seen) is a k-NN vote; give knn settings")
+        return parsed
+
+    def needs(self) -> list[tuple[DatasetSpec, str]]:
+        families = [(self.data, self.family_key), (self.seen, self.family_key)] if self.seen is not None else []
+        return [(self.data, self.label_key), *families]
+
+    def run(self, session: _Session) -> tuple[dict[str, float], dict[str, Any]]:
+        features = session.features(self.data)[0]
+        labels = session.labels(self.data, self.label_key)
+        train_rows, test_rows = _seeded_halves(len(features), self.train_fraction, session.seed, "heldout_classes")
+        classes = session.class_count(self.data, self.label_key)
+        probe = session.fit_probe(features[train_rows], labels[train_rows], classes)
+        metrics = {"top1": top1_accuracy(probe.predict(features[test_rows]), labels[test_rows])}
+        if self.knn is not None:
+            predictions = knn_predict(features[train_rows], labels[train_rows], features[test_rows],
+                                      k=int(self.knn["k"]), temperature=self.knn["temperature"],
+                                      num_classes=probe.num_classes, device=session.device)
+            metrics["knn_top1"] = top1_accuracy(predictions, labels[test_rows])
+        details = {"probe": _probe_details(probe), "train_size": len(train_rows), "test_size": len(test_rows),
+                   "knn": self.knn}
+        if self.seen is not None:
+            # Every held-out image is scored (no half is needed: nothing is fitted on the held-out classes).
+            families, seen_families = session.labels(self.data, self.family_key), session.labels(self.seen, self.family_key)
+            votes = knn_predict(session.features(self.seen)[0], seen_families, features, k=int(self.knn["k"]),
+                                temperature=self.knn["temperature"],
+                                num_classes=int(max(families.max(), seen_families.max())) + 1, device=session.device)
+            metrics["family_knn_top1"] = top1_accuracy(votes, families)
+            details["family_scored"] = len(features)
+        return metrics, details
+
+
+def few_label_metric(fraction: float) -> str:
+    """The metrics key of one label fraction: 0.01 -> "top1_1pct"."""
+    return f"top1_{fraction * 100:g}pct"
+
+
+@dataclass(frozen=True)
+class _FewLabel:
+    train: DatasetSpec
+    test: DatasetSpec
+    label_key: str
+    fractions: tuple[float, ...]
+    draws: int
+
+    @classmethod
+    def parse(cls, fields: _Fields) -> _FewLabel:
+        return cls(fields.dataset("train"), fields.dataset("test"), fields.text("label_key", "label"),
+                   fields.fractions("fractions", [0.01, 0.1]), fields.count("draws", 5))
+
+    def needs(self) -> list[tuple[DatasetSpec, str]]:
+        return [(self.train, self.label_key), (self.test, self.label_key)]
+
+    def run(self, session: _Session) -> tuple[dict[str, float], dict[str, Any]]:
+        train_features = session.features(self.train)[0]
+        train_labels = session.labels(self.train, self.label_key)
+        test_features = session.features(self.test)[0]
+        test_labels = session.labels(self.test, self.label_key)
+        classes = session.class_count(self.train, self.label_key) or int(train_labels.max()) + 1
+        metrics, labelled = {}, {}
+        for fraction in self.fractions:
+            accuracies = []
+            for draw in range(self.draws):
+                # Draws seeded by their number only: every run is probed with the same labelled items.
+                rows = torch.tensor(class_balanced_positions(train_labels.numpy(), fraction, seed=draw))
+                probe = fit_class_mean_probe(train_features[rows], train_labels[rows], num_classes=classes,
+                                             reference=train_features)
+                accuracies.append(top1_accuracy(probe.predict(test_features), test_labels))
+            metrics[few_label_metric(fraction)] = sum(accuracies) / len(accuracies)
+            labelled[few_label_metric(fraction)] = len(rows)
+        return metrics, {"labelled_items_per_draw": labelled, "draws": self.draws, "test_size": len(test_features)}
+
+
+@dataclass(frozen=True)
+class _GraphAlignment:
+    data: DatasetSpec
+    label_key: str
+    encoder: str
+    template: str
+
+    @classmethod
+    def parse(cls, fields: _Fields) -> _GraphAlignment:
+        return cls(fields.dataset("data"), fields.text("label_key", "label"), fields.text("encoder", DEFAULT_ENCODER),
+                   fields.text("template", "a photo of a {}"))
+
+    def needs(self) -> list[tuple[DatasetSpec, str]]:
+        return [(self.data, self.label_key)]
+
+    def run(self, session: _Session) -> tuple[dict[str, float], dict[str, Any]]:
+        features = nn.functional.normalize(session.features(self.data)[0], dim=1)
+        labels = session.labels(self.data, self.label_key)
+        names = session.class_names(self.data, self.label_key)
+        if names is None:
+            raise ValueError(f"graph_alignment: {self.data.describe()} names no classes for {self.label_key!r}")
+        present = [label for label in range(len(names)) if bool((labels == label).any())]
+        if len(present) < 3:
+            raise ValueError(f"graph_alignment: {self.data.describe()} holds {len(present)} classes; "
+                             "a correlation over class pairs needs at least 3")
+        means = nn.functional.normalize(torch.stack([features[labels == label].mean(0) for label in present]), dim=1)
+        text = class_caption_embeddings([names[label] for label in present], load_text_encoder(self.encoder),
+                                        self.template)
+        pairs = ~torch.eye(len(present), dtype=torch.bool)
+        learned, graph = (means @ means.T)[pairs], (text @ text.T)[pairs]
+        pearson = float(torch.corrcoef(torch.stack([learned, graph]))[0, 1])
+        return {"pearson": 100.0 * pearson}, {"classes": len(present), "encoder": self.encoder,
+                                              "template": self.template}
+
+
 PROTOCOLS: dict[str, type] = {
     "imagenet": _ImageNet, "imagenet_real": _ImageNetReaL, "imagenet9": _ImageNet9, "objectnet": _ObjectNet,
-    "mit_states": _MITStates,
+    "mit_states": _MITStates, "heldout_classes": _HeldOutClasses, "few_label": _FewLabel,
+    "graph_alignment": _GraphAlignment,
 }
 
 
