@@ -291,23 +291,6 @@ def method_comparisons(cells: pd.DataFrame) -> pd.DataFrame:
                      "difference": difference, "interval_95": spread, "n_row": cell.n, "n_reference": reference.n,
                      "verdict": verdict})
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
-    own = cells[cells["variant"].map(lambda v: _matches(v, None)) & (cells["n"] > 0)]
-    for method, other in COMPARED_METHODS:
-        for cell in sorted(own[own["method"] == method].itertuples(index=False), key=lambda c: column_rank(c.column)):
-            reference = _reference_cell(cells, cell, other)
-            if reference is None:
-                continue
-            difference, spread = cell.mean - reference.mean, _spread(cell, reference)
-            if not has_enough_seeds(cell.n, reference.n):
-                verdict = None
-            elif abs(difference) > spread:
-                verdict = f"{method if difference > 0 else other} ahead"
-            else:
-                verdict = "not resolved"
-            rows.append({"comparison": f"{row_label(method, cell.setting, None)} − {other}", "dataset": cell.dataset,
-                         "column": cell.column, "difference": difference, "interval_95": spread, "n_row": cell.n,
-                         "n_reference": reference.n, "verdict": verdict})
-    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 
 
 def _real_graph_cell(cells: pd.DataFrame, cell):
