@@ -299,3 +299,48 @@ def test_family_knn_needs_knn_settings():
     with pytest.raises(ValueError, match=r"family_knn_top1 \(seen\) is a k-NN vote; give knn settings"):
         validate_evaluations([{"name": "heldout_classes", "data": _spec("heldout"), "seen": _spec("seen"),
                                "knn": False}])
+
+
+class CountingBuilder(FakeBuilder):
+    """FakeBuilder whose datasets count the items read from them."""
+
+    def __init__(self):
+        super().__init__()
+        self.items_read = 0
+
+    def __call__(self, name: str, split: str, root=None, **options) -> Dataset:
+        dataset, builder = super().__call__(name, split, root, **options), self
+
+        class Counted(type(dataset)):
+            def __getitem__(self, index: int) -> dict:
+                builder.items_read += 1
+                return super().__getitem__(index)
+
+        dataset.__class__ = Counted
+        return dataset
+
+
+@pytest.mark.parametrize("limit_bytes, read_again", [(None, 0), (3 * 8 * 8 * 4 * 300, 400)])
+def test_small_datasets_are_transformed_once_for_every_run_of_a_process(monkeypatch, limit_bytes, read_again):
+    """A local sweep's runs share their evaluation inputs (the transform is the same, the encoder is not);
+    a dataset over the size limit (here the 400-item train split) is read again by every run."""
+    from xsample.eval import features
+
+    monkeypatch.setattr(features, "_prepared", features.OrderedDict())
+    if limit_bytes is not None:
+        monkeypatch.setattr(features, "PREPARED_DATASET_LIMIT_BYTES", limit_bytes)
+    evaluations = EVALUATIONS[:1]
+    builder = CountingBuilder()
+    first, _ = run_evaluations(CountingEncoder(), evaluations, device="cpu", probe_config=PROBE, transform=to_tensor,
+                               dataset_builder=builder, batch_size=64, image_size=8)
+    assert builder.items_read >= 400 + 200
+    builder.items_read = 0
+    other = CountingEncoder()  # features that say nothing: what it scores must be its own, not the first's
+    with torch.no_grad():
+        other.net[3].weight.zero_()
+    second, _ = run_evaluations(other, evaluations, device="cpu", probe_config=PROBE, transform=to_tensor,
+                                dataset_builder=builder, batch_size=64, image_size=8)
+    assert read_again <= builder.items_read < read_again + 10  # (a few single items are looked at, not encoded)
+    reference, _ = run_evaluations(other, evaluations, device="cpu", probe_config=PROBE, transform=to_tensor,
+                                   dataset_builder=FakeBuilder(), batch_size=64)
+    assert second == reference and second != first

@@ -71,6 +71,8 @@ MEASUREMENTS (2026-12-06, issue 20):
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
@@ -319,6 +321,10 @@ class ShapesWorld(Dataset):
 
 
 @register_dataset("shapes")
+@lru_cache(maxsize=16)
 def build_shapes(split: str, root=None, size: str = "3k", variant: str = "original", caption_noise: float = 0.0,
                  seed: int = 0) -> ShapesWorld:
+    """One world per setting in a process (worlds are never modified): a run's evaluation reads the training
+    split it trained on, and a local sweep's runs share the test variants, whose rendering cost a tiny Table 1
+    run about half its evaluation time."""
     return ShapesWorld(split, size=size, variant=variant, caption_noise=caption_noise, seed=seed)

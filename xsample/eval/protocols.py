@@ -71,7 +71,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from xsample.data.subsets import class_balanced_positions
-from xsample.eval.features import batched_eval_views, encode_dataset
+from xsample.eval.features import already_applied, batched_eval_views, encode_dataset, prepared_items
 from xsample.eval.knn import knn_predict
 from xsample.eval.metrics import (
     IMAGENET9_GAP_VARIANTS,
@@ -229,9 +229,15 @@ class _Session:
         if spec not in self._features:
             dataset = spec.build(self.builder, self.data_roots)
             started = time.perf_counter()
-            transform = batched_eval_views(dataset, self.image_size, self.device) or self.transform
+            inputs, transform = dataset, batched_eval_views(dataset, self.image_size, self.device)
+            if transform is None:
+                transform = self.transform
+                prepared = (None if self.image_size is None else
+                            prepared_items((spec, repr(transform)), dataset, transform, self.image_size))
+                if prepared is not None:
+                    inputs, transform = prepared, already_applied
             features, fields, self.skipped[spec] = encode_dataset(
-                self.encoder, dataset, transform, batch_size=self.batch_size, device=self.device,
+                self.encoder, inputs, transform, batch_size=self.batch_size, device=self.device,
                 num_workers=self.num_workers, extra_keys=sorted(self.needed_fields[spec]), autocast=self.autocast)
             self._features[spec] = (features, fields)
             log.info("encoded %s: %d items in %.1f s", spec.describe(), len(dataset), time.perf_counter() - started)
