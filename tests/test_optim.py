@@ -97,6 +97,26 @@ def test_adamw_excluded_parameters_get_no_weight_decay():
     torch.testing.assert_close(model[0].weight.detach(), weight * (1 - 0.1 * 0.5))
 
 
+
+def test_adamw_is_fused_and_follows_the_per_tensor_updates():
+    """The fused AdamW (a speed choice) takes the same steps as torch's per-tensor AdamW with the same groups."""
+    torch.manual_seed(0)  # no BatchNorm: it leaves the bias before it a zero gradient, whose rounding Adam amplifies
+    fused_model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    reference_model = copy.deepcopy(fused_model)
+    fused = build_optimizer("adamw", fused_model, lr=0.01, weight_decay=0.1)
+    assert fused.defaults["fused"]
+    reference = torch.optim.AdamW(param_groups(reference_model, 0.1), lr=0.01, weight_decay=0.1, betas=(0.9, 0.98),
+                                  eps=1e-6, foreach=True)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        inputs = torch.randn(8, fused_model[0].in_features, generator=generator)
+        for model, optimizer in ((fused_model, fused), (reference_model, reference)):
+            optimizer.zero_grad()
+            model(inputs).square().mean().backward()
+            optimizer.step()
+    for fused_parameter, reference_parameter in zip(fused_model.parameters(), reference_model.parameters(), strict=True):
+        torch.testing.assert_close(fused_parameter, reference_parameter, rtol=1e-5, atol=1e-6)
+
 def test_build_optimizer_options_and_errors():
     model = _model()
     assert isinstance(build_optimizer("lars", model, 1.0, 1e-6, trust_coefficient=0.02), LARS)
