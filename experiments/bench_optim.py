@@ -4,8 +4,8 @@
     python experiments/bench_optim.py --threads 1
 
 The model is the tiny profile's CLIP (configs/model/resnet_tiny.yaml: image tower and text transformer, whose
-49408-token embedding holds most of its parameters) on a batch of 64 images at 32 px and their captions, with
-the tiny AdamW recipe (configs/scale/tiny.yaml). Both optimisers start from the same weights and take turns
+49408-token embedding holds most of its parameters) on a tiny batch (configs/scale/tiny.yaml) of images at
+32 px and their captions, with the tiny AdamW recipe. Both optimisers start from the same weights and take turns
 within each repeat, so a slow spell of the machine hits them alike; times are medians after ``--warmup`` steps.
 """
 
@@ -30,7 +30,6 @@ from xsample.models.backbones import build_backbone  # noqa: E402
 from xsample.models.clip import CLIPModel  # noqa: E402
 from xsample.train.optim import OPTIMIZER_OPTIONS, build_optimizer, param_groups  # noqa: E402
 
-BATCH = 64
 CAPTION = "a photo of a small red striped dog on grass next to a small cat"
 
 
@@ -42,8 +41,8 @@ def tiny_clip() -> CLIPModel:
     return CLIPModel(backbone, feature_dim, clip["embed_dim"], clip["text"], init_logit_scale=clip["init_logit_scale"])
 
 
-def tiny_adamw() -> dict:
-    return yaml.safe_load((REPO / "configs/scale/tiny.yaml").read_text())["scale"]["optim"]["adamw"]
+def tiny_scale() -> dict:
+    return yaml.safe_load((REPO / "configs/scale/tiny.yaml").read_text())["scale"]
 
 
 def main() -> None:
@@ -55,7 +54,8 @@ def main() -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    recipe = tiny_adamw()
+    scale = tiny_scale()
+    batch, recipe = int(scale["batch_size"]), scale["optim"]["adamw"]
     lr, weight_decay = float(recipe["lr"]), float(recipe["weight_decay"])
     per_tensor_model = tiny_clip()
     fused_model = copy.deepcopy(per_tensor_model)
@@ -66,8 +66,8 @@ def main() -> None:
             betas=settings["betas"], eps=settings["eps"], foreach=True)),
         "fused (build_optimizer)": (fused_model, build_optimizer("adamw", fused_model, lr, weight_decay)),
     }
-    images = torch.randn(BATCH, 3, 32, 32).contiguous(memory_format=torch.channels_last)
-    tokens = per_tensor_model.tokenize([CAPTION] * BATCH)
+    images = torch.randn(batch, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    tokens = per_tensor_model.tokenize([CAPTION] * batch)
     times: dict[str, list[float]] = {name: [] for name in contenders}
     for repeat in range(args.warmup + args.repeats):
         for name, (model, optimizer) in contenders.items():
@@ -80,11 +80,11 @@ def main() -> None:
             if repeat >= args.warmup:
                 times[name].append(time.perf_counter() - started)
     parameters = sum(parameter.numel() for parameter in per_tensor_model.parameters())
-    print(f"tiny CLIP step, batch {BATCH}, {parameters / 1e6:.1f}M parameters, cpu ({torch.get_num_threads()} threads)")
+    print(f"tiny CLIP step, batch {batch}, {parameters / 1e6:.1f}M parameters, cpu ({torch.get_num_threads()} threads)")
     baseline = statistics.median(times["per-tensor (foreach)"])
     for name, measured in times.items():
         median = statistics.median(measured)
-        print(f"  {name:<24} {median * 1000:7.1f} ms/step  {BATCH / median:6.0f} images/s  {baseline / median:4.2f}x")
+        print(f"  {name:<24} {median * 1000:7.1f} ms/step  {batch / median:6.0f} images/s  {baseline / median:4.2f}x")
 
 
 if __name__ == "__main__":

@@ -97,7 +97,6 @@ def test_adamw_excluded_parameters_get_no_weight_decay():
     torch.testing.assert_close(model[0].weight.detach(), weight * (1 - 0.1 * 0.5))
 
 
-
 def test_adamw_is_fused_and_follows_the_per_tensor_updates():
     """The fused AdamW (a speed choice) takes the same steps as torch's per-tensor AdamW with the same groups."""
     torch.manual_seed(0)  # no BatchNorm: it leaves the bias before it a zero gradient, whose rounding Adam amplifies
@@ -116,6 +115,7 @@ def test_adamw_is_fused_and_follows_the_per_tensor_updates():
             optimizer.step()
     for fused_parameter, reference_parameter in zip(fused_model.parameters(), reference_model.parameters(), strict=True):
         torch.testing.assert_close(fused_parameter, reference_parameter, rtol=1e-5, atol=1e-6)
+
 
 def test_build_optimizer_options_and_errors():
     model = _model()
