@@ -20,11 +20,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Every pretraining table carries its untrained baseline (and the Fashion-MNIST analogs a raw_pixels row). At tiny
 # scale every table with known-answer checks runs 3 seeds (no verdict from one); at paper scale Table 1 runs 3.
-# Fig. 3 sweeps 4 data fractions at tiny scale (0.05, 0.1, 0.25, 1.0).
+# Fig. 3 sweeps 3 data fractions at either scale (tiny: 0.05, 0.1, 1.0; paper: 0.25, 0.5, 1.0).
 RUNS_PER_SEED = {"1": 4, "2": 9, "3": 8, "4": 5, "finetune": 5, "compute": 1, "fig3": 15, "fig5": 2}
 EXPECTED_JOBS = {"tiny": {table: runs * (1 if table in ("compute", "fig5") else 3) for table, runs in RUNS_PER_SEED.items()},
                  "paper": {**RUNS_PER_SEED, "1": 12}}
-EXPECTED_JOBS["tiny"]["fig3"] = 20 * 3  # 4 fractions
 
 
 def test_every_table_has_a_config():
@@ -70,6 +69,26 @@ def test_a_tiny_analog_sets_its_own_pretraining_length_and_an_override_still_win
                                  ("table='1'", "method=supcon", "scale=paper"))}
     assert [config["optim"]["epochs"] for config in configs.values()] == [12, 20, 20, 3, 100]
     assert not any("epochs" in config["data"] for config in configs.values()), "recorded once, as optim.epochs"
+
+
+def test_the_cc12m_analog_trains_the_cc3m_analogs_steps_and_schedule_on_four_times_the_images():
+    """Table 3's data axis holds compute fixed at tiny scale (as Fig. 3's budget=steps): the same optimiser steps
+    and warmup steps within 2%, and X-CLR's calibrated tau_s on both caption graphs."""
+    schedule = {}
+    for run in planned("table='3'", "scale=tiny", "row=xclr,clip", "seed=0"):
+        config = run.config
+        images = int(config["data"]["options"]["size"].removesuffix("k")) * 1000
+        steps_per_epoch = images // config["optim"]["batch_size"]
+        schedule[(config["experiment"]["method"], config["experiment"]["dataset"])] = (
+            images, steps_per_epoch * config["optim"]["epochs"], steps_per_epoch * config["optim"]["warmup_epochs"])
+        if config["experiment"]["method"] == "xclr":
+            assert config["method"]["graph_temperature"] == 0.2
+    for method in ("xclr", "clip"):
+        (small, small_steps, small_warmup), (large, large_steps, large_warmup) = (
+            schedule[(method, "cc3m")], schedule[(method, "cc12m")])
+        assert large == 4 * small
+        assert large_steps == pytest.approx(small_steps, rel=0.02)
+        assert large_warmup == pytest.approx(small_warmup, rel=0.02)
 
 
 def _composed(overrides):
