@@ -14,6 +14,7 @@ from experiments.plan import TABLES
 from experiments.run_config import build_run_config
 from tests.engine_helpers import planned
 from xsample.config import RunConfig
+from xsample.data.shapes import TRAIN_SIZES
 from xsample.rundir.provenance import config_hash
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,7 +78,7 @@ def test_the_cc12m_analog_trains_the_cc3m_analogs_steps_and_schedule_on_four_tim
     schedule = {}
     for run in planned("table='3'", "scale=tiny", "row=xclr,clip", "seed=0"):
         config = run.config
-        images = int(config["data"]["options"]["size"].removesuffix("k")) * 1000
+        images = TRAIN_SIZES[config["data"]["options"]["size"]]
         steps_per_epoch = images // config["optim"]["batch_size"]
         schedule[(config["experiment"]["method"], config["experiment"]["dataset"])] = (
             images, steps_per_epoch * config["optim"]["epochs"], steps_per_epoch * config["optim"]["warmup_epochs"])
