@@ -110,10 +110,10 @@ def build_run_config(cfg: dict[str, Any]) -> dict[str, Any]:
     data = _training_data(cfg)
     data["fraction"] = float(cfg["data_fraction"])
     eval_suite = data.pop("eval_suite")
-    # Facts about the catalog entry, not the data a run reads: the plan's estimate, and the analog's epochs, warmup
-    # and X-CLR graph temperature (the scale takes them; the run records them once, as optim.epochs,
-    # optim.warmup_epochs and method.graph_temperature).
-    for key in ("gpu_hours_per_epoch", "epochs", "warmup_epochs", "graph_temperature"):
+    # Facts about the catalog entry, not the data a run reads: the plan's estimate, and the analog's epochs, warmup,
+    # LARS lr and X-CLR graph temperature (the scale takes them; the run records them once, as optim.epochs,
+    # optim.warmup_epochs, optim.lr and method.graph_temperature).
+    for key in ("gpu_hours_per_epoch", "epochs", "warmup_epochs", "lars_lr", "graph_temperature"):
         data.pop(key, None)
 
     # Baselines that train nothing (untrained, raw_pixels) have no recipe and no optim section.

@@ -74,7 +74,8 @@ def test_a_tiny_analog_sets_its_own_pretraining_length_and_an_override_still_win
 
 def test_the_cc12m_analog_trains_the_cc3m_analogs_steps_and_schedule_on_four_times_the_images():
     """Table 3's data axis holds compute fixed at tiny scale (as Fig. 3's budget=steps): the same optimiser steps
-    and warmup steps within 2%, and X-CLR's calibrated tau_s on both caption graphs."""
+    and warmup steps within 2%, and X-CLR's calibrated tau_s and LARS lr on both caption graphs (the shapes class
+    world keeps its own lr)."""
     schedule = {}
     for run in planned("table='3'", "scale=tiny", "row=xclr,clip", "seed=0"):
         config = run.config
@@ -84,6 +85,8 @@ def test_the_cc12m_analog_trains_the_cc3m_analogs_steps_and_schedule_on_four_tim
             images, steps_per_epoch * config["optim"]["epochs"], steps_per_epoch * config["optim"]["warmup_epochs"])
         if config["experiment"]["method"] == "xclr":
             assert config["method"]["graph_temperature"] == 0.2
+            assert (config["optim"]["name"], config["optim"]["lr"]) == ("lars", 8.0)
+    assert {run.config["optim"]["lr"] for run in planned("table='1'", "scale=tiny", "method=xclr", "seed=0")} == {16.0}
     for method in ("xclr", "clip"):
         (small, small_steps, small_warmup), (large, large_steps, large_warmup) = (
             schedule[(method, "cc3m")], schedule[(method, "cc12m")])
