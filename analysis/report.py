@@ -282,6 +282,8 @@ class TableReport:
     def _verdict(self, claim) -> str:
         if not math.isnan(claim.reproduced_low) and not has_enough_seeds(*claim_seeds(claim)):
             return _untested(*claim_seeds(claim))
+        if claim.resolved is False:  # a sign within the seeds' noise says nothing either way
+            return f"not resolved (within ±{_number(claim.interval_95)})"
         if claim.kind in QUALITATIVE_KINDS:
             return {True: "holds: yes", False: f"holds: no, reversed {FLAG_MD}", None: "n/a"}[claim.sign_holds]
         if claim.kind == "upper_bound":
@@ -295,7 +297,8 @@ class TableReport:
     CLAIMS_EXPLAINED = ("Reproduced = mean(minuend) − mean(subtrahend) over completed seeds; for an upper bound, the "
                         "cell's mean; for a shrinking gain, the gain on the first dataset minus the gain on the second. "
                         f"A qualitative claim holds or is reversed ({FLAG_MD}). With fewer than {MIN_SEEDS_FOR_VERDICT} "
-                        "seeds on either side a claim says untested.")
+                        "seeds on either side a claim says untested; a difference within its 95% interval over seeds "
+                        "(Welch) says not resolved.")
 
     # ---- graph diagnostics ----------------------------------------------------------------------
     def graph_diagnostics_rows(self) -> tuple[list[str], list[list[str]]]:

@@ -64,7 +64,8 @@ COMPARISON_COLUMNS = ["comparison", "dataset", "column", "difference", "interval
 CHECK_COLUMNS = ["check", "dataset", "column", "row", "reference", "difference", "interval_95", "n_row", "n_reference",
                  "passes"]
 CLAIM_COLUMNS = ["id", "kind", "claim", "dataset", "reported", "paper_version", "origin", "source", "reproduced",
-                 "reproduced_low", "reproduced_high", "n_minuend", "n_subtrahend", "sign_holds", "within_tolerance", "note"]
+                 "reproduced_low", "reproduced_high", "n_minuend", "n_subtrahend", "interval_95", "resolved", "sign_holds",
+                 "within_tolerance", "note"]
 
 
 def completed_runs(runs: pd.DataFrame, table: str, scale: str, *, own_only: bool = False) -> pd.DataFrame:
@@ -314,19 +315,24 @@ def _verdict(cell, reference, holds: bool) -> bool | None:
 
 
 def _spread(cell, reference) -> float:
-    """Half-width of the 95% interval of the difference of two means over seeds (Welch: the standard error of
-    the difference times Student's t at the Welch-Satterthwaite degrees of freedom); nan with one seed.
+    """Half-width of the 95% interval of the difference of two means over seeds; nan with one seed.
     It shrinks as seeds are added, so more seeds can resolve a smaller difference; twice the per-run
     standard deviation of the difference, used before, did not (issue 20: 5 seeds could not resolve
     2 points whatever they measured)."""
     if not has_enough_seeds(cell.n, reference.n):
         return math.nan
-    variances = (cell.std ** 2 / cell.n, reference.std ** 2 / reference.n)
-    standard_error = math.sqrt(sum(variances))
+    return interval_95([(cell.std, cell.n), (reference.std, reference.n)])
+
+
+def interval_95(sides: list[tuple[float, int]]) -> float:
+    """Half-width of the 95% interval of a signed sum of independent means, each given as (standard deviation
+    over seeds, seeds): the standard error of the sum times Student's t at the Welch-Satterthwaite degrees of
+    freedom (Welch's interval for two sides; a difference of two differences has four)."""
+    variances = [(std ** 2 / n, n) for std, n in sides]
+    standard_error = math.sqrt(sum(v for v, _ in variances))
     if standard_error == 0:
         return 0.0
-    degrees = sum(variances) ** 2 / sum(v ** 2 / (n - 1) for v, n in zip(variances, (cell.n, reference.n), strict=True)
-                                        if v > 0)
+    degrees = sum(v for v, _ in variances) ** 2 / sum(v ** 2 / (n - 1) for v, n in variances if v > 0)
     return float(student_t.ppf(0.975, degrees)) * standard_error
 
 
@@ -393,7 +399,7 @@ def _claim_row(entry: ReportedNumber, claim: str, dataset: str | None, seeds: tu
         "paper_version": _versions(entry), "origin": entry.origin, "source": entry.source,
         "reproduced": math.nan, "reproduced_low": math.nan, "reproduced_high": math.nan,
         "n_minuend": seeds[0], "n_subtrahend": seeds[1] if len(seeds) > 1 else None,
-        "sign_holds": None, "within_tolerance": None, "note": note,
+        "interval_95": math.nan, "resolved": None, "sign_holds": None, "within_tolerance": None, "note": note,
     }
 
 
@@ -418,8 +424,8 @@ def _evaluate_claim(entry: ReportedNumber, done: pd.DataFrame, dataset: str | No
         return row
     minuend = _select(done, entry.minuend, dataset, entry.minuend_setting or setting)
     subtrahend = _select(done, entry.subtrahend, dataset, entry.subtrahend_setting or setting)
-    differences = [float(minuend[c].mean() - subtrahend[c].mean()) for c in entry.columns
-                   if c in done and minuend[c].notna().any() and subtrahend[c].notna().any()]
+    measured = [c for c in entry.columns if c in done and minuend[c].notna().any() and subtrahend[c].notna().any()]
+    differences = [float(minuend[c].mean() - subtrahend[c].mean()) for c in measured]
     columns = entry.columns[0] if len(entry.columns) == 1 else f"{entry.columns[0].split('.')[0]} ({len(entry.columns)} variants)"
     if entry.kind == "ordering" and setting and not entry.setting:
         note = f"{note}; at {setting}".lstrip("; ")
@@ -433,6 +439,9 @@ def _evaluate_claim(entry: ReportedNumber, done: pd.DataFrame, dataset: str | No
         row["reproduced"] = differences[0]
     if not (entry.known and has_enough_seeds(row["n_minuend"], row["n_subtrahend"])):
         return row
+    intervals = [interval_95([_seed_spread(side[column]) for side in (minuend, subtrahend)]) for column in measured]
+    row.update(interval_95=max(intervals),
+               resolved=_resolved(differences, intervals))
     if entry.kind == "ordering":
         row["sign_holds"] = low > 0 if entry.expect == "above" else low >= 0
         return row
@@ -464,8 +473,22 @@ def _evaluate_gain_shrinks(entry: ReportedNumber, done: pd.DataFrame) -> dict:
     shrink = gains[0] - gains[1]
     row.update(reproduced=shrink, reproduced_low=shrink, reproduced_high=shrink)
     if has_enough_seeds(counts[first], counts[second]):
-        row["sign_holds"] = shrink > 0
+        interval = interval_95([_seed_spread(side[column]) for pair in sides.values() for side in pair])
+        row.update(sign_holds=shrink > 0, interval_95=interval, resolved=_resolved([shrink], [interval]))
     return row
+
+
+def _seed_spread(values: pd.Series) -> tuple[float, int]:
+    """(standard deviation over seeds, seeds) of one side of a claim."""
+    values = values.dropna()
+    return _std(values), len(values)
+
+
+def _resolved(differences: list[float], intervals: list[float]) -> bool:
+    """Whether every difference lies beyond its 95% interval, all on the same side of zero: only then does a
+    claim's sign say something about the methods rather than the seeds."""
+    beyond = [abs(d) > i for d, i in zip(differences, intervals, strict=True)]
+    return all(beyond) and (all(d > 0 for d in differences) or all(d < 0 for d in differences))
 
 
 def _runs_with_values(runs: pd.DataFrame, columns: tuple[str, ...]) -> int:

@@ -38,6 +38,7 @@ from xsample.rundir.identity import run_name, variant, variant_label, variant_ta
 from xsample.rundir.lifecycle import RunState, run_state
 from xsample.rundir.provenance import config_hash
 from xsample.rundir.result import CONFIG_NAME
+from xsample.rundir.reuse import adopt_completed_run, completed_runs, training_identity
 
 TABLES = sorted(path.stem for path in (CONFIGS_DIR / "table").glob("*.yaml"))
 LAUNCHERS = sorted(path.stem for path in (CONFIGS_DIR / "launcher").glob("*.yaml"))
@@ -129,6 +130,7 @@ class PlannedRun:
     base: PlannedRun | None = None     # the run a fine-tuning run starts from
     state: RunState | None = None
     job: str | None = None             # the SLURM job that holds it, when an earlier launch submitted it
+    twin: Path | None = None           # state reused: the completed run (another table's) it adopts
 
     @property
     def name(self) -> str:
@@ -244,8 +246,13 @@ def plan_sweep(overrides: list[str], *, multirun: bool, force: bool = False) -> 
         problems.update(dict.fromkeys(input_problems(run.run_config)))
     plan.problems = list(problems)
     jobs_of_earlier_launches = _submitted_jobs(plan.sweep_dirs)
+    twins = {} if force else {root: completed_runs(root) for root in {run.sweep_dir.parent for run in plan.runs}}
     for run in plan.runs:
         run.state = run_state(run.run_dir, run.run_config, force=force)
+        twin = twins.get(run.sweep_dir.parent, {}).get(training_identity(run.config))
+        if run.state.name == "new" and twin is not None:
+            run.state, run.twin = RunState("reused", f"trains exactly as the completed run {twin}, whose result "
+                                                     "it adopts (force=true trains it anew)"), twin
         run.job = jobs_of_earlier_launches.get(run.name)
         if run.state.name in LAUNCHED_STATES and run.job is not None:
             gone, why = process_gone({"slurm_job_id": run.job})
@@ -301,8 +308,10 @@ class SavedPlan:
         self.created: list[Path] = []
 
     def write(self) -> None:
-        """Each launched run's config.json (a rerun's old directory is discarded first: force=true), then the
-        sweep plans."""
+        """Each launched run's config.json (a rerun's old directory is discarded first: force=true), each
+        reused run's adopted result (kept if the submission is refused: it is complete), then the sweep plans."""
+        for run in self.plan.by_state("reused"):
+            adopt_completed_run(run.twin, run.run_dir, run.config)
         for run in self.plan.to_launch:
             if run.state.name == "rerun":
                 shutil.rmtree(run.run_dir)

@@ -177,14 +177,14 @@ def format_plan(plan: SweepPlan) -> str:
 
 
 def _state_counts(plan: SweepPlan) -> str:
-    counts = {name: len(plan.by_state(name)) for name in ("new", "resume", "rerun", "completed", "running", "queued",
-                                                          "refused")}
+    counts = {name: len(plan.by_state(name)) for name in ("new", "resume", "rerun", "reused", "completed", "running",
+                                                          "queued", "refused")}
     shown = ", ".join(f"{count} {name}" for name, count in counts.items() if count)
     return f"xsample: {len(plan.runs)} run(s): {shown}; {len(plan.to_launch)} to launch"
 
 
 def _report_state_details(plan: SweepPlan) -> None:
-    for run in plan.by_state("refused", "running", "queued"):
+    for run in plan.by_state("refused", "running", "queued", "reused"):
         stderr(f"  {run.name}: {run.state.name}: {run.state.why}")
 
 
@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     if rank not in (None, 0):  # another rank of a torchrun run: rank 0 saves and reports
         # Rank 0 may have started the run while this rank planned (its result.json then reads running): join
         # every run that is not done; one rank 0 does not launch ends this rank at the collective timeout.
-        joined = [run for run in plan.runs if run.state.name not in ("completed", "refused")]
+        joined = [run for run in plan.runs if run.state.name not in ("completed", "refused", "reused")]
         try:
             if joined:
                 run_in_process(joined)

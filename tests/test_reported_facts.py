@@ -85,6 +85,9 @@ def test_a_gain_that_grows_with_data_is_flagged_as_reversed(tmp_path):
         verdicts[case] = claims.loc["table3-gain-shrinks-cc3m-to-cc12m-imagenet"]
     assert verdicts["shrinks"]["reproduced"] == pytest.approx(9.0) and bool(verdicts["shrinks"]["sign_holds"])
     assert verdicts["grows"]["reproduced"] == pytest.approx(-3.0) and not verdicts["grows"]["sign_holds"]
+    # Four rows of two seeds each, 1 point apart: the shrink's interval is ±2.8 (Welch, 4 degrees of freedom).
+    assert {case: round(v["interval_95"], 1) for case, v in verdicts.items()} == {"shrinks": 2.8, "grows": 2.8}
+    assert bool(verdicts["shrinks"]["resolved"]) and bool(verdicts["grows"]["resolved"])
     assert "holds: no, reversed ⚠" in (tmp_path / "grows" / "out" / "table3_tiny.md").read_text()
 
 
@@ -107,6 +110,10 @@ def test_orderings_compare_two_rows_of_one_method_and_every_fraction(tmp_path):
     fig3 = _claims(tmp_path / "out", "fig3_tiny")
     verdicts = {note.rsplit("; at ", 1)[1]: holds for note, holds in zip(fig3["note"], fig3["sign_holds"], strict=True)}
     assert verdicts == {"fraction=0.1": False, "fraction=1.0": True}, "one verdict per data fraction"
+    # Each sign is 1 point against seeds 1 point apart: Welch's interval (±3.0 at n=2) cannot tell.
+    assert not fig3["resolved"].any() and fig3["interval_95"].round(1).eq(3.0).all()
+    markdown = (tmp_path / "out" / "fig3_tiny.md").read_text()
+    assert markdown.count("not resolved (within ±3.0)") == 2 and "holds: no, reversed" not in markdown
 
 
 def _fig5(sweep, scale: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -138,3 +139,51 @@ def test_a_sweep_whose_runs_all_fail_reports_without_a_traceback_and_exits_non_z
         assert "failed: " in line and "loss became" in line and line.endswith("result.json)")
     report = (tmp_path / "figures" / "tiny" / "table2_tiny.md").read_text()
     assert "Counts: completed 0, running 0, stale 0, failed 2" in report
+
+
+def test_twins_differ_only_in_labels_and_in_settings_that_cannot_act():
+    from xsample.rundir.reuse import training_identity
+
+    table2 = training_identity(small_run_config("table='2'", "row=augmentation"))
+    assert training_identity(small_run_config("table=fig3", "method=simclr", "data_fraction=1.0")) == table2
+    assert training_identity(small_run_config("table=fig3", "method=simclr", "data_fraction=1.0",
+                                              "method.temperature=0.2")) != table2
+    scarce = {budget: training_identity(small_run_config("table=fig3", "method=simclr", "data_fraction=0.5",
+                                                         f"budget={budget}")) for budget in ("steps", "epochs")}
+    assert scarce["steps"] != scarce["epochs"] != table2, "below the whole set the budget decides the steps"
+
+
+@pytest.mark.slow
+def test_a_run_another_table_already_completed_is_adopted_not_trained_again(tmp_path):
+    """Fig. 3's full-data SimCLR point trains exactly Table 2's augmentation row (budget=steps and budget=epochs
+    are the same steps at data_fraction 1.0): it adopts that result, relabelled; a smaller fraction, or
+    force=true, trains."""
+    table2 = _reproduce(tmp_path, "-m", "table=2", "row=augmentation", "seed=0", *FEW_STEPS)
+    assert table2.returncode == 0, table2.stderr
+    [source] = (tmp_path / "table2_tiny" / "runs").iterdir()   # named with its FEW_STEPS variant tag
+    fig3 = _reproduce(tmp_path, "-m", "table=fig3", "method=simclr", "seed=0", "data_fraction=1.0", *FEW_STEPS)
+    assert fig3.returncode == 0, fig3.stderr
+    assert "1 reused" in fig3.stdout and "step 1/" not in fig3.stdout, "nothing trains"
+    [run_dir] = (tmp_path / "tablefig3_tiny" / "runs").iterdir()
+    adopted, original = (json.loads((path / "result.json").read_text()) for path in (run_dir, source))
+    assert adopted["metrics"] == original["metrics"]
+    assert adopted["experiment"]["table"] == "fig3" and adopted["config"]["optim"]["budget"] == "steps"
+    assert adopted["config_hash"] == config_hash(adopted["config"]) != original["config_hash"]
+    assert adopted["reused_from"]["run_dir"] == str(source.resolve())
+    assert json.loads((run_dir / "config.json").read_text()) == adopted["config"]
+    # The copies name the adopting run's config: its checkpoint resumes, fine-tunes and exports as its own.
+    from xsample.export import export_run
+    from xsample.rundir.checkpoint import load_checkpoint
+
+    assert load_checkpoint(run_dir, adopted["config_hash"])["step"] == original["checkpoint_step"]
+    exported = {path.name for path in export_run(run_dir, tmp_path / "export")}
+    assert "probe.safetensors" in exported
+    again = _reproduce(tmp_path, "-m", "table=fig3", "method=simclr", "seed=0", "data_fraction=1.0", *FEW_STEPS)
+    assert "1 completed" in again.stdout
+    scarce = _reproduce(tmp_path, "-m", "table=fig3", "method=simclr", "seed=0", "data_fraction=0.1", "launcher=plan",
+                        *FEW_STEPS)
+    assert "1 new" in scarce.stdout, "a smaller fraction trains other data: no twin"
+    shutil.rmtree(run_dir)
+    forced = _reproduce(tmp_path, "-m", "table=fig3", "method=simclr", "seed=0", "data_fraction=1.0", "force=true",
+                        "launcher=plan", *FEW_STEPS)
+    assert "1 new" in forced.stdout, "force=true trains anew"

@@ -30,8 +30,9 @@ class RunState:
     """What a run directory holds for a config, as a planner sees it before launching: ``new`` (nothing
     yet), ``resume`` (a checkpoint or an unfinished result of this config), ``completed`` (done with this
     config: nothing to launch), ``rerun`` (completed, but force=true discards it), ``refused`` (another
-    config's run, left untouched), ``running`` (a live process of this config reports from it), or
-    ``queued`` (an earlier launch's job holds it)."""
+    config's run, left untouched), ``running`` (a live process of this config reports from it),
+    ``queued`` (an earlier launch's job holds it), or ``reused`` (new, but another table's completed run
+    trains exactly the same: the planner adopts it, xsample/rundir/reuse.py)."""
 
     name: str
     why: str | None = None
