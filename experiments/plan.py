@@ -38,7 +38,7 @@ from xsample.rundir.identity import run_name, variant, variant_label, variant_ta
 from xsample.rundir.lifecycle import RunState, run_state
 from xsample.rundir.provenance import config_hash
 from xsample.rundir.result import CONFIG_NAME
-from xsample.rundir.reuse import adopt_completed_run, completed_runs, training_identity
+from xsample.rundir.reuse import adopt_completed_run, completed_runs, find_twin
 
 TABLES = sorted(path.stem for path in (CONFIGS_DIR / "table").glob("*.yaml"))
 LAUNCHERS = sorted(path.stem for path in (CONFIGS_DIR / "launcher").glob("*.yaml"))
@@ -249,8 +249,8 @@ def plan_sweep(overrides: list[str], *, multirun: bool, force: bool = False) -> 
     twins = {} if force else {root: completed_runs(root) for root in {run.sweep_dir.parent for run in plan.runs}}
     for run in plan.runs:
         run.state = run_state(run.run_dir, run.run_config, force=force)
-        twin = twins.get(run.sweep_dir.parent, {}).get(training_identity(run.config))
-        if run.state.name == "new" and twin is not None:
+        twin = find_twin(run.config, twins[run.sweep_dir.parent]) if run.state.name == "new" and twins else None
+        if twin is not None:
             run.state, run.twin = RunState("reused", f"trains exactly as the completed run {twin}, whose result "
                                                      "it adopts (force=true trains it anew)"), twin
         run.job = jobs_of_earlier_launches.get(run.name)

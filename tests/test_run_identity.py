@@ -153,6 +153,29 @@ def test_twins_differ_only_in_labels_and_in_settings_that_cannot_act():
     assert scarce["steps"] != scarce["epochs"] != table2, "below the whole set the budget decides the steps"
 
 
+def test_a_twin_that_ran_more_evaluations_gives_only_the_asked_ones(tmp_path):
+    """Table 4's clean X-CLR row trains Table 3's CC3M X-CLR row and asks for one of its five evaluations."""
+    from xsample.rundir.reuse import adopt_completed_run, completed_runs, find_twin
+
+    table3 = small_run_config("table='3'", "row=xclr", "dataset=cc3m")
+    table4 = small_run_config("table='4'", "row=xclr_clean")
+    names = [evaluation["name"] for evaluation in table3["eval"]["evaluations"]]
+    assert len(names) == 5 and [e["name"] for e in table4["eval"]["evaluations"]] == ["imagenet"]
+    source = tmp_path / "table3_tiny" / "runs" / "xclr_cc3m_seed0"
+    source.mkdir(parents=True)
+    metrics = {name: {"top1": 40.0 + index} for index, name in enumerate(names)} | {"graph_diagnostics": {"batches": 8}}
+    (source / "result.json").write_text(json.dumps({
+        "status": "completed", "experiment": table3["experiment"], "config": table3, "config_hash": config_hash(table3),
+        "metrics": metrics, "eval_details": {name: {"images_skipped": {"test": 1}} for name in names},
+        "data": {"dataset": "shapes", "eval_images_skipped": 5}}))
+    completed = completed_runs(tmp_path)
+    assert find_twin(table4, completed) == source
+    assert find_twin(table3, {key: [(source, [])] for key in completed}) is None, "a twin must have run them all"
+    adopted = adopt_completed_run(source, tmp_path / "table4_tiny" / "runs" / "xclr_cc3m_noise=0.0_seed0", table4)
+    assert adopted["metrics"] == {"imagenet": {"top1": 40.0}, "graph_diagnostics": {"batches": 8}}
+    assert list(adopted["eval_details"]) == ["imagenet"] and adopted["data"]["eval_images_skipped"] == 1
+
+
 @pytest.mark.slow
 def test_a_run_another_table_already_completed_is_adopted_not_trained_again(tmp_path):
     """Fig. 3's full-data SimCLR point trains exactly Table 2's augmentation row (budget=steps and budget=epochs

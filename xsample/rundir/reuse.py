@@ -1,13 +1,16 @@
-"""Reusing a completed run for another table's row that trains and evaluates exactly the same.
+"""Reusing a completed run for another table's row that trains exactly the same.
 
-Tables share runs: Fig. 3's full-data points are Table 2's SimCLR, SupCon and X-CLR rows, and their
-numbers come out bit-identical when trained twice. Two run configs are *twins* when they differ only in
-their labels (``experiment``: table, setting, layout ...) and in settings that cannot act on them
-(``optim.budget`` at data_fraction 1.0, where both budgets train the same steps). A planned run whose twin
-has completed under the same sweeps root adopts it instead of training: its directory receives copies of
-the twin's checkpoint, probe and event files, re-labelled with its own config and hash, and a result.json
-that says where the numbers came from (``reused_from``). result.json is written last, so an adoption that
-stops part-way leaves a run that is planned as new again.
+Tables share runs: Fig. 3's full-data points are Table 2's SimCLR, SupCon and X-CLR rows, Table 4's
+clean-caption rows are Table 3's CC3M rows, and the fine-tuning table's SimCLR base is Table 1's SimCLR;
+each came out bit-identical when trained twice. Two run configs are *twins* when they differ only in their
+labels (``experiment``: table, setting, layout ...), in settings that cannot act on them (``optim.budget`` at
+data_fraction 1.0, where both budgets train the same steps), and in which evaluations they run, where the
+completed one ran every evaluation the other asks for (each evaluation is seeded on its own, so a subset
+scores the same). A planned run whose twin has completed under the same sweeps root adopts it instead of
+training: its directory receives copies of the twin's checkpoint, probe and event files, relabelled with its
+own config and hash, and a result.json holding the twin's numbers for its own evaluations and saying where
+they came from (``reused_from``). result.json is written last, so an adoption that stops part-way leaves a
+run that is planned as new again.
 """
 
 from __future__ import annotations
@@ -33,22 +36,32 @@ EVENT_FILE_PATTERN = "events.out.tfevents.*"
 
 
 def training_identity(config: dict[str, Any]) -> str | None:
-    """Hash of what a run computes, without its labels; None for a run that starts from another run
-    (a fine-tune's base is a directory of its own sweep, so it has no twin elsewhere)."""
+    """Hash of what a run trains and how it is scored, without its labels and its list of evaluations; None for
+    a run that starts from another run (a fine-tune's base is a directory of its own sweep: no twin elsewhere)."""
     if config.get("init_from"):
         return None
     part = {key: value for key, value in determining_part(config).items() if key not in DERIVED_KEYS}
     data, optim = part.get("data") or {}, part.get("optim")
     if isinstance(optim, dict) and float(data.get("fraction", 1.0)) == 1.0:
         part["optim"] = {key: value for key, value in optim.items() if key != "budget"}
+    if isinstance(part.get("eval"), dict):
+        part["eval"] = {key: value for key, value in part["eval"].items() if key != "evaluations"}
     canonical = json.dumps(part, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def completed_runs(sweeps_root: Path) -> dict[str, Path]:
-    """Training identity -> a completed run under ``sweeps_root`` (``<root>/<sweep>/runs/<run>``) whose
-    result.json holds its own config; the first in directory order when several do."""
-    found: dict[str, Path] = {}
+def _evaluations(config: dict[str, Any]) -> list[dict[str, Any]]:
+    return list((config.get("eval") or {}).get("evaluations") or [])
+
+
+def _names(config: dict[str, Any]) -> set[str]:
+    return {evaluation["name"] for evaluation in _evaluations(config)}
+
+
+def completed_runs(sweeps_root: Path) -> dict[str, list[tuple[Path, list[dict[str, Any]]]]]:
+    """Training identity -> (directory, evaluations) of each completed run under ``sweeps_root``
+    (``<root>/<sweep>/runs/<run>``) whose result.json holds its own config, in directory order."""
+    found: dict[str, list[tuple[Path, list[dict[str, Any]]]]] = {}
     for result_path in sorted(Path(sweeps_root).glob(f"*/runs/*/{RESULT_NAME}")):
         result = read_json(result_path)
         if not isinstance(result, dict) or result.get("status") != "completed":
@@ -58,8 +71,17 @@ def completed_runs(sweeps_root: Path) -> dict[str, Path]:
             continue
         identity = training_identity(config)
         if identity is not None:
-            found.setdefault(identity, result_path.parent)
+            found.setdefault(identity, []).append((result_path.parent, _evaluations(config)))
     return found
+
+
+def find_twin(config: dict[str, Any], completed: dict[str, list[tuple[Path, list[dict[str, Any]]]]]) -> Path | None:
+    """The first completed run that trains as ``config`` does and ran every evaluation it asks for."""
+    wanted = _evaluations(config)
+    for run_dir, evaluations in completed.get(training_identity(config) or "", []):
+        if all(evaluation in evaluations for evaluation in wanted):
+            return run_dir
+    return None
 
 
 def adopt_completed_run(source_dir: Path, run_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
@@ -67,8 +89,8 @@ def adopt_completed_run(source_dir: Path, run_dir: Path, config: dict[str, Any])
     ``source_dir``; returns its result.json."""
     source_dir, run_dir = Path(source_dir), Path(run_dir)
     source = read_json(source_dir / RESULT_NAME)
-    if training_identity(source["config"]) != training_identity(config):
-        raise ValueError(f"{source_dir} does not train what {run_dir.name} trains; it cannot be reused for it")
+    if find_twin(config, {training_identity(source["config"]): [(source_dir, _evaluations(source["config"]))]}) is None:
+        raise ValueError(f"{source_dir} does not train and evaluate what {run_dir.name} asks for; it cannot be reused")
     new_hash = config_hash(config)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / CONFIG_NAME, config)
@@ -77,14 +99,21 @@ def adopt_completed_run(source_dir: Path, run_dir: Path, config: dict[str, Any])
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)
         atomic_torch_save({**state, "config_hash": new_hash}, run_dir / CHECKPOINT_NAME)
     probe = source_dir / PROBE_WEIGHTS
-    if probe.is_file():
+    if probe.is_file() and probe_metadata(probe)["about"]["evaluation"] in _names(config):
         atomic_write_bytes(run_dir / PROBE_WEIGHTS, _relabelled_probe(probe, new_hash))
     for events in sorted(source_dir.glob(EVENT_FILE_PATTERN)):
         shutil.copy2(events, run_dir / events.name)
     origin = source.get("reused_from") or {"run_dir": str(source_dir.resolve()), "config_hash": source["config_hash"],
                                            "experiment": source.get("experiment")}
+    # The twin's numbers for this run's evaluations only (metrics of another kind, graph diagnostics or
+    # zero-shot, stay: the identity holds their settings).
+    dropped = _names(source["config"]) - _names(config)
+    metrics, details = ({name: value for name, value in (source.get(key) or {}).items() if name not in dropped}
+                        for key in ("metrics", "eval_details"))
+    skipped = sum(count for detail in details.values() for count in (detail.get("images_skipped") or {}).values())
     result = {**source, "experiment": config["experiment"], "config": config, "config_hash": new_hash,
-              "reused_from": origin}
+              "reused_from": origin, "metrics": metrics, "eval_details": details,
+              "data": {**source["data"], "eval_images_skipped": skipped}}
     atomic_write_json(run_dir / RESULT_NAME, result)
     return result
 
