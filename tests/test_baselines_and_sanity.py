@@ -228,7 +228,7 @@ def test_xclr_against_supcon_and_its_permuted_graph_on_every_column_whatever_the
     assert "| xclr − xclr [sanity=permuted_graph] | imagenet | heldout_classes.family_knn_top1 | +8.6 |" in text
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_supcon_loses_its_advantage_when_its_labels_are_shuffled(tmp_path):
     """End-to-end known answer: the same short SupCon run on the shapes world, with true labels and with
     labels shuffled across images. A pipeline that ignores or misattaches labels gives two equal numbers."""
@@ -242,7 +242,7 @@ def test_supcon_loses_its_advantage_when_its_labels_are_shuffled(tmp_path):
 
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_xclr_loses_what_its_graph_values_give_when_the_graph_rows_are_permuted(tmp_path):
     """End-to-end known answer in the families world: X-CLR on the class-name graph and on the same graph with
     its class rows permuted (same values and class identity, wrong neighbours), one tiny-profile run each

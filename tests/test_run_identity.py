@@ -176,7 +176,7 @@ def test_a_twin_that_ran_more_evaluations_gives_only_the_asked_ones(tmp_path):
     assert list(adopted["eval_details"]) == ["imagenet"] and adopted["data"]["eval_images_skipped"] == 1
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_a_run_another_table_already_completed_is_adopted_not_trained_again(tmp_path):
     """Fig. 3's full-data SimCLR point trains exactly Table 2's augmentation row (budget=steps and budget=epochs
     are the same steps at data_fraction 1.0): it adopts that result, relabelled; a smaller fraction, or

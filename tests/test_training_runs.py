@@ -102,6 +102,7 @@ def _reproduce(sweeps: Path, *extra: str) -> subprocess.Popen:
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
+@pytest.mark.long
 @pytest.mark.parametrize(("augment", "signum"), [("batched", signal.SIGTERM), ("pil", signal.SIGINT)])
 def test_a_stopped_local_run_is_interrupted_then_resumes_and_matches_an_uninterrupted_run(tmp_path, augment, signum):
     reference = _reproduce(tmp_path / "reference", f"runtime.augment={augment}")
