@@ -246,19 +246,27 @@ def plan_sweep(overrides: list[str], *, multirun: bool, force: bool = False) -> 
         problems.update(dict.fromkeys(input_problems(run.run_config)))
     plan.problems = list(problems)
     jobs_of_earlier_launches = _submitted_jobs(plan.sweep_dirs)
-    twins = {} if force else {root: completed_runs(root) for root in {run.sweep_dir.parent for run in plan.runs}}
     for run in plan.runs:
         run.state = run_state(run.run_dir, run.run_config, force=force)
-        twin = find_twin(run.config, twins[run.sweep_dir.parent]) if run.state.name == "new" and twins else None
-        if twin is not None:
-            run.state, run.twin = RunState("reused", f"trains exactly as the completed run {twin}, whose result "
-                                                     "it adopts (force=true trains it anew)"), twin
+    _find_twins([run for run in plan.runs if run.state.name == "new"] if not force else [])
+    for run in plan.runs:
         run.job = jobs_of_earlier_launches.get(run.name)
         if run.state.name in LAUNCHED_STATES and run.job is not None:
             gone, why = process_gone({"slurm_job_id": run.job})
             if gone is False:
                 run.state = RunState("queued", f"an earlier launch's job holds it ({why})")
     return plan
+
+
+def _find_twins(new_runs: list[PlannedRun]) -> None:
+    """Mark each new run whose twin has completed under its sweeps root as reused (xsample/rundir/reuse.py);
+    the roots are read only when some run is new."""
+    completed = {root: completed_runs(root) for root in {run.sweep_dir.parent for run in new_runs}}
+    for run in new_runs:
+        twin = find_twin(run.config, completed[run.sweep_dir.parent])
+        if twin is not None:
+            run.state, run.twin = RunState("reused", f"trains exactly as the completed run {twin}, whose result "
+                                                     "it adopts (force=true trains it anew)"), twin
 
 
 def config_error_line(error: HydraException | ConfigError) -> str:

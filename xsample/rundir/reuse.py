@@ -15,20 +15,18 @@ run that is planned as new again.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save
+from safetensors.torch import load_file
 
 from xsample.io import atomic_torch_save, atomic_write_bytes, atomic_write_json, read_json
-from xsample.models.classifier import PROBE_WEIGHTS, probe_metadata
+from xsample.models.classifier import PROBE_WEIGHTS, probe_file, probe_metadata
 from xsample.rundir.checkpoint import CHECKPOINT_NAME
 from xsample.rundir.identity import DERIVED_KEYS
-from xsample.rundir.provenance import config_hash, determining_part
+from xsample.rundir.provenance import config_hash
 from xsample.rundir.result import CONFIG_NAME, RESULT_NAME
 
 # TensorBoard's event files: the twin's training curves are this run's too.
@@ -40,18 +38,22 @@ def training_identity(config: dict[str, Any]) -> str | None:
     a run that starts from another run (a fine-tune's base is a directory of its own sweep: no twin elsewhere)."""
     if config.get("init_from"):
         return None
-    part = {key: value for key, value in determining_part(config).items() if key not in DERIVED_KEYS}
+    part = {key: value for key, value in config.items() if key not in DERIVED_KEYS}
     data, optim = part.get("data") or {}, part.get("optim")
     if isinstance(optim, dict) and float(data.get("fraction", 1.0)) == 1.0:
         part["optim"] = {key: value for key, value in optim.items() if key != "budget"}
     if isinstance(part.get("eval"), dict):
         part["eval"] = {key: value for key, value in part["eval"].items() if key != "evaluations"}
-    canonical = json.dumps(part, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    return config_hash(part)   # which leaves out the runtime and placement keys too
 
 
 def _evaluations(config: dict[str, Any]) -> list[dict[str, Any]]:
     return list((config.get("eval") or {}).get("evaluations") or [])
+
+
+def _ran_every_evaluation(evaluations: list[dict[str, Any]], config: dict[str, Any]) -> bool:
+    """Whether a run that ran ``evaluations`` ran every one ``config`` asks for."""
+    return all(evaluation in evaluations for evaluation in _evaluations(config))
 
 
 def _names(config: dict[str, Any]) -> set[str]:
@@ -77,9 +79,8 @@ def completed_runs(sweeps_root: Path) -> dict[str, list[tuple[Path, list[dict[st
 
 def find_twin(config: dict[str, Any], completed: dict[str, list[tuple[Path, list[dict[str, Any]]]]]) -> Path | None:
     """The first completed run that trains as ``config`` does and ran every evaluation it asks for."""
-    wanted = _evaluations(config)
     for run_dir, evaluations in completed.get(training_identity(config) or "", []):
-        if all(evaluation in evaluations for evaluation in wanted):
+        if _ran_every_evaluation(evaluations, config):
             return run_dir
     return None
 
@@ -89,7 +90,9 @@ def adopt_completed_run(source_dir: Path, run_dir: Path, config: dict[str, Any])
     ``source_dir``; returns its result.json."""
     source_dir, run_dir = Path(source_dir), Path(run_dir)
     source = read_json(source_dir / RESULT_NAME)
-    if find_twin(config, {training_identity(source["config"]): [(source_dir, _evaluations(source["config"]))]}) is None:
+    identity = training_identity(config)
+    if identity is None or identity != training_identity(source["config"]) or not _ran_every_evaluation(
+            _evaluations(source["config"]), config):
         raise ValueError(f"{source_dir} does not train and evaluate what {run_dir.name} asks for; it cannot be reused")
     new_hash = config_hash(config)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -99,8 +102,13 @@ def adopt_completed_run(source_dir: Path, run_dir: Path, config: dict[str, Any])
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)
         atomic_torch_save({**state, "config_hash": new_hash}, run_dir / CHECKPOINT_NAME)
     probe = source_dir / PROBE_WEIGHTS
-    if probe.is_file() and probe_metadata(probe)["about"]["evaluation"] in _names(config):
-        atomic_write_bytes(run_dir / PROBE_WEIGHTS, _relabelled_probe(probe, new_hash))
+    if probe.is_file():
+        metadata = probe_metadata(probe)
+        if metadata["about"]["evaluation"] in _names(config):
+            tensors = load_file(str(probe))  # stored as probe_file writes them: passed back unchanged
+            atomic_write_bytes(run_dir / PROBE_WEIGHTS, probe_file(
+                tensors["weight"], tensors["bias"], tensors["feature_mean"], tensors["feature_std"],
+                metadata["class_names"], {**metadata["about"], "config_hash": new_hash}))
     for events in sorted(source_dir.glob(EVENT_FILE_PATTERN)):
         shutil.copy2(events, run_dir / events.name)
     origin = source.get("reused_from") or {"run_dir": str(source_dir.resolve()), "config_hash": source["config_hash"],
@@ -117,10 +125,3 @@ def adopt_completed_run(source_dir: Path, run_dir: Path, config: dict[str, Any])
     atomic_write_json(run_dir / RESULT_NAME, result)
     return result
 
-
-def _relabelled_probe(path: Path, new_hash: str) -> bytes:
-    """The probe file's bytes with its ``about`` block naming the adopting run's config hash."""
-    metadata = probe_metadata(path)
-    about = {**metadata["about"], "config_hash": new_hash}
-    return save(load_file(str(path)), metadata={"class_names": json.dumps(metadata["class_names"]),
-                                                "about": json.dumps(about)})
