@@ -51,6 +51,7 @@ from experiments.run_config import ConfigError  # noqa: E402
 from xsample.rundir.preemption import Preempted, RunInterrupted  # noqa: E402
 from xsample.rundir.provenance import config_hash  # noqa: E402
 from xsample.rundir.result import RESULT_NAME, ownership_problem, read_result  # noqa: E402
+from xsample.rundir.reuse import TwinGone  # noqa: E402
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
 # Hydra's flags that print and exit: handed to Hydra itself (experiments/show_config.py).
@@ -308,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
         saved.write()
     except OSError as error:
         raise Refused([f"{error}; make the sweep directory writable or set paths.sweeps=DIR"]) from None
+    except TwinGone as error:
+        raise Refused([str(error)], "nothing was launched") from None
     try:
         _launch(plan, launcher, detach)
     except SubmissionRefused as error:

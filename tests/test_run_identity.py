@@ -155,7 +155,7 @@ def test_twins_differ_only_in_labels_and_in_settings_that_cannot_act():
 
 def test_a_twin_that_ran_more_evaluations_gives_only_the_asked_ones(tmp_path):
     """Table 4's clean X-CLR row trains Table 3's CC3M X-CLR row and asks for one of its five evaluations."""
-    from xsample.rundir.reuse import adopt_completed_run, completed_runs, find_twin
+    from xsample.rundir.reuse import TwinGone, adopt_completed_run, completed_runs, find_twin
 
     table3 = small_run_config("table='3'", "row=xclr", "dataset=cc3m")
     table4 = small_run_config("table='4'", "row=xclr_clean")
@@ -174,6 +174,9 @@ def test_a_twin_that_ran_more_evaluations_gives_only_the_asked_ones(tmp_path):
     adopted = adopt_completed_run(source, tmp_path / "table4_tiny" / "runs" / "xclr_cc3m_noise=0.0_seed0", table4)
     assert adopted["metrics"] == {"imagenet": {"top1": 40.0}, "graph_diagnostics": {"batches": 8}}
     assert list(adopted["eval_details"]) == ["imagenet"] and adopted["data"]["eval_images_skipped"] == 1
+    (source / "result.json").unlink()  # deleted between planning and launching: one line naming the fix
+    with pytest.raises(TwinGone, match="no longer holds the completed run .* launch the same command again"):
+        adopt_completed_run(source, tmp_path / "table4_tiny" / "runs" / "xclr_cc3m_noise=0.0_seed1", table4)
 
 
 @pytest.mark.long

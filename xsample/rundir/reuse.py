@@ -33,6 +33,10 @@ from xsample.rundir.result import CONFIG_NAME, RESULT_NAME
 EVENT_FILE_PATTERN = "events.out.tfevents.*"
 
 
+class TwinGone(RuntimeError):
+    """The completed run a planned run was to adopt is no longer there (deleted or rerun since planning)."""
+
+
 def training_identity(config: dict[str, Any]) -> str | None:
     """Hash of what a run trains and how it is scored, without its labels and its list of evaluations; None for
     a run that starts from another run (a fine-tune's base is a directory of its own sweep: no twin elsewhere)."""
@@ -90,6 +94,9 @@ def adopt_completed_run(source_dir: Path, run_dir: Path, config: dict[str, Any])
     ``source_dir``; returns its result.json."""
     source_dir, run_dir = Path(source_dir), Path(run_dir)
     source = read_json(source_dir / RESULT_NAME)
+    if not isinstance(source, dict) or source.get("status") != "completed":
+        raise TwinGone(f"{source_dir} no longer holds the completed run that {run_dir.name} was to reuse (deleted or "
+                       "rerun since planning); launch the same command again to plan it anew")
     identity = training_identity(config)
     if identity is None or identity != training_identity(source["config"]) or not _ran_every_evaluation(
             _evaluations(source["config"]), config):
