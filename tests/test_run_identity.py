@@ -102,7 +102,7 @@ def test_a_completed_run_of_the_same_config_is_skipped_and_force_reruns_it(tmp_p
     assert seen == [[]], "force=true discards the previous run of the same config before running it again"
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_an_override_of_a_finished_run_completes_in_its_own_directory(tmp_path):
     """Scenario 1 of issue 13: the same command with another epoch count keeps the first result."""
     first = _reproduce(tmp_path, "table=2", "row=random_sample", *FEW_STEPS)

@@ -56,6 +56,7 @@ def test_tiny_xclr_on_fashion_mnist_writes_a_complete_result(tmp_path):
     assert diagnostics["share_same_class"] + diagnostics["share_rest"] == pytest.approx(1.0, abs=1e-4)
 
 
+@pytest.mark.long
 def test_tiny_clip_on_shapes_completes_with_zero_shot(tmp_path):
     config = small_run_config("table='3'", "method=clip", "dataset=cc3m", cache_dir=tmp_path / "cache")
     record = run_experiment(config, tmp_path / "run")
