@@ -248,7 +248,8 @@ def plan_sweep(overrides: list[str], *, multirun: bool, force: bool = False) -> 
     jobs_of_earlier_launches = _submitted_jobs(plan.sweep_dirs)
     for run in plan.runs:
         run.state = run_state(run.run_dir, run.run_config, force=force)
-    _find_twins([run for run in plan.runs if run.state.name == "new"] if not force else [])
+    if not force:  # force=true trains every run anew
+        _find_twins([run for run in plan.runs if run.state.name == "new"])
     for run in plan.runs:
         run.job = jobs_of_earlier_launches.get(run.name)
         if run.state.name in LAUNCHED_STATES and run.job is not None:

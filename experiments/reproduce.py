@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:
         raise Refused([f"{error}; make the sweep directory writable or set paths.sweeps=DIR"]) from None
     except TwinGone as error:
-        raise Refused([str(error)], "nothing was launched") from None
+        raise Refused([str(error)]) from None
     try:
         _launch(plan, launcher, detach)
     except SubmissionRefused as error:
