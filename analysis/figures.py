@@ -53,9 +53,14 @@ def training_curves_figure(runs: pd.DataFrame, table: str, scale: str, out: Path
     data = pd.DataFrame([{"row": curve_label(run), "seed": run.seed, "step": step, "loss": loss}
                          for run in done.itertuples(index=False) for step, loss in run.loss_curve])
     seeds = data.groupby("row")["seed"].nunique()
-    data["row"] = data["row"].map(lambda row: f"{row} (n={seeds[row]})")
+    # Mean and std per step computed here, not by seaborn's lineplot: its per-point aggregation took about
+    # 2 s per table, paid by every launch's report.
+    curves = data.groupby(["row", "step"])["loss"].agg(["mean", "std"]).reset_index()
     figure, axes = plt.subplots(figsize=(6, 4))
-    sns.lineplot(data=data.sort_values("row"), x="step", y="loss", hue="row", errorbar="sd", ax=axes)
+    for row, curve in curves.groupby("row", sort=True):
+        line, = axes.plot(curve["step"], curve["mean"], label=f"{row} (n={seeds[row]})")
+        axes.fill_between(curve["step"], curve["mean"] - curve["std"].fillna(0), curve["mean"] + curve["std"].fillna(0),
+                          color=line.get_color(), alpha=0.2, linewidth=0)
     axes.set(xlabel="training step", ylabel="training loss",
              title=_title(f"Training curves, {'table ' + table if table.isdigit() else table}: mean ± std over seeds",
                           table_facts(runs, table, scale)[1]))

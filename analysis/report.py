@@ -50,11 +50,12 @@ GRAPH_DIAGNOSTICS_EXPLAINED = (
 
 def write_report(sweep_dir: Path | str, out_dir: Path | str | None = None, paper_version: str = "v2",
                  reported_file: Path | str = DEFAULT_FILE, scale: str | None = None,
-                 runs: pd.DataFrame | None = None) -> list[Path]:
+                 runs: pd.DataFrame | None = None, tables: list[str] | None = None) -> list[Path]:
     """Write every table found in the sweep (and its figures); return the paths written.
     Without `out_dir`, each scale goes to paper_figures/<scale>/ under the working directory.
     ``sweep_dir`` may hold several tables' sweeps: the comparison figure then covers all of them.
-    ``runs``: the sweep's runs when the caller has already collected them (collecting probes SLURM)."""
+    ``runs``: the sweep's runs when the caller has already collected them (collecting probes SLURM).
+    ``tables``: write only these tables (the others' claims still reach the comparison figure)."""
     runs = collect_runs(sweep_dir) if runs is None else runs
     reported = load_reported(reported_file, paper_version)
     labelled = runs.dropna(subset=["table", "scale"])
@@ -63,8 +64,12 @@ def write_report(sweep_dir: Path | str, out_dir: Path | str | None = None, paper
         out = Path(out_dir) if out_dir is not None else Path("paper_figures") / current
         comparison_points = []
         for table in sorted(labelled.loc[labelled["scale"] == current, "table"].unique()):
+            wanted = tables is None or table in tables
+            if not wanted and table_facts(runs, table, current)[1] != "paper":
+                continue  # a miniature adds nothing to the comparison figure (not on the paper's axis)
             report = TableReport(runs, table, current, reported, paper_version)
-            written += report.write(out)
+            if wanted:
+                written += report.write(out)
             comparison_points += report.comparison_points()
         written += figures.comparison_figure(comparison_points, current, out)
     return written

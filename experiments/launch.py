@@ -1,5 +1,6 @@
-"""Launching planned runs: one after another in this process, or as submitit job arrays (SLURM, or local
-processes with a time limit). Every job executes its run's saved config.json and nothing else.
+"""Launching planned runs: one after another in this process, several side by side in child processes
+(``runs_in_flight``), or as submitit job arrays (SLURM, or local processes with a time limit). Every job
+executes its run's saved config.json and nothing else.
 
 A fine-tuning run waits for its base run: on SLURM its array is submitted with a dependency on the base
 rows' array (``afterany``: the fine-tuning job then finds a failed base and says so in its result.json);
@@ -10,13 +11,18 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import queue
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from experiments.plan import PlannedRun
@@ -25,6 +31,8 @@ from xsample.rundir.heartbeat import process_gone
 from xsample.rundir.lifecycle import RunOutcome, execute_run
 from xsample.rundir.preemption import Preempted, RunInterrupted
 from xsample.rundir.result import CONFIG_NAME
+
+REPO = Path(__file__).resolve().parents[1]
 
 # The hydra.launcher keys submitit's executors take without their executor's prefix.
 SHARED_PARAMETERS = ("timeout_min", "cpus_per_task", "gpus_per_node", "tasks_per_node", "mem_gb", "nodes", "name",
@@ -93,6 +101,148 @@ def run_in_process(runs: list[PlannedRun], log: Callable[[str], None] = _log) ->
     for run in runs:
         outcomes.append(execute_run(run.config, run.run_dir, log=log))
     return outcomes
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity: a SLURM allocation or taskset narrows it)."""
+    return len(os.sched_getaffinity(0))
+
+
+def threads_per_run(runs_in_flight: int) -> int:
+    """Each of ``runs_in_flight`` side-by-side runs gets an equal share of the cores, fixed whatever else runs:
+    a run's numbers depend on its thread count (CPU reductions are summed in another order), so a relaunch of
+    the same command trains with the same count (result.json hardware.cpu_threads records it)."""
+    return max(1, usable_cores() // runs_in_flight)
+
+
+class SweepInterrupted(RunInterrupted):
+    """A signal stopped a side-by-side launch: it was passed on to every run in flight, each of which
+    recorded where it stopped in its result.json; no further run was started."""
+
+    def __init__(self, signum: int, stopped: int):
+        KeyboardInterrupt.__init__(self, f"stopped by {signal.Signals(signum).name}; passed on to the {stopped} run(s) "
+                                         "in flight (each result.json says where it stopped); run the same command "
+                                         "again to resume")
+        self.signum, self.checkpoint_step = int(signum), None
+
+
+# What a side-by-side worker prints once a run has ended (xsample/rundir keeps the run's outcome on disk).
+RUN_ENDED = "xsample-worker: ended"
+
+
+@dataclass
+class _Worker:
+    """A process that executes the runs it is handed, one after another (this module's ``__main__``)."""
+
+    process: subprocess.Popen
+    ended: queue.SimpleQueue
+    run: PlannedRun | None = None      # the run it executes now
+    signalled: bool = False
+
+    def hand(self, run: PlannedRun) -> None:
+        self.run = run
+        self.process.stdin.write(f"{run.run_dir}\n")
+        self.process.stdin.flush()
+
+    def retire(self) -> None:
+        """No more runs: it exits once its input ends."""
+        with contextlib.suppress(OSError):
+            self.process.stdin.close()
+
+
+def worker_command(threads: int) -> list[str]:
+    """The command of a side-by-side worker: it reads run directories on stdin and executes each saved run."""
+    return [sys.executable, "-m", "experiments.launch", str(threads)]
+
+
+def run_side_by_side(runs: list[PlannedRun], runs_in_flight: int, log: Callable[[str], None] = _log,
+                     command: Callable[[int], list[str]] = worker_command) -> None:
+    """Every run, at most ``runs_in_flight`` at once, each in one of as many worker processes with
+    ``threads_per_run`` threads; in the plan's order, and a fine-tuning run only once its base (when launched
+    too) has ended. A worker executes its runs one after another, so it imports the library and renders the
+    evaluation worlds once, not per run. Each output line is shown prefixed with its run's name.
+
+    Ctrl-C or SIGTERM is passed on, once, to every run in flight (each checkpoints and records itself as
+    interrupted, as a run in this process would), no further run starts, and ``SweepInterrupted`` is raised
+    once the workers have exited. The workers run in their own session, so that a terminal's Ctrl-C reaches
+    them only through this process, once."""
+    threads = threads_per_run(runs_in_flight)
+    waiting = list(runs)
+    launched_bases = {run.run_dir for run in runs}
+    ended: set[Path] = set()
+    workers: list[_Worker] = []
+    received: list[int] = []
+    stopped = 0
+
+    def record(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+
+    def ready() -> PlannedRun | None:
+        return next((run for run in waiting if run.base is None or run.base.run_dir not in launched_bases
+                     or run.base.run_dir in ended), None)
+
+    environment = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+                   "PYTHONUNBUFFERED": "1",
+                   "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    previous = {signum: signal.signal(signum, record) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while True:
+            for worker in workers:
+                while not worker.ended.empty():
+                    ended.add(worker.ended.get())
+                    worker.run = None
+                if worker.process.poll() is not None and worker.run is not None:  # it died inside a run
+                    ended.add(worker.run.run_dir)
+                    worker.run = None
+            workers = [worker for worker in workers if worker.process.poll() is None]
+            if received:
+                waiting.clear()
+                for worker in workers:
+                    if worker.run is not None and not worker.signalled:
+                        worker.process.send_signal(received[0])
+                        worker.signalled = True
+                        stopped += 1
+            while waiting and ready() is not None:
+                idle = next((worker for worker in workers if worker.run is None), None)
+                if idle is None and len(workers) < runs_in_flight:
+                    idle = _start_worker(command(threads), environment, log)
+                    workers.append(idle)
+                if idle is None:
+                    break
+                run = ready()
+                waiting.remove(run)
+                idle.hand(run)
+            if not waiting or received:
+                for worker in workers:
+                    if worker.run is None:
+                        worker.retire()
+            if not workers and (not waiting or ready() is None):
+                break
+            time.sleep(0.2)
+    finally:
+        for worker in workers:
+            worker.retire()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if received:
+        raise SweepInterrupted(received[0], stopped)
+
+
+def _start_worker(command: list[str], environment: dict[str, str], log: Callable[[str], None]) -> _Worker:
+    process = subprocess.Popen(command, env=environment, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    worker = _Worker(process, queue.SimpleQueue())
+
+    def relay() -> None:
+        for line in process.stdout:
+            if line.startswith(RUN_ENDED):
+                worker.ended.put(Path(line[len(RUN_ENDED):].strip()))
+            else:
+                name = worker.run.name if worker.run is not None else "worker"
+                log(f"{name}: {line.rstrip()}")
+
+    threading.Thread(target=relay, daemon=True).start()
+    return worker
 
 
 def _executor(launcher_name: str, launcher: dict[str, Any], folder: Path, dependency: str | None):
@@ -188,3 +338,28 @@ def interrupted_exit_code(error: BaseException) -> int:
 
 def stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
+
+
+def _serve_runs(threads: int) -> int:
+    """A side-by-side worker (``python -m experiments.launch THREADS``): execute each run directory read on
+    stdin, then say it ended; exit status as reproduce.py's when a signal stops a run."""
+    import torch
+
+    torch.set_num_threads(threads)
+    try:
+        for line in sys.stdin:
+            try:
+                SavedRunJob()(line.strip())
+            except Exception as error:  # noqa: BLE001 - this run could not start (e.g. its config.json is gone): say so, go on
+                _log(f"xsample: {Path(line.strip()).name} failed: {error}")
+            print(f"{RUN_ENDED} {line.strip()}", flush=True)
+    except RunInterrupted as error:
+        _log(f"xsample: interrupted: {error}")
+        return interrupted_exit_code(error)
+    except KeyboardInterrupt:  # between runs: nothing of a run was under way
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_serve_runs(int(sys.argv[1])))

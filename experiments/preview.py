@@ -2,12 +2,15 @@
 
     python experiments/preview.py                        # every table: paper_figures/preview/tiny (make preview)
     python experiments/preview.py --tables 1 --out paper_figures/tiny     # Table 1 alone (make demo)
+    python experiments/preview.py --runs-in-flight 1     # one run at a time, every core each
 
 Each table runs as a user would run it: `reproduce.py -m table=T scale=tiny`, then each of the table's
 `table.extra_sweeps.tiny` (configs/table/T.yaml: the sanity and extra-seed rows its checks need). Runs
 already completed are not run again, so an interrupted preview continues where it stopped. The report of
 every table is rendered into ``--out`` with ``timings.md``: each table's wall time and the training speed
 of its runs (images/s, so that a slower or busier machine can be told apart from a slower harness).
+The runs of a sweep train two at a time by default (launcher=local runs_in_flight=2, one thread each on 2
+cores): that is how the committed preview was made, and a run's numbers depend on its thread count.
 """
 
 from __future__ import annotations
@@ -61,10 +64,11 @@ def training_speed(sweep_dir: Path) -> str:
     return f"{statistics.median(speeds):.0f}" if speeds else "–"
 
 
-TIMINGS_HEADER = ["| table | sweeps | wall time | training images/s (median over its runs) | made on |", "|---|---|---|---|---|"]
+TIMINGS_HEADER = ["| table | sweeps | wall time | training images/s of one run (median over its runs; runs in flight "
+                  "share the cores) | made on |", "|---|---|---|---|---|"]
 
 
-def write_timings(path: Path, rows: dict[str, str], load_at_start: float) -> list[str]:
+def write_timings(path: Path, rows: dict[str, str], load_at_start: float, runs_in_flight: int) -> list[str]:
     """Write (or update: tables not run this time keep their rows) ``timings.md``; return its table."""
     kept = {}
     if path.exists():
@@ -72,7 +76,8 @@ def write_timings(path: Path, rows: dict[str, str], load_at_start: float) -> lis
             cells = [cell.strip() for cell in line.strip("|").split("|")]
             if line.startswith("| ") and cells[0] in TABLES:
                 kept[cells[0]] = line
-    made = (f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, load {load_at_start:.1f} → {os.getloadavg()[0]:.1f}")
+    made = (f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, {runs_in_flight} run(s) in flight, "
+            f"load {load_at_start:.1f} → {os.getloadavg()[0]:.1f}")
     kept.update({table: f"{row} {made} |" for table, row in rows.items()})
     table = TIMINGS_HEADER + [kept[name] for name in TABLES if name in kept]
     path.write_text("\n".join(["# Wall time per table", "",
@@ -88,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "paper_figures" / "preview" / SCALE)
     parser.add_argument("--sweeps", type=Path, default=REPO / os.environ.get("XSAMPLE_SWEEPS", "sweeps"),
                         help="where the runs are written (paths.sweeps)")
+    parser.add_argument("--runs-in-flight", type=int, default=min(2, len(os.sched_getaffinity(0))),
+                        help="runs trained at once, each with cores/N threads (launcher=local runs_in_flight); "
+                             "default 2, or 1 on one core")
     args = parser.parse_args(argv)
     args.out, args.sweeps = args.out.resolve(), args.sweeps.resolve()
     load_at_start = os.getloadavg()[0]
@@ -98,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         sweeps = [[], *extra_sweeps(table)]
         for extra in sweeps:
             command = [sys.executable, str(REPO / "experiments" / "reproduce.py"), "-m", f"table={table}",
-                       f"scale={SCALE}", *extra, f"paths.sweeps={args.sweeps}", f"paths.figures={args.out.parent}"]
+                       f"scale={SCALE}", *extra, f"paths.sweeps={args.sweeps}", f"paths.figures={args.out.parent}",
+                       f"runs_in_flight={args.runs_in_flight}"]
             print("$ " + " ".join(command[1:]), flush=True)
             if subprocess.run(command, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}).returncode != 0:
                 failed.append(" ".join(command[3:]))
@@ -107,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                        f"{training_speed(_sweep_dir(args.sweeps, table))} |")
         # Written after every table: a preview stopped part-way keeps the times of the tables it finished.
         args.out.mkdir(parents=True, exist_ok=True)
-        timings = write_timings(args.out / "timings.md", rows, load_at_start)
+        timings = write_timings(args.out / "timings.md", rows, load_at_start, args.runs_in_flight)
     print("\n".join(timings))
     for table in args.tables:  # the verdicts last: where each table is, and whether its checks pass
         for line in check_outcome_lines(_sweep_dir(args.sweeps, table), _table_id(table), SCALE, args.out):

@@ -30,9 +30,11 @@ from experiments.launch import (  # noqa: E402
     SubmissionRefused,
     interrupted_exit_code,
     run_in_process,
+    run_side_by_side,
     slurm_available,
     stderr,
     submit_phase,
+    usable_cores,
     wait_for,
 )
 from experiments.plan import (  # noqa: E402
@@ -117,6 +119,22 @@ def _launcher(overrides: list[str], plan_only: bool) -> tuple[str, str]:
         raise Refused([f"{slurm_settings[0]} is a SLURM setting, but no SLURM answers here ({reason}); run on the "
                        "login node, or add plan=true to see the plan"])
     return "local", f"auto: {reason}"
+
+
+def _check_runs_in_flight(overrides: list[str], launcher: str, why: str, rank: int | None) -> None:
+    """runs_in_flight=N: a whole number from 1 to this machine's cores, for the local launcher outside torchrun."""
+    value = option(overrides, "runs_in_flight")
+    if value is None:
+        return
+    if launcher != "local":
+        raise Refused([f"runs_in_flight is a setting of launcher=local (this command launches {launcher}: {why}); "
+                       "drop it, or add launcher=local"])
+    if rank is not None and value != "1":
+        raise Refused(["runs_in_flight under torchrun: its processes are the ranks of one run; drop runs_in_flight"])
+    cores = usable_cores()
+    if not value.isdigit() or not 1 <= int(value) <= cores:
+        raise Refused([f"runs_in_flight={value} must be a whole number from 1 to {cores} (the cores this process may "
+                       f"use); e.g. runs_in_flight={max(1, cores // 2)}"])
 
 
 def _composed_overrides(overrides: list[str], launcher: str, plan_only: bool) -> list[str]:
@@ -209,13 +227,15 @@ def _unfinished(runs: list[PlannedRun]) -> list[str]:
 
 
 def _report(plan: SweepPlan) -> None:
-    """Re-render every table under the sweeps roots (cheap), so the comparison figure covers every claim
-    measured so far, then say where this command's tables are and how their known-answer checks came out."""
+    """Render this command's tables, and the comparison figure from every table under the sweeps roots (so
+    it covers every claim measured so far), then say where this command's tables are and how their
+    known-answer checks came out."""
     from analysis.report import check_outcome_lines, write_report
 
     targets = sorted({(run.sweep_dir.parent, run.config["experiment"]["scale"], run.report_dir) for run in plan.runs})
+    tables = sorted({str(run.config["experiment"]["table"]) for run in plan.runs})
     for sweeps_root, scale, report_dir in targets:
-        write_report(sweeps_root, report_dir, scale=scale)
+        write_report(sweeps_root, report_dir, scale=scale, tables=tables)
     for sweep_dir in plan.sweep_dirs:
         first = next(run for run in plan.runs if run.sweep_dir == sweep_dir)
         labels = first.config["experiment"]
@@ -227,7 +247,11 @@ def _launch(plan: SweepPlan, launcher: str, detach: bool) -> None:
     """Run every run the plan launches in this process, or submit them (a fine-tuning run's array after its
     base runs'); attached, return once every job has ended."""
     if launcher == "local":
-        run_in_process(plan.to_launch)
+        runs_in_flight = int(plan.runs[0].composed["runs_in_flight"]) if plan.runs else 1
+        if runs_in_flight > 1:  # even a lone run: its thread count must not depend on how many were left
+            run_side_by_side(plan.to_launch, runs_in_flight)
+        else:
+            run_in_process(plan.to_launch)
         return
     saved_jobs: dict[str, str] = {}
     launches: list[Launch] = []
@@ -270,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         raise Refused([f"launcher={option(overrides, 'launcher')} under torchrun: the ranks of the run are the "
                        "processes torchrun started; drop launcher= (or use launcher=local)"])
     launcher, why = _launcher(overrides, plan_only)
+    _check_runs_in_flight(overrides, launcher, why, rank)
     detach = str(option(overrides, "detach")).lower() == "true"
     if detach and launcher != "slurm" and not plan_only:
         raise Refused([f"detach=true needs the SLURM launcher (this command launches {launcher}: {why})"])

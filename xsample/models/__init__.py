@@ -1,10 +1,19 @@
-"""Backbones (timm), the projector, the two-view contrastive model, the CLIP baseline and exported probes."""
+"""Backbones (timm), the projector, the two-view contrastive model, the CLIP baseline and exported probes.
 
-from xsample.models.backbones import CUSTOM_BACKBONES, build_backbone, is_norm_or_bias, load_backbone
-from xsample.models.classifier import ProbeClassifier, load_probe
-from xsample.models.clip import MAX_LOGIT_SCALE, CLIPModel
-from xsample.models.heads import ContrastiveModel, ProjectionHead
-from xsample.models.pixels import PixelFeatures
+Names are imported on first use (PEP 562), so that reading a probe's metadata (the planner does, to adopt a
+finished run) does not import timm and open_clip: several seconds of every launch and every worker."""
 
-__all__ = ["CUSTOM_BACKBONES", "MAX_LOGIT_SCALE", "CLIPModel", "ContrastiveModel", "PixelFeatures", "ProbeClassifier",
-           "ProjectionHead", "build_backbone", "is_norm_or_bias", "load_backbone", "load_probe"]
+import importlib
+
+_MODULE_OF = {"CUSTOM_BACKBONES": "backbones", "build_backbone": "backbones", "is_norm_or_bias": "backbones",
+              "load_backbone": "backbones", "ProbeClassifier": "classifier", "load_probe": "classifier",
+              "MAX_LOGIT_SCALE": "clip", "CLIPModel": "clip", "ContrastiveModel": "heads", "ProjectionHead": "heads",
+              "PixelFeatures": "pixels"}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"xsample.models.{_MODULE_OF[name]}"), name)
