@@ -45,6 +45,9 @@ LAUNCHERS = sorted(path.stem for path in (CONFIGS_DIR / "launcher").glob("*.yaml
 PLAN_FILE = "sweep_plan.json"
 # What the reference of a run keeps from its overrides besides the table's own grid keys.
 REFERENCE_KEYS = ("table", "scale")
+# Overrides that say how and where a sweep is launched and reported, never what a run trains: none reaches
+# the run config outside its runtime-only sections (xsample.rundir.provenance.RUNTIME_ONLY_KEYS).
+LAUNCH_ONLY_KEYS = ("launcher", "runs_in_flight", "plan", "detach", "force", "paths.sweeps", "paths.figures")
 # Run states (xsample.rundir.lifecycle.RunState) whose runs a launch runs or submits.
 LAUNCHED_STATES = ("new", "resume", "rerun")
 
@@ -154,6 +157,10 @@ class PlannedRun:
         return RunConfig.from_dict(self.config)
 
 
+def _launch_only(key: str) -> bool:
+    return key in LAUNCH_ONLY_KEYS or key.startswith("hydra.launcher.")
+
+
 def plan_run(context: PlanningContext, overrides: list[str]) -> PlannedRun:
     """Compose one job's run and name it by its identity; InvalidValues lists every setting out of range.
 
@@ -165,7 +172,11 @@ def plan_run(context: PlanningContext, overrides: list[str]) -> PlannedRun:
         raise InvalidValues(problems)
     config = build_run_config(composed)
     grid = list(hydra_node["grid"])
-    reference = context.reference(tuple(o for o in overrides if override_key(o) in (*REFERENCE_KEYS, *grid)))
+    reference_overrides = tuple(o for o in overrides if override_key(o) in (*REFERENCE_KEYS, *grid))
+    if all(_launch_only(override_key(o)) for o in overrides if o not in reference_overrides):
+        reference = build_run_config(composed)  # the same identity as composing again without those overrides
+    else:
+        reference = context.reference(reference_overrides)
     departures = variant(config, reference)
     config["experiment"].update(variant=variant_label(departures), variant_tag=variant_tag(departures))
     job_resources = config["resources"]

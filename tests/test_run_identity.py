@@ -213,3 +213,21 @@ def test_a_run_another_table_already_completed_is_adopted_not_trained_again(tmp_
     forced = _reproduce(tmp_path, "-m", "table=fig3", "method=simclr", "seed=0", "data_fraction=1.0", "force=true",
                         "launcher=plan", *FEW_STEPS)
     assert "1 new" in forced.stdout, "force=true trains anew"
+
+
+@pytest.mark.parametrize("launch", [["launcher=slurm", "plan=true", "detach=true", "force=true", "paths.sweeps=/elsewhere",
+                                     "paths.figures=/figures", "hydra.launcher.partition=gpu"],
+                                    ["launcher=local", "runs_in_flight=2"]])
+def test_launch_only_overrides_never_reach_a_runs_identity(launch):
+    """The planner takes a job's own config as its reference when its other overrides are launch-only
+    (experiments.plan.LAUNCH_ONLY_KEYS): that holds only if composing without them gives the same identity."""
+    from experiments import plan as planning
+    from experiments.run_config import build_run_config
+
+    grid_point = ["table='2'", "scale=tiny", "row=minilm", "seed=1"]
+    assert {planning.override_key(o) for o in launch} <= {*planning.LAUNCH_ONLY_KEYS, "hydra.launcher.partition"}
+    with planning.planning() as context:
+        plain = build_run_config(context.compose(grid_point)[0])
+        launched = build_run_config(context.compose([*grid_point, *launch])[0])
+    assert config_hash(launched) == config_hash(plain)
+    assert run_name(launched["experiment"]) == run_name(plain["experiment"])
