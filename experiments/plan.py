@@ -174,10 +174,9 @@ def plan_run(context: PlanningContext, overrides: list[str]) -> PlannedRun:
     grid = list(hydra_node["grid"])
     reference_overrides = tuple(o for o in overrides if override_key(o) in (*REFERENCE_KEYS, *grid))
     if all(_launch_only(override_key(o)) for o in overrides if o not in reference_overrides):
-        reference = build_run_config(composed)  # the same identity as composing again without those overrides
+        departures = {}  # composing again without the launch-only overrides would give this very identity
     else:
-        reference = context.reference(reference_overrides)
-    departures = variant(config, reference)
+        departures = variant(config, context.reference(reference_overrides))
     config["experiment"].update(variant=variant_label(departures), variant_tag=variant_tag(departures))
     job_resources = config["resources"]
     run_dir = Path(hydra_node["sweep_dir"]) / "runs" / run_name(config["experiment"])

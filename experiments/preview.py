@@ -30,6 +30,7 @@ if str(REPO) not in sys.path:  # run as a script from any directory
 
 from analysis.catalog import tables  # noqa: E402
 from analysis.report import check_outcome_lines  # noqa: E402
+from experiments.launch import usable_cores  # noqa: E402
 from experiments.plan import TABLES  # noqa: E402
 
 SCALE = "tiny"
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "paper_figures" / "preview" / SCALE)
     parser.add_argument("--sweeps", type=Path, default=REPO / os.environ.get("XSAMPLE_SWEEPS", "sweeps"),
                         help="where the runs are written (paths.sweeps)")
-    parser.add_argument("--runs-in-flight", type=int, default=min(2, len(os.sched_getaffinity(0))),
+    parser.add_argument("--runs-in-flight", type=int, default=min(2, usable_cores()),
                         help="runs trained at once, each with cores/N threads (launcher=local runs_in_flight); "
                              "default 2, or 1 on one core")
     args = parser.parse_args(argv)
