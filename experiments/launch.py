@@ -158,8 +158,8 @@ def worker_command(threads: int) -> list[str]:
 def run_side_by_side(runs: list[PlannedRun], runs_in_flight: int, log: Callable[[str], None] = _log,
                      command: Callable[[int], list[str]] = worker_command) -> None:
     """Every run, at most ``runs_in_flight`` at once, each in one of as many worker processes with
-    ``threads_per_run`` threads; in the plan's order, and a fine-tuning run only once its base (when launched
-    too) has ended. A worker executes its runs one after another, so it imports the library and renders the
+    ``threads_per_run`` threads; in the plan's order with the runs that train nothing last, and a
+    fine-tuning run only once its base (when launched too) has ended. A worker executes its runs one after another, so it imports the library and renders the
     evaluation worlds once, not per run. Each output line is shown prefixed with its run's name.
 
     Ctrl-C or SIGTERM is passed on, once, to every run in flight (each checkpoints and records itself as
@@ -167,7 +167,9 @@ def run_side_by_side(runs: list[PlannedRun], runs_in_flight: int, log: Callable[
     once the workers have exited. The workers run in their own session, so that a terminal's Ctrl-C reaches
     them only through this process, once."""
     threads = threads_per_run(runs_in_flight)
-    waiting = list(runs)
+    # Runs that train nothing (an untrained baseline's evaluation) go last: short, they fill the cores while
+    # the last trained runs end, where a trained run started last would leave the other cores idle.
+    waiting = sorted(runs, key=lambda run: run.config["optim"] is None)
     launched_bases = {run.run_dir for run in runs}
     ended: set[Path] = set()
     workers: list[_Worker] = []

@@ -47,7 +47,8 @@ PLAN_FILE = "sweep_plan.json"
 REFERENCE_KEYS = ("table", "scale")
 # Overrides that say how and where a sweep is launched and reported, never what a run trains: none reaches
 # the run config outside its runtime-only sections (xsample.rundir.provenance.RUNTIME_ONLY_KEYS).
-LAUNCH_ONLY_KEYS = ("launcher", "runs_in_flight", "plan", "detach", "force", "paths.sweeps", "paths.figures")
+LAUNCH_ONLY_KEYS = ("launcher", "runs_in_flight", "plan", "detach", "force", "extra_sweeps", "paths.sweeps",
+                    "paths.figures")
 # Run states (xsample.rundir.lifecycle.RunState) whose runs a launch runs or submits.
 LAUNCHED_STATES = ("new", "resume", "rerun")
 
@@ -222,12 +223,34 @@ class SweepPlan:
 
 def job_overrides(context: PlanningContext, overrides: list[str], multirun: bool) -> list[list[str]]:
     """The override list of every job the command line means: itself, or with -m the table's grid
-    (read from the config the command line's fixed values compose) with its sweeps composed in."""
+    (read from the config the command line's fixed values compose) with its sweeps composed in; with
+    extra_sweeps=true, then each of the table's extra sweeps at this scale the same way."""
     if not multirun:
         return [overrides]
+    jobs = []
+    for sweep in [overrides, *extra_sweep_overrides(context, overrides)]:
+        parsed = OverridesParser.create().parse_overrides(sweep)
+        fixed = [override.input_line for override in parsed if not override.is_sweep_override()]
+        jobs += expand_grid(context.compose(fixed)[1]["grid"], sweep)
+    return jobs
+
+
+def extra_sweep_overrides(context: PlanningContext, overrides: list[str]) -> list[list[str]]:
+    """With extra_sweeps=true, the command line followed by each sweep of the table's
+    ``table.extra_sweeps.<scale>`` (the rows its known-answer checks compare), whose values come last."""
     parsed = OverridesParser.create().parse_overrides(overrides)
-    fixed = [override.input_line for override in parsed if not override.is_sweep_override()]
-    return expand_grid(context.compose(fixed)[1]["grid"], overrides)
+    composed = context.compose([o.input_line for o in parsed if not o.is_sweep_override()])[0]
+    wanted = composed["extra_sweeps"]
+    if not isinstance(wanted, bool):
+        raise ConfigError(f"extra_sweeps={wanted} must be true or false")
+    if not wanted:
+        return []
+    table, scale = composed["table"], composed["scale"]["name"]
+    sweeps = (table.get("extra_sweeps") or {}).get(scale) or []
+    if not sweeps:
+        raise ConfigError(f"{table['name']} has no extra sweeps at scale={scale} (table.extra_sweeps in its "
+                          "configs/table/ file); drop extra_sweeps=true")
+    return [[*overrides, *sweep.split()] for sweep in sweeps]
 
 
 def plan_sweep(overrides: list[str], *, multirun: bool, force: bool = False) -> SweepPlan:

@@ -4,8 +4,9 @@
     python experiments/preview.py --tables 1 --out paper_figures/tiny     # Table 1 alone (make demo)
     python experiments/preview.py --runs-in-flight 1     # one run at a time, every core each
 
-Each table runs as a user would run it: `reproduce.py -m table=T scale=tiny`, then each of the table's
-`table.extra_sweeps.tiny` (configs/table/T.yaml: the sanity and extra-seed rows its checks need). Runs
+Each table runs as a user would run it, as one launch: `reproduce.py -m table=T scale=tiny`, with
+`extra_sweeps=true` where the table has `table.extra_sweeps.tiny` (configs/table/T.yaml: the sanity and
+extra-seed rows its checks need), so that its grid and those sweeps share the runs in flight. Runs
 already completed are not run again, so an interrupted preview continues where it stopped. The report of
 every table is rendered into ``--out`` with ``timings.md``: each table's wall time and the training speed
 of its runs (images/s, so that a slower or busier machine can be told apart from a slower harness).
@@ -104,16 +105,16 @@ def main(argv: list[str] | None = None) -> int:
     failed = []
     for table in args.tables:
         started = time.monotonic()
-        sweeps = [[], *extra_sweeps(table)]
-        for extra in sweeps:
-            command = [sys.executable, str(REPO / "experiments" / "reproduce.py"), "-m", f"table={table}",
-                       f"scale={SCALE}", *extra, f"paths.sweeps={args.sweeps}", f"paths.figures={args.out.parent}",
-                       f"runs_in_flight={args.runs_in_flight}"]
-            print("$ " + " ".join(command[1:]), flush=True)
-            if subprocess.run(command, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}).returncode != 0:
-                failed.append(" ".join(command[3:]))
+        sweeps = 1 + len(extra_sweeps(table))
+        # One launch per table: its grid and extra sweeps share the runs in flight and one report.
+        command = [sys.executable, str(REPO / "experiments" / "reproduce.py"), "-m", f"table={table}",
+                   f"scale={SCALE}", *(["extra_sweeps=true"] if sweeps > 1 else []), f"paths.sweeps={args.sweeps}",
+                   f"paths.figures={args.out.parent}", f"runs_in_flight={args.runs_in_flight}"]
+        print("$ " + " ".join(command[1:]), flush=True)
+        if subprocess.run(command, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}).returncode != 0:
+            failed.append(" ".join(command[3:]))
         minutes, seconds = divmod(round(time.monotonic() - started), 60)
-        rows[table] = (f"| {table} | {len(sweeps)} | {minutes} min {seconds:02d} s | "
+        rows[table] = (f"| {table} | {sweeps} | {minutes} min {seconds:02d} s | "
                        f"{training_speed(_sweep_dir(args.sweeps, table))} |")
         # Written after every table: a preview stopped part-way keeps the times of the tables it finished.
         args.out.mkdir(parents=True, exist_ok=True)
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         for line in check_outcome_lines(_sweep_dir(args.sweeps, table), _table_id(table), SCALE, args.out):
             print(f"xsample: {line}")
     if failed:
-        print(f"xsample: {len(failed)} sweep(s) did not complete: " + "; ".join(failed), file=sys.stderr)
+        print(f"xsample: {len(failed)} launch(es) did not complete: " + "; ".join(failed), file=sys.stderr)
         return 1
     return 0
 

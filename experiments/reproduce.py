@@ -2,6 +2,7 @@
 
     python experiments/reproduce.py -m table=2                  # whole sweep (SLURM if available)
     python experiments/reproduce.py -m table=1 scale=tiny       # miniature, CPU, embedded data
+    python experiments/reproduce.py -m table=1 scale=tiny extra_sweeps=true   # and the rows its checks compare
     python experiments/reproduce.py -m table=3 plan=true        # jobs, states, resources, GPU-hours; run nothing
     python experiments/reproduce.py -m table=3 detach=true      # submit the SLURM arrays and return
 
@@ -288,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     _check_names(overrides)
     plan_only = option(overrides, "launcher") == "plan" or str(option(overrides, "plan")).lower() == "true"
     rank = _torchrun_rank()
+    if not multirun and str(option(overrides, "extra_sweeps")).lower() == "true":
+        raise Refused(["extra_sweeps=true adds the table's extra sweeps to its sweep: add -m"])
     if rank is not None and multirun:
         raise Refused(["torchrun runs one run as several ranks: drop -m (sweeps go to SLURM, one DDP job per run)"])
     if rank is not None and option(overrides, "launcher") not in (None, "local"):

@@ -50,8 +50,10 @@ def _fake_worker(log: Path):
 
 
 def _fake_runs(tmp_path: Path, names: list[str], base_of: dict[str, str] | None = None) -> list[SimpleNamespace]:
-    """Runs named name-seconds (how long the fake worker takes for each)."""
-    runs = {name: SimpleNamespace(name=name.split("-")[0], run_dir=tmp_path / name, base=None) for name in names}
+    """Runs named name-seconds (how long the fake worker takes for each); those named untrained* train nothing."""
+    runs = {name: SimpleNamespace(name=name.split("-")[0], run_dir=tmp_path / name, base=None,
+                                  config={"optim": None if name.startswith("untrained") else {"lr": 1.0}})
+            for name in names}
     for name, base in (base_of or {}).items():
         runs[name].base = runs[base]
     return list(runs.values())
@@ -76,6 +78,14 @@ def test_at_most_n_runs_at_once_and_a_fine_tune_starts_after_its_base(tmp_path):
     assert when[("start", "tuned")] > when[("end", "base")]
     assert when[("start", "a")] < when[("end", "base")]  # the other rows did not wait for the base
     assert sorted(lines) == sorted(f"{name}: hello from {name}" for name in ("a", "b", "base", "tuned"))
+
+
+def test_runs_that_train_nothing_start_after_every_trained_run(tmp_path):
+    log = tmp_path / "events"
+    runs = _fake_runs(tmp_path, ["a-0.1", "untrained-0.1", "b-0.1", "c-0.1"])
+    run_side_by_side(runs, 2, log=lambda line: None, command=_fake_worker(log))
+    started = [name for kind, name, _ in sorted(_events(log), key=lambda event: event[2]) if kind == "start"]
+    assert started[-1] == "untrained" and sorted(started[:3]) == ["a", "b", "c"]
 
 
 def test_a_signal_reaches_every_run_in_flight_once_and_no_further_run_starts(tmp_path):

@@ -205,14 +205,39 @@ def test_a_config_that_cannot_compose_is_a_one_line_error(override, message):
     assert out.stderr.strip() == f"xsample: {message}"
 
 
-def test_every_extra_sweep_a_table_declares_plans_without_problems():
-    """configs/table/*.yaml extra_sweeps (what make demo and make preview add to a table's grid) are valid."""
-    from experiments.plan import TABLES, plan_sweep
+def test_extra_sweeps_true_plans_the_grid_then_each_extra_sweep_as_one_sweep():
+    """configs/table/*.yaml extra_sweeps (the rows known-answer checks compare; make demo and make preview
+    launch them with extra_sweeps=true) plan without problems, and one launch holds exactly the jobs of the
+    grid and of each extra sweep launched on its own."""
+    from experiments.plan import job_overrides, plan_run, planning
     from experiments.preview import extra_sweeps
 
     declared = {table: extra for table in TABLES if (extra := extra_sweeps(table))}
     assert "1" in declared, "Table 1's sanity rows are declared"
     for table, sweeps in declared.items():
-        for overrides in sweeps:
-            plan = plan_sweep(["launcher=local", f"table='{table}'", "scale=tiny", *overrides], multirun=True)
-            assert plan.runs and not plan.problems, (table, overrides, plan.problems)
+        command = ["launcher=local", f"table='{table}'", "scale=tiny"]
+        with planning() as context:
+            one_launch = job_overrides(context, [*command, "extra_sweeps=true"], multirun=True)
+            grid = job_overrides(context, command, True)
+            separately = [*grid, *(job for extra in sweeps for job in job_overrides(context, [*command, *extra], True))]
+            assert [[o for o in job if not o.startswith("extra_sweeps=")] for job in one_launch] == separately
+            for job in one_launch[len(grid):]:  # the grid's own runs: test_table_sweep_expands
+                plan_run(context, job)  # raises InvalidValues, naming every problem
+
+
+@pytest.mark.parametrize("args, message", [
+    (["table=1", "scale=tiny", "extra_sweeps=true"], "extra_sweeps=true adds the table's extra sweeps to its sweep: "
+                                                     "add -m"),
+    (["-m", "table=1", "scale=paper", "extra_sweeps=true"], "Table 1 has no extra sweeps at scale=paper "
+                                                            "(table.extra_sweeps in its configs/table/ file); drop "
+                                                            "extra_sweeps=true"),
+    (["-m", "table=2", "scale=tiny", "extra_sweeps=yes"], "extra_sweeps=yes must be true or false"),
+])
+def test_extra_sweeps_that_cannot_act_are_refused_in_one_line_before_planning(tmp_path, capsys, args, message):
+    from experiments import reproduce
+
+    with pytest.raises(SystemExit) as refused:
+        reproduce.main([*args, "launcher=plan", f"paths.sweeps={tmp_path}"])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert refused.value.code == 1 and lines == [f"xsample: {message}"], lines
+    assert list(tmp_path.iterdir()) == []
