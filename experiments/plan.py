@@ -227,19 +227,21 @@ def job_overrides(context: PlanningContext, overrides: list[str], multirun: bool
     extra_sweeps=true, then each of the table's extra sweeps at this scale the same way."""
     if not multirun:
         return [overrides]
-    jobs = []
-    for sweep in [overrides, *extra_sweep_overrides(context, overrides)]:
-        parsed = OverridesParser.create().parse_overrides(sweep)
-        fixed = [override.input_line for override in parsed if not override.is_sweep_override()]
-        jobs += expand_grid(context.compose(fixed)[1]["grid"], sweep)
+    composed, hydra_node = context.compose(_fixed(overrides))
+    jobs = expand_grid(hydra_node["grid"], overrides)
+    for sweep in extra_sweep_overrides(composed, overrides):
+        jobs += expand_grid(context.compose(_fixed(sweep))[1]["grid"], sweep)
     return jobs
 
 
-def extra_sweep_overrides(context: PlanningContext, overrides: list[str]) -> list[list[str]]:
-    """With extra_sweeps=true, the command line followed by each sweep of the table's
-    ``table.extra_sweeps.<scale>`` (the rows its known-answer checks compare), whose values come last."""
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    composed = context.compose([o.input_line for o in parsed if not o.is_sweep_override()])[0]
+def _fixed(overrides: list[str]) -> list[str]:
+    """The overrides that set one value (not a sweep over several)."""
+    return [o.input_line for o in OverridesParser.create().parse_overrides(overrides) if not o.is_sweep_override()]
+
+
+def extra_sweep_overrides(composed: dict[str, Any], overrides: list[str]) -> list[list[str]]:
+    """With extra_sweeps=true (in the config ``overrides`` composed), the command line followed by each sweep of
+    the table's ``table.extra_sweeps.<scale>`` (the rows its known-answer checks compare), whose values come last."""
     wanted = composed["extra_sweeps"]
     if not isinstance(wanted, bool):
         raise ConfigError(f"extra_sweeps={wanted} must be true or false")

@@ -30,7 +30,7 @@ def _tree(directory: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("args, message", [
-    (["-m", "table=2", "scale=tiny", "dataset=bogus"], "unknown dataset='bogus'; choose one of cc12m, cc3m, fashion_mnist, imagenet"),
+    (["table=2", "scale=tiny", "dataset=bogus"], "unknown dataset='bogus'; choose one of cc12m, cc3m, fashion_mnist, imagenet"),
     (["-m", "table=2", "scale=tiny", "dataset=cc3m"], "dataset=cc3m cannot act on Table 2: it pretrains on imagenet"),
     (["table=1", "+foo=1"], "+foo=1: foo is not a key of the config, and nothing would read it"),
     (["table=1", "seed=-1"], "seed must be in [0, 2147483647], got -1; e.g. seed=1"),
