@@ -27,6 +27,7 @@ from typing import Any
 
 from experiments.plan import PlannedRun
 from xsample.io import read_json
+from xsample.methods import method as registered_method
 from xsample.rundir.heartbeat import process_gone
 from xsample.rundir.lifecycle import RunOutcome, execute_run
 from xsample.rundir.preemption import Preempted, RunInterrupted
@@ -158,9 +159,10 @@ def worker_command(threads: int) -> list[str]:
 def run_side_by_side(runs: list[PlannedRun], runs_in_flight: int, log: Callable[[str], None] = _log,
                      command: Callable[[int], list[str]] = worker_command) -> None:
     """Every run, at most ``runs_in_flight`` at once, each in one of as many worker processes with
-    ``threads_per_run`` threads; in the plan's order with the runs that train nothing last, and a
-    fine-tuning run only once its base (when launched too) has ended. A worker executes its runs one after another, so it imports the library and renders the
-    evaluation worlds once, not per run. Each output line is shown prefixed with its run's name.
+    ``threads_per_run`` threads; in the plan's order with the runs that train nothing last, and a fine-tuning
+    run only once its base (when launched too) has ended. A worker executes its runs one after another, so it
+    imports the library and renders the evaluation worlds once, not per run. Each output line is shown prefixed
+    with its run's name.
 
     Ctrl-C or SIGTERM is passed on, once, to every run in flight (each checkpoints and records itself as
     interrupted, as a run in this process would), no further run starts, and ``SweepInterrupted`` is raised
@@ -169,7 +171,7 @@ def run_side_by_side(runs: list[PlannedRun], runs_in_flight: int, log: Callable[
     threads = threads_per_run(runs_in_flight)
     # Runs that train nothing (an untrained baseline's evaluation) go last: short, they fill the cores while
     # the last trained runs end, where a trained run started last would leave the other cores idle.
-    waiting = sorted(runs, key=lambda run: run.config["optim"] is None)
+    waiting = sorted(runs, key=lambda run: not registered_method(run.config["method"]["name"]).trains)
     launched_bases = {run.run_dir for run in runs}
     ended: set[Path] = set()
     workers: list[_Worker] = []

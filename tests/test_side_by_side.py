@@ -52,7 +52,7 @@ def _fake_worker(log: Path):
 def _fake_runs(tmp_path: Path, names: list[str], base_of: dict[str, str] | None = None) -> list[SimpleNamespace]:
     """Runs named name-seconds (how long the fake worker takes for each); those named untrained* train nothing."""
     runs = {name: SimpleNamespace(name=name.split("-")[0], run_dir=tmp_path / name, base=None,
-                                  config={"optim": None if name.startswith("untrained") else {"lr": 1.0}})
+                                  config={"method": {"name": "untrained" if name.startswith("untrained") else "simclr"}})
             for name in names}
     for name, base in (base_of or {}).items():
         runs[name].base = runs[base]
