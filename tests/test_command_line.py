@@ -48,6 +48,20 @@ def test_a_value_that_cannot_act_is_one_line_exit_1_and_nothing_is_created(tmp_p
     assert list(tmp_path.iterdir()) == []
 
 
+def test_planning_loads_none_of_the_libraries_only_runs_need(tmp_path):
+    # torchvision alone took 3 of a refusal's 9 seconds on a 2-core host: a login node's command (plan, check,
+    # refuse, submit) should not pay for it. An X-CLR run on CC3M at paper scale checks captions and its text encoder.
+    script = ("import sys; from experiments.plan import plan_sweep; "
+              f"plan_sweep([\"table='3'\", 'scale=paper', 'method=xclr', 'dataset=cc3m', 'launcher=local', "
+              f"'paths.sweeps={tmp_path}'], multirun=False); "
+              "print(sorted(name for name in ('torchvision', 'timm', 'open_clip', 'sentence_transformers', 'webdataset') "
+              "if name in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
 @pytest.mark.parametrize("args", [["--cfg", "job", "table=2"], ["--help", "scale=paper"], ["-m", "table=1", "--info"],
                                   ["table=3", "--cfg", "hydra", "--package", "hydra.launcher"]])
 def test_hydra_flags_print_and_exit_0_without_checks_or_files(tmp_path, args):

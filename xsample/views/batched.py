@@ -236,8 +236,9 @@ def _blend(images: Tensor, other: Tensor, factor: Tensor) -> Tensor:
 def _shift_hue(images: Tensor, shift: Tensor) -> Tensor:
     """torchvision's adjust_hue: to HSV, rotate the hue, back to RGB."""
     r, g, b = images.unbind(1)
-    value, _ = images.max(1)
-    chroma = value - images.min(1)[0]
+    # Elementwise over the three channels: a reduction over dim 1 of a (N, 3, H, W) batch is ~10x slower on the CPU.
+    value = torch.maximum(torch.maximum(r, g), b)
+    chroma = value - torch.minimum(torch.minimum(r, g), b)
     has_hue = chroma > 0
     safe_chroma = torch.where(has_hue, chroma, torch.ones_like(chroma))
     saturation = torch.where(value > 0, chroma / value.clamp_min(1e-12), torch.zeros_like(value))

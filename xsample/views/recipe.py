@@ -12,14 +12,19 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from torchvision import transforms as T
-
 from xsample.config import Augment, Blur, ColourJitter
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CROP_RATIO = (3 / 4, 4 / 3)  # every recipe's crop aspect-ratio range (torchvision's RandomResizedCrop default)
-AUTOAUGMENT_POLICIES = tuple(policy.value for policy in T.AutoAugmentPolicy)
+
+
+def autoaugment_policies() -> tuple[str, ...]:
+    """torchvision's AutoAugment policy names. Read when a recipe names one: importing torchvision takes seconds,
+    which the planner on a login node would otherwise pay for every recipe."""
+    from torchvision.transforms import AutoAugmentPolicy
+
+    return tuple(policy.value for policy in AutoAugmentPolicy)
 
 
 @dataclass(frozen=True)
@@ -80,8 +85,9 @@ class AugmentRecipe:
             if not 0 <= value <= 1:
                 return f"augment.{key} ({self.name}) must be in [0, 1], got {value}"
         if self.autoaugment is not None:
-            if self.autoaugment not in AUTOAUGMENT_POLICIES:
-                return f"augment.autoaugment={self.autoaugment!r} is not a policy; use one of {', '.join(AUTOAUGMENT_POLICIES)} or null"
+            policies = autoaugment_policies()
+            if self.autoaugment not in policies:
+                return f"augment.autoaugment={self.autoaugment!r} is not a policy; use one of {', '.join(policies)} or null"
             if jitter is not None or blur is not None or self.grayscale_probability:
                 return (f"augment ({self.name}): autoaugment replaces the colour distortion; set colour_jitter and blur "
                         "to null and grayscale_probability to 0")
