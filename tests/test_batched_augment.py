@@ -302,3 +302,21 @@ def test_the_input_benchmark_runs_and_ends_with_its_json_line(capsys):
     rates = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert all(rates[key] > 0 for key in ("pil_samples_per_s", "batched_samples_per_s", "step_samples_per_s",
                                           "training_batched_samples_per_s", "training_pil_samples_per_s")), rates
+
+
+@pytest.mark.parametrize("name,options", [("shapes", {"size": "3k"}), ("fashion_mnist", {"max_samples": 200})])
+def test_in_memory_pixels_give_the_views_of_the_pil_image(name, options):
+    """The batched views take an in-memory dataset's ``rgb_pixels`` instead of copying them out of ``image``:
+    the same pixels (Fashion-MNIST's: what PIL's L -> RGB conversion gives), so the same views."""
+    dataset = build_dataset(name, "train", **options)
+    views = BatchedViews(32, 2, SUPCON)
+    items = [dataset[position] for position in range(8)]
+    assert all(np.array_equal(item["rgb_pixels"], np.asarray(item["image"].convert("RGB"))) for item in items)
+    if name == "fashion_mnist":
+        gray = dataset.images[int(dataset.positions[0])]
+        assert np.array_equal(items[0]["rgb_pixels"], np.asarray(Image.fromarray(gray, mode="L").convert("RGB")))
+    through_pil = [{key: value for key, value in item.items() if key != "rgb_pixels"} for item in items]
+    drawn = [views.draw_views(views.collate([views(item, seed) for seed, item in enumerate(batch)]), CPU)
+             for batch in (items, through_pil)]
+    for key in ("view1", "view2"):
+        assert torch.equal(drawn[0][key], drawn[1][key])

@@ -263,3 +263,24 @@ def test_lars_differs_from_timm_lars_in_the_trust_ratio_under_weight_decay():
     torch.testing.assert_close(ours[0].weight[0], simclr, rtol=1e-12, atol=0)
     torch.testing.assert_close(theirs[0].weight[0], you_et_al, rtol=1e-12, atol=0)
     assert not torch.allclose(simclr, you_et_al)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_lars_foreach_update_is_bit_identical_to_the_per_tensor_loop(nesterov):
+    """The multi-tensor update runs the same kernels per tensor: the tiny runs' numbers do not move with it."""
+    reference = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.Flatten(),
+                                    torch.nn.Linear(8 * 6 * 6, 5))
+    multi_tensor = copy.deepcopy(reference)
+    optimizers = [LARS(param_groups(model, 1e-4), lr=4.0, momentum=0.9, nesterov=nesterov, foreach=foreach)
+                  for model, foreach in ((reference, False), (multi_tensor, True))]
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(4):
+        # the second tensor's zero gradient takes the trust ratio's fallback
+        grads = [torch.randn(p.shape, generator=generator) * (position != 1)
+                 for position, p in enumerate(reference.parameters())]
+        for model, optimizer in zip((reference, multi_tensor), optimizers, strict=True):
+            for parameter, grad in zip(model.parameters(), grads, strict=True):
+                parameter.grad = grad.clone()
+            optimizer.step()
+    for before, after in zip(reference.parameters(), multi_tensor.parameters(), strict=True):
+        assert torch.equal(before, after)

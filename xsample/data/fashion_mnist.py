@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
+from xsample.data.items import RGB_PIXELS
 from xsample.data.registry import check_split, register_dataset, require_root
 
 DEBIAN_ROOT = "/usr/share/datasets/fashion-mnist"
@@ -66,8 +67,9 @@ class FashionMNIST(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         position = int(self.positions[i])
-        image = Image.fromarray(self.images[position], mode="L").convert("RGB")
-        return {"image": image, "index": position, "label": int(self.labels[i]), "caption": ""}
+        rgb = np.repeat(self.images[position][:, :, None], 3, axis=2)  # what PIL's L -> RGB conversion gives
+        return {"image": Image.fromarray(rgb, mode="RGB"), RGB_PIXELS: rgb, "index": position,
+                "label": int(self.labels[i]), "caption": ""}
 
 
 @register_dataset("fashion_mnist", default_root=DEBIAN_ROOT)

@@ -1,6 +1,7 @@
 """Datasets by name. Every dataset yields dict items:
 ``{"image": PIL RGB, "index": int, "label": int (-1 if none), "caption": str ("" if none)}``
-plus dataset-specific extras ("attribute", "real_labels", ...)."""
+plus dataset-specific extras ("attribute", "real_labels", ...; in-memory datasets: "rgb_pixels", see
+xsample/data/items.py)."""
 
 from __future__ import annotations
 

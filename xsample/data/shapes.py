@@ -78,6 +78,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from xsample.data.caption_noise import caption_donors, check_caption_noise
+from xsample.data.items import RGB_PIXELS
 from xsample.data.registry import check_split, register_dataset
 
 IMAGE_SIZE = 32
@@ -315,7 +316,8 @@ class ShapesWorld(Dataset):
     def __getitem__(self, index: int) -> dict:
         scene = self.scenes[index]
         real = [scene["label"]] + ([scene["distractor"]["label"]] if scene["distractor"] and self.variant == "original" else [])
-        return {"image": Image.fromarray(self.pixels[index], mode="RGB"), "index": index, "label": scene["label"],
+        return {"image": Image.fromarray(self.pixels[index], mode="RGB"), RGB_PIXELS: self.pixels[index],
+                "index": index, "label": scene["label"],
                 "caption": self.captions[index], "attribute": scene["colour"], "real_labels": real,
                 "family": self.class_families[scene["label"]]}
 

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from xsample.data.items import RGB_PIXELS
 from xsample.rundir.preemption import leave_preemption_to_the_main_process
 from xsample.views.batched import BatchedEvalViews
 
@@ -82,7 +83,9 @@ def prepared_items(key: Hashable, dataset: Dataset, transform: Callable, image_s
     if size > PREPARED_DATASET_LIMIT_BYTES:
         return None
     if key not in _prepared:
-        _prepared[key] = (_PreparedItems([{**item, "image": transform(item["image"])} for item in dataset]), size)
+        # the transformed image replaces the pixels: an in-memory dataset's RGB_PIXELS are not kept twice
+        _prepared[key] = (_PreparedItems([{**{name: value for name, value in item.items() if name != RGB_PIXELS},
+                                           "image": transform(item["image"])} for item in dataset]), size)
         while sum(held for _, held in _prepared.values()) > PREPARED_TOTAL_LIMIT_BYTES:
             _prepared.popitem(last=False)
     _prepared.move_to_end(key)

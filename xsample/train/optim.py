@@ -53,7 +53,11 @@ class LARS(torch.optim.Optimizer):
     """
 
     def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
-                 trust_coefficient: float = 0.001, nesterov: bool = False):
+                 trust_coefficient: float = 0.001, nesterov: bool = False, foreach: bool = True):
+        """``foreach``: each parameter group in a few multi-tensor calls (as torch's optimisers' ``foreach``),
+        bit-identical to the per-tensor loop (``foreach=False``, kept as the reference that
+        experiments/bench_optim.py and tests/test_optim.py compare against) and faster on the tiny model's
+        ~40 small tensors, where one update is mostly per-call overhead."""
         _check_positive("LARS lr", lr)
         _check_positive("LARS trust_coefficient", trust_coefficient)
         if not 0 <= momentum < 1:
@@ -63,6 +67,7 @@ class LARS(torch.optim.Optimizer):
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, trust_coefficient=trust_coefficient,
                         nesterov=nesterov, lars_exclude=False)
         super().__init__(params, defaults)
+        self.foreach = foreach
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -71,30 +76,60 @@ class LARS(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            lr, momentum = group["lr"], group["momentum"]
-            for param in group["params"]:
-                if param.grad is None:
-                    continue
-                grad = param.grad
-                if group["lars_exclude"]:
-                    scaled = grad.mul(lr)
-                else:
-                    if group["weight_decay"]:
-                        grad = grad.add(param, alpha=group["weight_decay"])
-                    param_norm = torch.linalg.vector_norm(param)
-                    grad_norm = torch.linalg.vector_norm(grad)
-                    # torch.where instead of Python branching: no device-to-host sync per parameter.
-                    trust = torch.where((param_norm > 0) & (grad_norm > 0),
-                                        group["trust_coefficient"] * param_norm / grad_norm,
-                                        torch.ones_like(param_norm))
-                    scaled = grad.mul(trust * lr)
+            params = [param for param in group["params"] if param.grad is not None]
+            if not params:
+                continue
+            buffers = []
+            for param in params:
                 state = self.state[param]
                 if "momentum_buffer" not in state:
                     state["momentum_buffer"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-                buffer = state["momentum_buffer"]
-                buffer.mul_(momentum).add_(scaled)
-                param.sub_(scaled.add(buffer, alpha=momentum) if group["nesterov"] else buffer)
+                buffers.append(state["momentum_buffer"])
+            # foreach takes one dtype and device per group (the per-tensor loop's norms keep each tensor's own)
+            mixed = len({(param.dtype, param.device) for param in params}) > 1
+            update = self._update_foreach if self.foreach and not mixed else self._update_per_tensor
+            update(group, params, [param.grad for param in params], buffers)
         return loss
+
+    @staticmethod
+    def _update_per_tensor(group: dict, params: list[torch.Tensor], grads: list[torch.Tensor],
+                           buffers: list[torch.Tensor]) -> None:
+        lr, momentum = group["lr"], group["momentum"]
+        for param, grad, buffer in zip(params, grads, buffers, strict=True):
+            if group["lars_exclude"]:
+                scaled = grad.mul(lr)
+            else:
+                if group["weight_decay"]:
+                    grad = grad.add(param, alpha=group["weight_decay"])
+                param_norm = torch.linalg.vector_norm(param)
+                grad_norm = torch.linalg.vector_norm(grad)
+                # torch.where instead of Python branching: no device-to-host sync per parameter.
+                trust = torch.where((param_norm > 0) & (grad_norm > 0),
+                                    group["trust_coefficient"] * param_norm / grad_norm,
+                                    torch.ones_like(param_norm))
+                scaled = grad.mul(trust * lr)
+            buffer.mul_(momentum).add_(scaled)
+            param.sub_(scaled.add(buffer, alpha=momentum) if group["nesterov"] else buffer)
+
+    @staticmethod
+    def _update_foreach(group: dict, params: list[torch.Tensor], grads: list[torch.Tensor],
+                        buffers: list[torch.Tensor]) -> None:
+        """The per-tensor update's operations, each over the whole group (the same kernels per tensor)."""
+        lr, momentum = group["lr"], group["momentum"]
+        if group["lars_exclude"]:
+            scaled = torch._foreach_mul(grads, lr)
+        else:
+            if group["weight_decay"]:
+                grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+            param_norms = torch.stack(torch._foreach_norm(params))
+            grad_norms = torch.stack(torch._foreach_norm(grads))
+            trust = torch.where((param_norms > 0) & (grad_norms > 0),
+                                group["trust_coefficient"] * param_norms / grad_norms,
+                                torch.ones_like(param_norms))
+            scaled = torch._foreach_mul(grads, list((trust * lr).unbind()))
+        torch._foreach_mul_(buffers, momentum)
+        torch._foreach_add_(buffers, scaled)
+        torch._foreach_sub_(params, torch._foreach_add(scaled, buffers, alpha=momentum) if group["nesterov"] else buffers)
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:

@@ -54,7 +54,7 @@ from xsample.data.decode import (
     is_complete_jpeg,
     pil_to_uint8,
 )
-from xsample.data.items import item_fields
+from xsample.data.items import RGB_PIXELS, item_fields
 from xsample.views.recipe import (
     CROP_RATIO,
     IMAGENET_MEAN,
@@ -453,8 +453,10 @@ class BatchedViews:
     # --- worker side -----------------------------------------------------------------------------------
     def __call__(self, item: dict, sample_seed: int) -> dict:
         """One sample's pixels (or JPEG bytes), original size and seed."""
-        image = item["image"]
-        if isinstance(image, EncodedImage):
+        image, rgb = item["image"], item.get(RGB_PIXELS)
+        if rgb is not None and max(rgb.shape[:2]) <= self.max_side:
+            pixels, size, fallback = torch.from_numpy(rgb).permute(2, 0, 1), rgb.shape[:2], self.encoded_source
+        elif isinstance(image, EncodedImage):
             pixels, size, fallback = self._load_encoded(image)
         else:
             # A dataset asked for encoded images hands over decoded ones only where it had to decode itself.
