@@ -55,9 +55,10 @@ class LARS(torch.optim.Optimizer):
     def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
                  trust_coefficient: float = 0.001, nesterov: bool = False, foreach: bool = True):
         """``foreach``: each parameter group in a few multi-tensor calls (as torch's optimisers' ``foreach``),
-        bit-identical to the per-tensor loop (``foreach=False``, kept as the reference that
-        experiments/bench_optim.py and tests/test_optim.py compare against) and faster on the tiny model's
-        ~40 small tensors, where one update is mostly per-call overhead."""
+        faster on the tiny model's ~40 small tensors, where one update is mostly per-call overhead. On the CPU
+        it runs the per-tensor loop's kernels tensor by tensor, so it is bit-identical to it (``foreach=False``,
+        the reference experiments/bench_optim.py and tests/test_optim.py compare against); on a GPU the fused
+        norm kernel may round the trust ratio's norms differently in the last bit."""
         _check_positive("LARS lr", lr)
         _check_positive("LARS trust_coefficient", trust_coefficient)
         if not 0 <= momentum < 1:
