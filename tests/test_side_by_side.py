@@ -138,7 +138,9 @@ def test_two_runs_train_side_by_side_stop_on_sigterm_and_resume(tmp_path):
                "seed=0,1", "launcher=local", "runs_in_flight=2", f"paths.sweeps={tmp_path}",
                f"paths.cache={tmp_path / 'cache'}", f"paths.figures={tmp_path / 'figures'}",
                "scale.checkpoint_every_steps=1", *FEW_STEPS]
-    command = [argument.replace("scale.epochs=1", "scale.epochs=3") for argument in command]
+    # 36 steps: the run that started first must still be training when the later one has checkpointed twice
+    # and the signal lands (with 9 steps, on a faster host, it had finished by then).
+    command = [argument.replace("scale.epochs=1", "scale.epochs=12") for argument in command]
     started = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
