@@ -36,10 +36,16 @@ from xsample.train.optim import LARS, OPTIMIZER_OPTIONS, build_optimizer, param_
 CAPTION = "a photo of a small red striped dog on grass next to a small cat"
 
 
+TINY_MODEL = REPO / "configs/model/resnet_tiny.yaml"
+
+
+def tiny_backbone(model: dict) -> tuple[torch.nn.Module, int]:
+    return build_backbone(model["backbone"], small_image_stem=model["small_image_stem"], stem_stride=model["stem_stride"])
+
+
 def tiny_clip() -> CLIPModel:
-    model = yaml.safe_load((REPO / "configs/model/resnet_tiny.yaml").read_text())
-    backbone, feature_dim = build_backbone(model["backbone"], small_image_stem=model["small_image_stem"],
-                                           stem_stride=model["stem_stride"])
+    model = yaml.safe_load(TINY_MODEL.read_text())
+    backbone, feature_dim = tiny_backbone(model)
     clip = model["clip"]
     return CLIPModel(backbone, feature_dim, clip["embed_dim"], clip["text"], init_logit_scale=clip["init_logit_scale"])
 
@@ -97,12 +103,10 @@ def bench_adamw(scale: dict, warmup: int, repeats: int) -> None:
 def bench_lars(scale: dict, warmup: int, repeats: int) -> None:
     views, recipe = 2 * int(scale["batch_size"]), scale["optim"]["lars"]
     weight_decay = float(recipe["weight_decay"])
-    model = yaml.safe_load((REPO / "configs/model/resnet_tiny.yaml").read_text())
-    loop_model, _ = build_backbone(model["backbone"], small_image_stem=model["small_image_stem"],
-                                   stem_stride=model["stem_stride"])
-    loop_model = loop_model.to(memory_format=torch.channels_last)
+    loop_model = tiny_backbone(yaml.safe_load(TINY_MODEL.read_text()))[0].to(memory_format=torch.channels_last)
     foreach_model = copy.deepcopy(loop_model)
     settings = OPTIMIZER_OPTIONS["lars"]
+    # lr 4: the tiny LARS base lr 16 scaled linearly to batch 64 (configs/scale/tiny.yaml)
     contenders = {
         name: (model, LARS(param_groups(model, weight_decay), lr=4.0, weight_decay=weight_decay,
                            momentum=settings["momentum"], trust_coefficient=settings["trust_coefficient"],
